@@ -1,0 +1,53 @@
+"""Build glue that pyproject.toml cannot express: the cffi module and the bootstrap executable.
+
+The bootstrap is a plain C program (it must be single-threaded to setns into user and mount
+namespaces), installed inside the package as ``supervisor/_bootstrap``. It is linked statically when
+the C library allows it: no dynamic loader on the path of every container start.
+"""
+
+import os
+import shlex
+import subprocess
+import sysconfig
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+NATIVE = Path("supervisor") / "native"
+SOURCES = ["bootstrap.c", "init.c", "parse.c"]
+CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-D_FORTIFY_SOURCE=2"]
+
+
+class BuildWithBootstrap(build_ext):
+    """build_ext that also compiles the bootstrap executable next to the extension."""
+
+    def run(self) -> None:
+        super().run()
+        for target in self._bootstrap_targets():
+            self._compile_bootstrap(target)
+
+    def _bootstrap_targets(self) -> list[Path]:
+        targets = [Path(self.build_lib) / "supervisor" / "_bootstrap"]
+        if self.inplace or getattr(self, "editable_mode", False):
+            targets.append(Path("supervisor") / "_bootstrap")
+        return targets
+
+    def _compile_bootstrap(self, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")[:1]
+        sources = [str(NATIVE / s) for s in SOURCES]
+        base = cc + CFLAGS + ["-o", str(target)] + sources
+        try:
+            subprocess.run(base + ["-static"], check=True, capture_output=True)
+        except subprocess.CalledProcessError:
+            subprocess.run(base, check=True)  # no static C library here: link dynamically
+
+    def get_outputs(self) -> list[str]:
+        return super().get_outputs() + [str(Path(self.build_lib) / "supervisor" / "_bootstrap")]
+
+
+setup(
+    cffi_modules=["supervisor/native/build.py:ffibuilder"],
+    cmdclass={"build_ext": BuildWithBootstrap},
+)

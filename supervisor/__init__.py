@@ -1,0 +1,30 @@
+"""supervisor: start, watch and stop Linux containers from trio.
+
+The public surface is re-exported here; everything else lives in private modules. Importing the
+package is cheap: the trio-based names are loaded on first use, so the one-shot CLI never pays for
+trio.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import BootstrapError, SpecError
+from .spec import ContainerSpec
+
+if TYPE_CHECKING:
+    from ._launch import ExitStatus
+    from .container import Container, open_container, run
+
+__all__ = ["BootstrapError", "Container", "ContainerSpec", "ExitStatus", "SpecError", "open_container", "run"]
+
+_LAZY = {"Container": ".container", "open_container": ".container", "run": ".container",
+         "ExitStatus": "._launch"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'supervisor' has no attribute {name!r}")

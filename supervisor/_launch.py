@@ -1,0 +1,174 @@
+"""Starting one container, without trio: spawn the bootstrap, run the handshake, reap.
+
+This is the part both front ends share. The trio ``Container`` drives ``Handshake`` with trio's
+waits; the one-shot CLI drives it with blocking calls, because importing trio would cost it more
+than a whole container start.
+
+The bootstrap is spawned with ``posix_spawn`` from the calling thread, which must be a long-lived
+one (the main thread): the init's parent-death signal fires when the thread that spawned it exits.
+"""
+
+import os
+import signal
+import socket
+from collections.abc import Generator
+
+import attrs
+
+from .bootstrap import encode
+from .errors import BootstrapError
+from .pipes import Handshake, Recv, Send
+from .plan import Plan
+
+__all__ = ["BOOTSTRAP", "INITPIPE_FD", "ExitStatus", "Spawned", "spawn_bootstrap", "host_setup",
+           "launch_blocking", "wait_blocking"]
+
+BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
+INITPIPE_FD = 3
+_RECV_SIZE = 65536
+
+#: every signal back to its default in the bootstrap, hence in the workload: Python ignores SIGPIPE
+#: and SIGXFSZ, and an ignored signal stays ignored across execve.
+_DEFAULT_SIGNALS = [s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)]
+
+
+@attrs.frozen
+class ExitStatus:
+    """How a container's workload ended: ``code`` when it exited, ``signal`` when it was killed."""
+
+    code: int | None = None
+    signal: int | None = None
+
+    @classmethod
+    def from_waitid(cls, result: "os.waitid_result") -> "ExitStatus":
+        if result.si_code == os.CLD_EXITED:
+            return cls(code=result.si_status)
+        return cls(signal=result.si_status)
+
+    @property
+    def shell_code(self) -> int:
+        """The code a shell would report: the exit code, or 128 + the signal."""
+        return self.code if self.code is not None else 128 + (self.signal or 0)
+
+    def __str__(self) -> str:
+        if self.code is not None:
+            return f"exited with code {self.code}"
+        return f"killed by {signal.Signals(self.signal or 0).name if self.signal else 'a signal'}"
+
+
+@attrs.define(eq=False)
+class Spawned:
+    """A bootstrap process that was just spawned, with its end of the sync socket."""
+
+    pid: int
+    pidfd: int
+    sock: socket.socket
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+def _dup_above(fd: int, low: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low)
+
+
+def spawn_bootstrap(stdio: tuple[int | None, int | None, int | None] = (None, None, None)) -> Spawned:
+    """Spawn the bootstrap with the sync socket at fd 3 and ``stdio`` (None: ours) at 0-2."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    temps: list[int] = []
+    try:
+        # Sources sitting on a target number would be overwritten by an earlier dup2: move them up.
+        def source(fd: int) -> int:
+            if fd <= INITPIPE_FD:
+                fd = _dup_above(fd, INITPIPE_FD + 1)
+                temps.append(fd)
+            return fd
+
+        actions = []
+        for target, fd in enumerate(stdio):
+            if fd is not None and fd != target:
+                actions.append((os.POSIX_SPAWN_DUP2, source(fd), target))
+        actions.append((os.POSIX_SPAWN_DUP2, source(child.fileno()), INITPIPE_FD))
+        pid = os.posix_spawn(BOOTSTRAP, [BOOTSTRAP], {"_LIBCONTAINER_INITPIPE": str(INITPIPE_FD)},
+                             file_actions=actions, setsigdef=_DEFAULT_SIGNALS, setsigmask=())
+    except BaseException:
+        parent.close()
+        raise
+    finally:
+        child.close()
+        for fd in temps:
+            os.close(fd)
+    return Spawned(pid, os.pidfd_open(pid), parent)
+
+
+def host_setup(plan: Plan, pid: int) -> None:
+    """The supervisor's share of a start, while the init waits: its user namespace's id maps."""
+    proc = f"/proc/{pid}"
+    if plan.setgroups_deny:
+        _write(f"{proc}/setgroups", "deny")
+    if plan.uid_map is not None:
+        _write(f"{proc}/uid_map", plan.uid_map)
+    if plan.gid_map is not None:
+        _write(f"{proc}/gid_map", plan.gid_map)
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise BootstrapError(e.errno or 0, "host", "write", path) from None
+
+
+def _drive_blocking(gen: Generator[Send | Recv, bytes | None, int], sock: socket.socket) -> int:
+    request = next(gen)
+    while True:
+        try:
+            if isinstance(request, Send):
+                try:
+                    sock.sendall(request.data)
+                except BrokenPipeError:
+                    pass  # the peer is gone; what it said before going is still to be read
+                request = gen.send(None)
+            else:
+                request = gen.send(sock.recv(_RECV_SIZE))
+        except StopIteration as done:
+            return done.value
+
+
+def wait_blocking(pidfd: int) -> ExitStatus:
+    """Reap the process behind a pidfd (blocking) and close the pidfd."""
+    try:
+        return ExitStatus.from_waitid(os.waitid(os.P_PIDFD, pidfd, os.WEXITED))  # type: ignore[arg-type]
+    finally:
+        os.close(pidfd)
+
+
+def launch_blocking(plan: Plan, name: str,
+                    stdio: tuple[int | None, int | None, int | None] = (None, None, None)) -> tuple[int, int]:
+    """Start a container and return (pid, pidfd) of its init once the workload is exec'd."""
+    message = encode(plan)
+    spawned = spawn_bootstrap(stdio)
+    handshake = Handshake(lambda pid: host_setup(plan, pid))
+    try:
+        pid = _drive_blocking(handshake.run(message), spawned.sock)
+        return pid, os.pidfd_open(pid)
+    except BaseException as e:
+        if isinstance(e, BootstrapError):
+            e.container = name
+        if handshake.init_pid is not None:
+            fd = os.pidfd_open(handshake.init_pid)
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            wait_blocking(fd)
+        raise
+    finally:
+        os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)  # type: ignore[arg-type]
+        spawned.close()

@@ -1,0 +1,162 @@
+"""One container's life under trio: start it, wait for it through its pidfd, signal it.
+
+``open_container`` starts a container and yields its ``Container`` handle; leaving the block kills
+and reaps whatever still runs, so no container outlives the code that started it. ``run`` is the
+whole life in one call. The handle is made by the library only.
+
+Waiting uses the init's pidfd: ``trio.lowlevel.wait_readable(pidfd)`` wakes when the init exits, and
+``waitid(P_PIDFD)`` reaps exactly that child. Nothing here calls ``waitpid(-1)``, which would steal
+other children from trio.
+"""
+
+import os
+import signal as _signal
+from collections.abc import AsyncIterator, Generator
+from contextlib import asynccontextmanager
+
+import trio
+
+from ._launch import ExitStatus, host_setup, spawn_bootstrap
+from .bootstrap import encode
+from .errors import BootstrapError
+from .pipes import Handshake, Recv, Send
+from .plan import plan
+from .spec import ContainerSpec
+
+__all__ = ["Container", "open_container", "run"]
+
+Stdio = tuple[int | None, int | None, int | None]
+
+
+class Container:
+    """A running (or exited, not yet closed) container. Made by ``open_container``."""
+
+    def __init__(self, name: str, pid: int, pidfd: int, _token: object = None) -> None:
+        if _token is not _TOKEN:
+            raise TypeError("containers are made by supervisor.open_container()")
+        self.name = name
+        self.pid = pid
+        self._pidfd = pidfd
+        self._status: ExitStatus | None = None
+        self._reaped = trio.Event()
+        self._waiting = False
+
+    @property
+    def status(self) -> ExitStatus | None:
+        """How the workload ended, once it has been waited for."""
+        return self._status
+
+    async def wait(self) -> ExitStatus:
+        """Wait for the init to exit and return its status (many tasks may wait)."""
+        if self._status is not None:
+            return self._status
+        if self._waiting:
+            await self._reaped.wait()
+            assert self._status is not None
+            return self._status
+        self._waiting = True
+        try:
+            await trio.lowlevel.wait_readable(self._pidfd)
+            result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)  # type: ignore[arg-type]
+            assert result is not None
+            self._status = ExitStatus.from_waitid(result)
+            os.close(self._pidfd)
+            self._pidfd = -1
+            self._reaped.set()
+            return self._status
+        finally:
+            self._waiting = False
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the init (through its pidfd: never a recycled pid). Does nothing once it is reaped."""
+        if self._status is None:
+            try:
+                _signal.pidfd_send_signal(self._pidfd, sig)
+            except ProcessLookupError:
+                pass  # exited, not yet reaped
+
+    def kill(self) -> None:
+        self.send_signal(_signal.SIGKILL)
+
+    def __repr__(self) -> str:
+        return f"<Container {self.name} pid={self.pid} {self._status or 'running'}>"
+
+
+_TOKEN = object()
+
+
+async def _drive(gen: Generator[Send | Recv, bytes | None, int], sock: "trio.socket.SocketType") -> int:
+    request = next(gen)
+    while True:
+        try:
+            if isinstance(request, Send):
+                try:
+                    await sock.sendall(request.data)
+                except BrokenPipeError:
+                    pass  # the peer is gone; what it said before going is still to be read
+                request = gen.send(None)
+            else:
+                request = gen.send(await sock.recv(65536))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+async def _reap(pidfd: int) -> ExitStatus:
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)  # type: ignore[arg-type]
+        assert result is not None
+        return ExitStatus.from_waitid(result)
+    finally:
+        os.close(pidfd)
+
+
+async def _start(spec: ContainerSpec, name: str, stdio: Stdio) -> Container:
+    the_plan = plan(spec)
+    message = encode(the_plan)
+    spawned = spawn_bootstrap(stdio)  # from this (the main) thread: see _launch
+    handshake = Handshake(lambda pid: host_setup(the_plan, pid))
+    sock = trio.socket.from_stdlib_socket(spawned.sock)
+    try:
+        pid = await _drive(handshake.run(message), sock)
+        return Container(name, pid, os.pidfd_open(pid), _TOKEN)
+    except BaseException as e:
+        if isinstance(e, BootstrapError):
+            e.container = name
+        if handshake.init_pid is not None:
+            with trio.CancelScope(shield=True):
+                fd = os.pidfd_open(handshake.init_pid)
+                _signal.pidfd_send_signal(fd, _signal.SIGKILL)
+                await _reap(fd)
+        raise
+    finally:
+        sock.close()
+        with trio.CancelScope(shield=True):
+            stage0, spawned.pidfd = spawned.pidfd, -1
+            await _reap(stage0)
+
+
+@asynccontextmanager
+async def open_container(spec: ContainerSpec, *, name: str, stdin: int | None = None, stdout: int | None = None,
+                         stderr: int | None = None) -> AsyncIterator[Container]:
+    """Start ``spec`` as container ``name`` and yield its handle once the workload runs.
+
+    ``stdin``/``stdout``/``stderr`` are file descriptors for the workload (default: ours). Raises
+    ``SpecError`` before anything is spawned, or ``BootstrapError`` when the container cannot start.
+    On leaving, a container still running is killed (SIGKILL ends its pid namespace) and reaped.
+    """
+    container = await _start(spec, name, (stdin, stdout, stderr))
+    try:
+        yield container
+    finally:
+        if container.status is None:
+            with trio.CancelScope(shield=True):
+                container.kill()
+                await container.wait()
+
+
+async def run(spec: ContainerSpec, *, name: str, stdin: int | None = None, stdout: int | None = None,
+              stderr: int | None = None) -> ExitStatus:
+    """Run a container to its end and return how it ended. Cancelling kills it."""
+    async with open_container(spec, name=name, stdin=stdin, stdout=stdout, stderr=stderr) as container:
+        return await container.wait()

@@ -1,0 +1,22 @@
+/* bootstrap.h - what the bootstrap's stages share: the sync socket and the way they fail. */
+#ifndef SV_BOOTSTRAP_H
+#define SV_BOOTSTRAP_H
+#include "wire.h"
+
+/* The init socket (its number came in _LIBCONTAINER_INITPIPE) and the stage we are in, for errors. */
+extern int sv_sync_fd;
+extern uint32_t sv_stage;
+
+/* Send one sync message; returns -1 if the supervisor is gone. */
+int sv_send(uint32_t type, const void *payload, uint32_t len);
+
+/* Report a failure to the supervisor as a record (stage, errno, operation, object), then _exit(1).
+ * The object is printf-formatted. */
+__attribute__((noreturn, format(printf, 3, 4)))
+void sv_fail(int err, const char *op, const char *fmt, ...);
+
+/* The container init: everything from the sync with the supervisor to execve. Never returns. */
+__attribute__((noreturn))
+void sv_run_init(const struct sv_config *cfg);
+
+#endif

@@ -1,0 +1,535 @@
+/* init.c - the container init: from the supervisor's go-ahead to execve.
+ *
+ * The order follows runc's standard init: root propagation and the rootfs bind, the planned
+ * filesystem steps (mounts, /dev, pivot_root, read-only root, sysctls, read-only and masked paths,
+ * in the order the planner chose), hostname, rlimits, umask, no_new_privs, credentials and
+ * capabilities, the parent-death signal, closing fds, cwd, execve. Every step is a small function;
+ * every failure goes through sv_fail(), which names the operation and the object.
+ *
+ * Paths inside the container are resolved with openat2(RESOLVE_IN_ROOT) against a descriptor of the
+ * root, so neither a symlink nor ".." leaves it, and mounts go onto /proc/self/fd/N of the resolved
+ * descriptor, never onto a path string that could be swapped underneath us.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "bootstrap.h"
+
+#ifndef PROC_SUPER_MAGIC
+#define PROC_SUPER_MAGIC 0x9fa0
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+static int root_fd = -1;
+static const char *root_name;  /* for error messages */
+static int fd_paths = 1;        /* /proc/self/fd is usable for mount targets */
+
+/* -- the handshake -------------------------------------------------------------------------- */
+
+static void wait_for_supervisor(void)
+{
+    struct sv_sync_header h;
+    size_t got = 0;
+    while (got < sizeof(h)) {
+        ssize_t n = read(sv_sync_fd, (char *)&h + got, sizeof(h) - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            _exit(1); /* the supervisor is gone: nobody to report to */
+        got += (size_t)n;
+    }
+    if (h.type != SV_SYNC_CONTINUE || h.len != 0)
+        sv_fail(EPROTO, "sync", "expected continue, got message %u", h.type);
+}
+
+/* -- paths inside the root ------------------------------------------------------------------ */
+
+static int openat2_in(int dirfd, const char *path, uint64_t flags, uint64_t resolve)
+{
+    struct open_how how = {.flags = flags | O_CLOEXEC, .resolve = resolve};
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+
+static int resolve(const char *path, uint64_t flags)
+{
+    return openat2_in(root_fd, path, O_PATH | flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+}
+
+/* Splits "/a/b/c" into a descriptor of "/a/b" (created if missing) and "c". */
+static int open_parent(const char *path, char *name, size_t name_size);
+
+/* mkdir -p inside the root; an existing directory is fine. */
+static void make_dirs(const char *path, mode_t mode)
+{
+    char name[NAME_MAX + 1];
+    int fd = resolve(path, O_DIRECTORY);
+    if (fd >= 0) {
+        close(fd);
+        return;
+    }
+    if (errno != ENOENT)
+        sv_fail(errno, "resolve", "%s", path);
+    int parent = open_parent(path, name, sizeof(name));
+    if (name[0] != '\0' && mkdirat(parent, name, mode) < 0 && errno != EEXIST)
+        sv_fail(errno, "mkdir", "%s", path);
+    close(parent);
+}
+
+static int open_parent(const char *path, char *name, size_t name_size)
+{
+    char parent[PATH_MAX];
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/')
+        len--;
+    const char *slash = memrchr(path, '/', len);
+    size_t plen = slash ? (size_t)(slash - path) : 0;
+    size_t nlen = len - plen - (slash ? 1 : 0);
+    if (plen >= sizeof(parent) || nlen >= name_size)
+        sv_fail(ENAMETOOLONG, "resolve", "%s", path);
+    memcpy(parent, path, plen);
+    parent[plen] = '\0';
+    if (plen == 0)
+        strcpy(parent, "/");
+    memcpy(name, path + len - nlen, nlen);
+    name[nlen] = '\0';
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        sv_fail(EINVAL, "resolve", "%s", path);
+    make_dirs(parent, 0755);
+    int fd = resolve(parent, O_DIRECTORY);
+    if (fd < 0)
+        sv_fail(errno, "resolve", "%s", parent);
+    return fd;
+}
+
+/* Opens DST inside the root as O_PATH, first creating it as the step says when it is missing. */
+static int open_target(const char *dst, uint32_t mktype, mode_t mode, int missing_ok)
+{
+    int fd = resolve(dst, 0);
+    if (fd >= 0 || errno != ENOENT || mktype == SV_MK_NONE) {
+        if (fd < 0 && !(missing_ok && errno == ENOENT))
+            sv_fail(errno, "resolve", "%s", dst);
+        return fd;
+    }
+    if (mktype == SV_MK_DIR) {
+        make_dirs(dst, mode ? mode : 0755);
+    } else {
+        char name[NAME_MAX + 1];
+        int parent = open_parent(dst, name, sizeof(name));
+        int f = openat(parent, name, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, mode ? mode : 0644);
+        if (f < 0 && errno != EEXIST)
+            sv_fail(errno, "create", "%s", dst);
+        if (f >= 0)
+            close(f);
+        close(parent);
+    }
+    fd = resolve(dst, 0);
+    if (fd < 0)
+        sv_fail(errno, "resolve", "%s", dst);
+    return fd;
+}
+
+/* What to hand mount(2) as the target: the resolved descriptor, or (without a /proc) the path. */
+struct target {
+    char path[PATH_MAX];
+};
+
+static const char *target_of(struct target *t, int fd, const char *dst)
+{
+    if (fd_paths)
+        snprintf(t->path, sizeof(t->path), "/proc/self/fd/%d", fd);
+    else
+        snprintf(t->path, sizeof(t->path), "%s", dst);
+    return t->path;
+}
+
+/* The flags a remount must keep: the kernel refuses to drop locked ones in a user namespace. */
+static unsigned long mount_flags_of(const char *target)
+{
+    struct statvfs st;
+    if (statvfs(target, &st) < 0)
+        sv_fail(errno, "statvfs", "%s", target);
+    unsigned long f = 0;
+    if (st.f_flag & ST_NOSUID) f |= MS_NOSUID;
+    if (st.f_flag & ST_NODEV) f |= MS_NODEV;
+    if (st.f_flag & ST_NOEXEC) f |= MS_NOEXEC;
+    if (st.f_flag & ST_NOATIME) f |= MS_NOATIME;
+    if (st.f_flag & ST_NODIRATIME) f |= MS_NODIRATIME;
+    if (st.f_flag & ST_RELATIME) f |= MS_RELATIME;
+    return f;
+}
+
+static void remount_readonly(int fd, const char *dst)
+{
+    struct target t;
+    const char *target = target_of(&t, fd, dst);
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY | mount_flags_of(target);
+    if (mount(NULL, target, NULL, flags, NULL) < 0)
+        sv_fail(errno, "remount read-only", "%s", dst);
+}
+
+/* -- the steps ------------------------------------------------------------------------------ */
+
+static void step_mount(const struct sv_step *s)
+{
+    struct target t;
+    int fd = open_target(s->dst, s->mktype, 0, 0);
+    const char *source = s->src ? s->src : s->fstype;
+    if (mount(source, target_of(&t, fd, s->dst), s->fstype, s->flags, s->data) < 0)
+        sv_fail(errno, "mount", "%s", s->dst);
+    close(fd);
+    if (s->remount_flags == 0 && s->propagation == 0)
+        return;
+    fd = open_target(s->dst, SV_MK_NONE, 0, 0); /* the new mount, now on top */
+    const char *target = target_of(&t, fd, s->dst);
+    if (s->remount_flags && mount(NULL, target, NULL, s->remount_flags, NULL) < 0) {
+        /* In a user namespace the source's nosuid/nodev/noexec are locked: keep them. */
+        if (errno != EPERM || mount(NULL, target, NULL, s->remount_flags | mount_flags_of(target), NULL) < 0)
+            sv_fail(errno, "remount", "%s", s->dst);
+    }
+    if (s->propagation && mount(NULL, target, NULL, s->propagation, NULL) < 0)
+        sv_fail(errno, "set propagation", "%s", s->dst);
+    close(fd);
+}
+
+static void step_symlink(const struct sv_step *s)
+{
+    char name[NAME_MAX + 1];
+    int parent = open_parent(s->dst, name, sizeof(name));
+    if (symlinkat(s->src, parent, name) < 0 && errno != EEXIST)
+        sv_fail(errno, "symlink", "%s", s->dst);
+    close(parent);
+}
+
+static void step_mknod(const struct sv_step *s)
+{
+    char name[NAME_MAX + 1];
+    int parent = open_parent(s->dst, name, sizeof(name));
+    if (mknodat(parent, name, s->mode, makedev(s->major, s->minor)) < 0 && errno != EEXIST)
+        sv_fail(errno, "mknod", "%s", s->dst);
+    if (fchownat(parent, name, s->uid, s->gid, AT_SYMLINK_NOFOLLOW) < 0)
+        sv_fail(errno, "chown", "%s", s->dst);
+    close(parent);
+}
+
+static void step_bind_dev(const struct sv_step *s)
+{
+    struct target t;
+    int fd = open_target(s->dst, SV_MK_FILE, 0, 0);
+    if (mount(s->src, target_of(&t, fd, s->dst), NULL, MS_BIND, NULL) < 0)
+        sv_fail(errno, "bind device", "%s", s->dst);
+    close(fd);
+}
+
+static void reopen_root(void)
+{
+    close(root_fd);
+    root_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        sv_fail(errno, "open", "/");
+    fd_paths = access("/proc/self/fd", F_OK) == 0;
+}
+
+static void step_pivot(void)
+{
+    if (fchdir(root_fd) < 0)
+        sv_fail(errno, "chdir", "%s", root_name);
+    /* pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves the new
+     * root alone without needing a put_old directory. */
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        sv_fail(errno, "pivot_root", "%s", root_name);
+    if (mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL) < 0)
+        sv_fail(errno, "make old root slave", "%s", root_name);
+    if (umount2(".", MNT_DETACH) < 0)
+        sv_fail(errno, "detach old root", "%s", root_name);
+    if (chdir("/") < 0)
+        sv_fail(errno, "chdir", "/");
+    reopen_root();
+}
+
+static void step_chroot(void)
+{
+    if (fchdir(root_fd) < 0 || chroot(".") < 0 || chdir("/") < 0)
+        sv_fail(errno, "chroot", "%s", root_name);
+    reopen_root();
+}
+
+static void step_readonly(const struct sv_step *s)
+{
+    struct target t;
+    int fd = open_target(s->dst, SV_MK_NONE, 0, 1);
+    if (fd < 0)
+        return; /* nothing to protect */
+    const char *target = target_of(&t, fd, s->dst);
+    if (mount(target, target, NULL, MS_BIND | MS_REC, NULL) < 0)
+        sv_fail(errno, "bind", "%s", s->dst);
+    close(fd);
+    fd = open_target(s->dst, SV_MK_NONE, 0, 0);
+    remount_readonly(fd, s->dst);
+    close(fd);
+}
+
+static void step_mask(const struct sv_step *s)
+{
+    struct target t, n;
+    struct stat st;
+    int fd = open_target(s->dst, SV_MK_NONE, 0, 1);
+    if (fd < 0)
+        return; /* nothing to hide */
+    if (fstat(fd, &st) < 0)
+        sv_fail(errno, "stat", "%s", s->dst);
+    const char *target = target_of(&t, fd, s->dst);
+    if (S_ISDIR(st.st_mode)) {
+        if (mount("tmpfs", target, "tmpfs", MS_RDONLY, NULL) < 0)
+            sv_fail(errno, "mask", "%s", s->dst);
+    } else {
+        /* The container's own /dev/null, checked to be the real device (CVE-2025-31133). */
+        int null = resolve("/dev/null", 0);
+        struct stat ns;
+        if (null < 0 || fstat(null, &ns) < 0)
+            sv_fail(errno, "resolve", "/dev/null");
+        if (!S_ISCHR(ns.st_mode) || ns.st_rdev != makedev(1, 3))
+            sv_fail(EPERM, "mask with", "/dev/null (not the null device)");
+        if (mount(target_of(&n, null, "/dev/null"), target, NULL, MS_BIND, NULL) < 0)
+            sv_fail(errno, "mask", "%s", s->dst);
+        close(null);
+    }
+    close(fd);
+}
+
+static void step_sysctl(const struct sv_step *s)
+{
+    int dir = resolve("/proc/sys", O_DIRECTORY);
+    struct statfs fs;
+    if (dir < 0)
+        sv_fail(errno, "resolve", "/proc/sys");
+    if (fstatfs(dir, &fs) < 0 || fs.f_type != PROC_SUPER_MAGIC)
+        sv_fail(EPERM, "sysctl", "/proc/sys is not procfs");
+    int fd = openat2_in(dir, s->dst, O_WRONLY, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV);
+    if (fd < 0)
+        sv_fail(errno, "open sysctl", "%s", s->dst);
+    size_t len = strlen(s->data);
+    if (write(fd, s->data, len) != (ssize_t)len)
+        sv_fail(errno, "write sysctl", "%s", s->dst);
+    close(fd);
+    close(dir);
+}
+
+static void step_setattr_ro(const struct sv_step *s)
+{
+    int fd = open_target(s->dst, SV_MK_NONE, 0, 0);
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+    if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+        sv_fail(errno, "make read-only", "%s", s->dst);
+    close(fd);
+}
+
+static void run_step(const struct sv_step *s)
+{
+    int fd;
+    switch (s->op) {
+    case SV_OP_MOUNT: step_mount(s); break;
+    case SV_OP_MKDIR: make_dirs(s->dst, s->mode ? s->mode : 0755); break;
+    case SV_OP_SYMLINK: step_symlink(s); break;
+    case SV_OP_MKNOD: step_mknod(s); break;
+    case SV_OP_BIND_DEV: step_bind_dev(s); break;
+    case SV_OP_PIVOT: step_pivot(); break;
+    case SV_OP_CHROOT: step_chroot(); break;
+    case SV_OP_REMOUNT_RO:
+        fd = open_target(s->dst, SV_MK_NONE, 0, 0);
+        remount_readonly(fd, s->dst);
+        close(fd);
+        break;
+    case SV_OP_READONLY: step_readonly(s); break;
+    case SV_OP_MASK: step_mask(s); break;
+    case SV_OP_SYSCTL: step_sysctl(s); break;
+    case SV_OP_SETATTR_RO: step_setattr_ro(s); break;
+    case SV_OP_PROPAGATE:
+        fd = open_target(s->dst, SV_MK_NONE, 0, 0);
+        struct target t;
+        if (mount(NULL, target_of(&t, fd, s->dst), NULL, s->propagation, NULL) < 0)
+            sv_fail(errno, "set propagation", "%s", s->dst);
+        close(fd);
+        break;
+    }
+}
+
+/* -- the root ------------------------------------------------------------------------------- */
+
+static void prepare_root(const struct sv_config *cfg)
+{
+    root_name = cfg->rootfs;
+    /* With a new mount namespace: keep our mounts from reaching the host, and make the rootfs a
+     * mount point of its own, which pivot_root requires. */
+    if (cfg->root_propagation) {
+        if (mount(NULL, "/", NULL, cfg->root_propagation, NULL) < 0)
+            sv_fail(errno, "set propagation", "/");
+        if (mount(cfg->rootfs, cfg->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+            sv_fail(errno, "bind rootfs", "%s", cfg->rootfs);
+    }
+    root_fd = open(cfg->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        sv_fail(errno, "open rootfs", "%s", cfg->rootfs);
+}
+
+/* -- the process ---------------------------------------------------------------------------- */
+
+static void set_rlimits(const struct sv_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_rlimits; i++) {
+        const struct sv_rlimit *r = &cfg->rlimits[i];
+        struct rlimit lim = {.rlim_cur = r->soft, .rlim_max = r->hard};
+        if (setrlimit((int)r->resource, &lim) < 0)
+            sv_fail(errno, "setrlimit", "%u", r->resource);
+    }
+}
+
+static void set_capabilities(const struct sv_config *cfg)
+{
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2] = {
+        {(uint32_t)cfg->cap_effective, (uint32_t)cfg->cap_permitted, (uint32_t)cfg->cap_inheritable},
+        {(uint32_t)(cfg->cap_effective >> 32), (uint32_t)(cfg->cap_permitted >> 32),
+         (uint32_t)(cfg->cap_inheritable >> 32)},
+    };
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        sv_fail(errno, "capset", "effective %llx permitted %llx", (unsigned long long)cfg->cap_effective,
+                (unsigned long long)cfg->cap_permitted);
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        sv_fail(errno, "prctl", "PR_CAP_AMBIENT_CLEAR_ALL");
+    for (unsigned cap = 0; cap < 64; cap++) {
+        /* As runc does, an ambient capability that is not also permitted and inheritable is left
+         * out rather than failing the container. */
+        if ((cfg->cap_ambient >> cap) & 1)
+            (void)prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+    }
+}
+
+/* Bounding set first (needs CAP_SETPCAP), then the ids with keep-caps, then the final sets. */
+static void set_credentials(const struct sv_config *cfg)
+{
+    if (cfg->has_caps) {
+        for (unsigned cap = 0; cap < 64; cap++) {
+            int r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+            if (r < 0)
+                break; /* past the kernel's last capability */
+            if (r == 1 && !((cfg->cap_bounding >> cap) & 1) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+                sv_fail(errno, "drop from bounding set", "capability %u", cap);
+        }
+    }
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+        sv_fail(errno, "prctl", "PR_SET_KEEPCAPS");
+    if (cfg->setgroups && setgroups(cfg->n_groups, cfg->groups) < 0)
+        sv_fail(errno, "setgroups", "%zu groups", cfg->n_groups);
+    if (cfg->has_gid && setresgid(cfg->gid, cfg->gid, cfg->gid) < 0)
+        sv_fail(errno, "setgid", "%u", cfg->gid);
+    if (cfg->has_uid && setresuid(cfg->uid, cfg->uid, cfg->uid) < 0)
+        sv_fail(errno, "setuid", "%u", cfg->uid);
+    if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
+        sv_fail(errno, "prctl", "PR_SET_KEEPCAPS");
+    if (cfg->has_caps)
+        set_capabilities(cfg);
+}
+
+/* PDEATHSIG is cleared by credential changes, so it is set after them. The init's parent is the
+ * supervisor; in a new pid namespace getppid() says 0 either way, so whether the supervisor still
+ * lives is read off its end of the sync socket instead. */
+static void set_parent_death_signal(uint32_t sig)
+{
+    if (sig == 0)
+        return;
+    if (prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) < 0)
+        sv_fail(errno, "prctl", "PR_SET_PDEATHSIG");
+    struct pollfd p = {.fd = sv_sync_fd, .events = POLLRDHUP};
+    if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP)))
+        _exit(1);
+}
+
+static int chdir_cwd(const char *cwd)
+{
+    if (cwd == NULL)
+        return 0;
+    return chdir(cwd) < 0 ? -1 : 0;
+}
+
+__attribute__((noreturn))
+static void exec_workload(const struct sv_config *cfg)
+{
+    int err = ENOENT, seen_eacces = 0;
+    char *const *argv = (char *const *)cfg->argv;
+    char *const *envp = (char *const *)cfg->envp;
+    sv_stage = SV_STAGE_EXEC;
+    for (size_t i = 0; i < cfg->n_exec_paths; i++) {
+        execve(cfg->exec_paths[i], argv, envp);
+        err = errno;
+        if (err == EACCES)
+            seen_eacces = 1;
+        else if (err != ENOENT && err != ENOTDIR)
+            break;
+    }
+    if (seen_eacces && (err == ENOENT || err == ENOTDIR))
+        err = EACCES;
+    sv_fail(err, "exec", "%s", cfg->argv[0]);
+}
+
+void sv_run_init(const struct sv_config *cfg)
+{
+    wait_for_supervisor(); /* sync: maps written, cgroup and network ready */
+    if (cfg->become_root) {
+        if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+            sv_fail(errno, "become root", "in the user namespace");
+    }
+    if (setsid() < 0)
+        sv_fail(errno, "setsid", "init");
+    umask(0); /* modes of what we create are the planned ones */
+    if (cfg->rootfs)
+        prepare_root(cfg);
+    for (size_t i = 0; i < cfg->n_steps; i++)
+        run_step(&cfg->steps[i]);
+    if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
+        sv_fail(errno, "sethostname", "%s", cfg->hostname);
+    if (cfg->domainname && setdomainname(cfg->domainname, strlen(cfg->domainname)) < 0)
+        sv_fail(errno, "setdomainname", "%s", cfg->domainname);
+    set_rlimits(cfg);
+    umask(cfg->has_umask ? cfg->umask : 022);
+    if (cfg->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        sv_fail(errno, "prctl", "PR_SET_NO_NEW_PRIVS");
+    /* cwd as root first: the user may lack search permission on the way there (runc does the same). */
+    int cwd_later = chdir_cwd(cfg->cwd) < 0;
+    if (cwd_later && errno != EACCES && errno != EPERM)
+        sv_fail(errno, "chdir", "%s", cfg->cwd);
+    set_credentials(cfg);
+    if (cwd_later && chdir_cwd(cfg->cwd) < 0)
+        sv_fail(errno, "chdir", "%s", cfg->cwd);
+    char cwd[PATH_MAX];
+    if (cfg->cwd && (getcwd(cwd, sizeof(cwd)) == NULL || cwd[0] != '/'))
+        sv_fail(errno ? errno : ENOENT, "cwd outside the root", "%s", cfg->cwd); /* CVE-2024-21626 */
+    set_parent_death_signal(cfg->pdeathsig);
+    /* Only 0-2 reach the workload; the sync socket closes on exec, which tells the supervisor. */
+    if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        sv_fail(errno, "close_range", "3..");
+    if (root_fd >= 0)
+        close(root_fd);
+    exec_workload(cfg);
+}

@@ -1,0 +1,454 @@
+/* parse.c - reads and validates the bootstrap message into a struct sv_config.
+ *
+ * Strict by design: an unknown attribute, a repeated single attribute, a payload of the wrong size, a
+ * string without its NUL (or with one inside), an attribute that runs past the message, or a missing
+ * required attribute is an error. Nothing here acts on the message; the bootstrap only acts on a
+ * config that parsed whole. The same code runs in Python's tests through cffi (golden vectors, fuzz).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wire.h"
+
+#define NLMSG_HDRLEN 16
+#define NLA_HDRLEN 4
+#define NLA_ALIGN(n) (((n) + 3u) & ~3u)
+#define NLA_TYPE_MASK 0x3fffu
+
+struct attr_def {
+    uint8_t type;
+    uint8_t repeats;
+};
+
+static const struct attr_def top_attrs[SV_ATTR_MAX + 1] = {
+    [SV_ATTR_CLONE_FLAGS] = {SV_T_U32, 0},
+    [SV_ATTR_NS_PATH] = {SV_T_NEST, 1},
+    [SV_ATTR_OOM_SCORE_ADJ] = {SV_T_U32, 0},
+    [SV_ATTR_ROOTFS] = {SV_T_STR, 0},
+    [SV_ATTR_ROOT_PROPAGATION] = {SV_T_U32, 0},
+    [SV_ATTR_STEP] = {SV_T_NEST, 1},
+    [SV_ATTR_HOSTNAME] = {SV_T_STR, 0},
+    [SV_ATTR_DOMAINNAME] = {SV_T_STR, 0},
+    [SV_ATTR_RLIMIT] = {SV_T_NEST, 1},
+    [SV_ATTR_UMASK] = {SV_T_U32, 0},
+    [SV_ATTR_NO_NEW_PRIVS] = {SV_T_BOOL, 0},
+    [SV_ATTR_UID] = {SV_T_U32, 0},
+    [SV_ATTR_GID] = {SV_T_U32, 0},
+    [SV_ATTR_SETGROUPS] = {SV_T_BOOL, 0},
+    [SV_ATTR_GROUP] = {SV_T_U32, 1},
+    [SV_ATTR_CAP_BOUNDING] = {SV_T_U64, 0},
+    [SV_ATTR_CAP_EFFECTIVE] = {SV_T_U64, 0},
+    [SV_ATTR_CAP_PERMITTED] = {SV_T_U64, 0},
+    [SV_ATTR_CAP_INHERITABLE] = {SV_T_U64, 0},
+    [SV_ATTR_CAP_AMBIENT] = {SV_T_U64, 0},
+    [SV_ATTR_PDEATHSIG] = {SV_T_U32, 0},
+    [SV_ATTR_CWD] = {SV_T_STR, 0},
+    [SV_ATTR_ARG] = {SV_T_STR, 1},
+    [SV_ATTR_ENV] = {SV_T_STR, 1},
+    [SV_ATTR_EXEC_PATH] = {SV_T_STR, 1},
+    [SV_ATTR_BECOME_ROOT] = {SV_T_BOOL, 0},
+};
+
+static const struct attr_def ns_attrs[SV_NS_MAX + 1] = {
+    [SV_NS_TYPE] = {SV_T_U32, 0},
+    [SV_NS_PATH] = {SV_T_STR, 0},
+};
+
+static const struct attr_def rlimit_attrs[SV_RLIMIT_MAX + 1] = {
+    [SV_RLIMIT_RESOURCE] = {SV_T_U32, 0},
+    [SV_RLIMIT_SOFT] = {SV_T_U64, 0},
+    [SV_RLIMIT_HARD] = {SV_T_U64, 0},
+};
+
+static const struct attr_def step_attrs[SV_STEP_MAX + 1] = {
+    [SV_STEP_OP] = {SV_T_U32, 0},
+    [SV_STEP_SRC] = {SV_T_STR, 0},
+    [SV_STEP_DST] = {SV_T_STR, 0},
+    [SV_STEP_FSTYPE] = {SV_T_STR, 0},
+    [SV_STEP_FLAGS] = {SV_T_U32, 0},
+    [SV_STEP_REMOUNT_FLAGS] = {SV_T_U32, 0},
+    [SV_STEP_PROPAGATION] = {SV_T_U32, 0},
+    [SV_STEP_DATA] = {SV_T_STR, 0},
+    [SV_STEP_MODE] = {SV_T_U32, 0},
+    [SV_STEP_MAJOR] = {SV_T_U32, 0},
+    [SV_STEP_MINOR] = {SV_T_U32, 0},
+    [SV_STEP_UID] = {SV_T_U32, 0},
+    [SV_STEP_GID] = {SV_T_U32, 0},
+    [SV_STEP_MKTYPE] = {SV_T_U32, 0},
+};
+
+static const struct attr_def *scope_table(uint32_t scope, uint32_t *max)
+{
+    switch (scope) {
+    case 0: *max = SV_ATTR_MAX; return top_attrs;
+    case SV_ATTR_NS_PATH: *max = SV_NS_MAX; return ns_attrs;
+    case SV_ATTR_RLIMIT: *max = SV_RLIMIT_MAX; return rlimit_attrs;
+    case SV_ATTR_STEP: *max = SV_STEP_MAX; return step_attrs;
+    default: *max = 0; return NULL;
+    }
+}
+
+static const struct attr_def *lookup(uint32_t scope, uint32_t id)
+{
+    uint32_t max;
+    const struct attr_def *table = scope_table(scope, &max);
+    if (table == NULL || id == 0 || id > max || table[id].type == 0)
+        return NULL;
+    return &table[id];
+}
+
+int sv_attr_type(uint32_t scope, uint32_t id)
+{
+    const struct attr_def *def = lookup(scope, id);
+    return def ? def->type : 0;
+}
+
+int sv_attr_repeats(uint32_t scope, uint32_t id)
+{
+    const struct attr_def *def = lookup(scope, id);
+    return def ? def->repeats : 0;
+}
+
+/* One attribute, checked against its scope's table. */
+struct attr {
+    uint32_t id;
+    const uint8_t *payload;
+    uint32_t len;
+};
+
+struct cursor {
+    const uint8_t *pos;
+    const uint8_t *end;
+};
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Next attribute of a scope: 1 when one was read, 0 at the end, -1 on error. */
+static int next_attr(struct cursor *c, uint32_t scope, struct attr *a, char *err, size_t errlen)
+{
+    size_t left = (size_t)(c->end - c->pos);
+    if (left == 0)
+        return 0;
+    if (left < NLA_HDRLEN)
+        return fail(err, errlen, "scope %u: %zu trailing bytes", scope, left);
+    uint16_t nla_len, nla_type;
+    memcpy(&nla_len, c->pos, 2);
+    memcpy(&nla_type, c->pos + 2, 2);
+    if (nla_len < NLA_HDRLEN || nla_len > left)
+        return fail(err, errlen, "scope %u: attribute %u: length %u out of bounds", scope,
+                    nla_type & NLA_TYPE_MASK, nla_len);
+    a->id = nla_type & NLA_TYPE_MASK;
+    a->payload = c->pos + NLA_HDRLEN;
+    a->len = nla_len - NLA_HDRLEN;
+    const struct attr_def *def = lookup(scope, a->id);
+    if (def == NULL)
+        return fail(err, errlen, "scope %u: unknown attribute %u", scope, a->id);
+    switch (def->type) {
+    case SV_T_U32:
+    case SV_T_BOOL:
+        if (a->len != 4)
+            return fail(err, errlen, "scope %u: attribute %u: want 4 bytes, got %u", scope, a->id, a->len);
+        if (def->type == SV_T_BOOL) {
+            uint32_t v;
+            memcpy(&v, a->payload, 4);
+            if (v > 1)
+                return fail(err, errlen, "scope %u: attribute %u: bool is %u", scope, a->id, v);
+        }
+        break;
+    case SV_T_U64:
+        if (a->len != 8)
+            return fail(err, errlen, "scope %u: attribute %u: want 8 bytes, got %u", scope, a->id, a->len);
+        break;
+    case SV_T_STR:
+        if (a->len == 0 || a->payload[a->len - 1] != '\0' || memchr(a->payload, '\0', a->len) != a->payload + a->len - 1)
+            return fail(err, errlen, "scope %u: attribute %u: not one NUL-terminated string", scope, a->id);
+        break;
+    default:
+        break;
+    }
+    size_t step = NLA_ALIGN((size_t)nla_len);
+    c->pos += step < left ? step : left;
+    return 1;
+}
+
+static uint32_t u32_of(const struct attr *a)
+{
+    uint32_t v;
+    memcpy(&v, a->payload, 4);
+    return v;
+}
+
+static uint64_t u64_of(const struct attr *a)
+{
+    uint64_t v;
+    memcpy(&v, a->payload, 8);
+    return v;
+}
+
+static const char *str_of(const struct attr *a)
+{
+    return (const char *)a->payload;
+}
+
+/* Walks one nested attribute: checks repeats and hands each field to `field`. */
+typedef int (*field_fn)(void *obj, const struct attr *a);
+
+static int walk_nested(const struct attr *outer, void *obj, field_fn field, char *err, size_t errlen)
+{
+    struct cursor c = {outer->payload, outer->payload + outer->len};
+    uint64_t seen = 0;
+    struct attr a = {0, NULL, 0};
+    int r;
+    while ((r = next_attr(&c, outer->id, &a, err, errlen)) == 1) {
+        if (seen & (1ull << a.id))
+            return fail(err, errlen, "scope %u: attribute %u repeated", outer->id, a.id);
+        seen |= 1ull << a.id;
+        field(obj, &a);
+    }
+    return r;
+}
+
+static int ns_field(void *obj, const struct attr *a)
+{
+    struct sv_ns_path *ns = obj;
+    if (a->id == SV_NS_TYPE)
+        ns->type = u32_of(a);
+    else
+        ns->path = str_of(a);
+    return 0;
+}
+
+static int rlimit_field(void *obj, const struct attr *a)
+{
+    struct sv_rlimit *rl = obj;
+    switch (a->id) {
+    case SV_RLIMIT_RESOURCE: rl->resource = u32_of(a); break;
+    case SV_RLIMIT_SOFT: rl->soft = u64_of(a); break;
+    case SV_RLIMIT_HARD: rl->hard = u64_of(a); break;
+    }
+    return 0;
+}
+
+static int step_field(void *obj, const struct attr *a)
+{
+    struct sv_step *s = obj;
+    switch (a->id) {
+    case SV_STEP_OP: s->op = u32_of(a); break;
+    case SV_STEP_SRC: s->src = str_of(a); break;
+    case SV_STEP_DST: s->dst = str_of(a); break;
+    case SV_STEP_FSTYPE: s->fstype = str_of(a); break;
+    case SV_STEP_FLAGS: s->flags = u32_of(a); break;
+    case SV_STEP_REMOUNT_FLAGS: s->remount_flags = u32_of(a); break;
+    case SV_STEP_PROPAGATION: s->propagation = u32_of(a); break;
+    case SV_STEP_DATA: s->data = str_of(a); break;
+    case SV_STEP_MODE: s->mode = u32_of(a); break;
+    case SV_STEP_MAJOR: s->major = u32_of(a); break;
+    case SV_STEP_MINOR: s->minor = u32_of(a); break;
+    case SV_STEP_UID: s->uid = u32_of(a); break;
+    case SV_STEP_GID: s->gid = u32_of(a); break;
+    case SV_STEP_MKTYPE: s->mktype = u32_of(a); break;
+    }
+    return 0;
+}
+
+/* What each step operation needs; checked here so the executor can trust it. */
+static int check_step(const struct sv_step *s, size_t i, char *err, size_t errlen)
+{
+    int need_dst = 1, need_src = 0;
+    switch (s->op) {
+    case SV_OP_MOUNT: need_src = s->fstype == NULL; break;
+    case SV_OP_SYMLINK: need_src = 1; break;
+    case SV_OP_BIND_DEV: need_src = 1; break;
+    case SV_OP_SYSCTL:
+        if (s->data == NULL)
+            return fail(err, errlen, "step %zu: sysctl without a value", i);
+        break;
+    case SV_OP_PIVOT:
+    case SV_OP_CHROOT: need_dst = 0; break;
+    case SV_OP_MKDIR:
+    case SV_OP_MKNOD:
+    case SV_OP_REMOUNT_RO:
+    case SV_OP_READONLY:
+    case SV_OP_MASK:
+    case SV_OP_SETATTR_RO:
+    case SV_OP_PROPAGATE: break;
+    default:
+        return fail(err, errlen, "step %zu: unknown operation %u", i, s->op);
+    }
+    if (need_dst && s->dst == NULL)
+        return fail(err, errlen, "step %zu: operation %u without a destination", i, s->op);
+    if (need_dst && s->dst[0] != '/' && s->op != SV_OP_SYSCTL)
+        return fail(err, errlen, "step %zu: destination \"%s\" is not absolute", i, s->dst);
+    if (need_src && s->src == NULL)
+        return fail(err, errlen, "step %zu: operation %u without a source", i, s->op);
+    if (s->mktype > SV_MK_FILE)
+        return fail(err, errlen, "step %zu: unknown mktype %u", i, s->mktype);
+    return 0;
+}
+
+int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    if (len < NLMSG_HDRLEN)
+        return fail(err, errlen, "message of %zu bytes is shorter than its header", len);
+    if (len > SV_MAX_MESSAGE)
+        return fail(err, errlen, "message of %zu bytes is over the limit", len);
+    uint32_t nlmsg_len;
+    uint16_t nlmsg_type;
+    memcpy(&nlmsg_len, msg, 4);
+    memcpy(&nlmsg_type, msg + 4, 2);
+    if (nlmsg_type != SV_MSG_BOOTSTRAP)
+        return fail(err, errlen, "message type %u is not %u", nlmsg_type, SV_MSG_BOOTSTRAP);
+    if (nlmsg_len != len)
+        return fail(err, errlen, "header says %u bytes, got %zu", nlmsg_len, len);
+
+    /* First pass: validate every attribute and count the repeated ones. */
+    struct cursor c = {msg + NLMSG_HDRLEN, msg + len};
+    struct attr a = {0, NULL, 0};
+    uint64_t seen = 0;
+    int r;
+    while ((r = next_attr(&c, 0, &a, err, errlen)) == 1) {
+        if (!top_attrs[a.id].repeats && (seen & (1ull << a.id)))
+            return fail(err, errlen, "attribute %u repeated", a.id);
+        seen |= 1ull << a.id;
+        switch (a.id) {
+        case SV_ATTR_NS_PATH: out->n_ns_paths++; break;
+        case SV_ATTR_STEP: out->n_steps++; break;
+        case SV_ATTR_RLIMIT: out->n_rlimits++; break;
+        case SV_ATTR_GROUP: out->n_groups++; break;
+        case SV_ATTR_ARG: out->n_args++; break;
+        case SV_ATTR_ENV: out->n_env++; break;
+        case SV_ATTR_EXEC_PATH: out->n_exec_paths++; break;
+        }
+    }
+    if (r < 0)
+        return -1;
+    if (out->n_args == 0)
+        return fail(err, errlen, "no argv");
+    if (out->n_exec_paths == 0)
+        return fail(err, errlen, "no path to execute");
+    uint64_t caps = (1ull << SV_ATTR_CAP_BOUNDING) | (1ull << SV_ATTR_CAP_EFFECTIVE) |
+                    (1ull << SV_ATTR_CAP_PERMITTED) | (1ull << SV_ATTR_CAP_INHERITABLE) |
+                    (1ull << SV_ATTR_CAP_AMBIENT);
+    if ((seen & caps) != 0 && (seen & caps) != caps)
+        return fail(err, errlen, "capability sets must come all five or none");
+    if ((seen & (1ull << SV_ATTR_GROUP)) && !(seen & (1ull << SV_ATTR_SETGROUPS)))
+        return fail(err, errlen, "supplementary groups without setgroups");
+
+    out->ns_paths = calloc(out->n_ns_paths + 1, sizeof(*out->ns_paths));
+    out->steps = calloc(out->n_steps + 1, sizeof(*out->steps));
+    out->rlimits = calloc(out->n_rlimits + 1, sizeof(*out->rlimits));
+    out->groups = calloc(out->n_groups + 1, sizeof(*out->groups));
+    out->argv = calloc(out->n_args + 1, sizeof(*out->argv));
+    out->envp = calloc(out->n_env + 1, sizeof(*out->envp));
+    out->exec_paths = calloc(out->n_exec_paths + 1, sizeof(*out->exec_paths));
+    if (!out->ns_paths || !out->steps || !out->rlimits || !out->groups || !out->argv || !out->envp ||
+        !out->exec_paths) {
+        sv_config_free(out);
+        return fail(err, errlen, "out of memory");
+    }
+
+    /* Second pass: fill in. */
+    size_t ns = 0, st = 0, rl = 0, gr = 0, ar = 0, en = 0, ex = 0;
+    c.pos = msg + NLMSG_HDRLEN;
+    while (next_attr(&c, 0, &a, err, errlen) == 1) {
+        switch (a.id) {
+        case SV_ATTR_CLONE_FLAGS: out->clone_flags = u32_of(&a); break;
+        case SV_ATTR_NS_PATH: {
+            struct sv_ns_path *p = &out->ns_paths[ns++];
+            if (walk_nested(&a, p, ns_field, err, errlen) < 0)
+                goto bad;
+            if (p->type == 0 || p->path == NULL) {
+                fail(err, errlen, "namespace path %zu: needs a type and a path", ns - 1);
+                goto bad;
+            }
+            break;
+        }
+        case SV_ATTR_OOM_SCORE_ADJ:
+            out->has_oom_score_adj = 1;
+            out->oom_score_adj = (int32_t)u32_of(&a);
+            break;
+        case SV_ATTR_ROOTFS: out->rootfs = str_of(&a); break;
+        case SV_ATTR_ROOT_PROPAGATION: out->root_propagation = u32_of(&a); break;
+        case SV_ATTR_STEP: {
+            struct sv_step *s = &out->steps[st++];
+            if (walk_nested(&a, s, step_field, err, errlen) < 0 || check_step(s, st - 1, err, errlen) < 0)
+                goto bad;
+            break;
+        }
+        case SV_ATTR_HOSTNAME: out->hostname = str_of(&a); break;
+        case SV_ATTR_DOMAINNAME: out->domainname = str_of(&a); break;
+        case SV_ATTR_RLIMIT: {
+            struct sv_rlimit *l = &out->rlimits[rl++];
+            l->resource = UINT32_MAX;
+            if (walk_nested(&a, l, rlimit_field, err, errlen) < 0)
+                goto bad;
+            if (l->resource == UINT32_MAX || l->soft > l->hard) {
+                fail(err, errlen, "rlimit %zu: needs a resource and soft <= hard", rl - 1);
+                goto bad;
+            }
+            break;
+        }
+        case SV_ATTR_UMASK:
+            out->has_umask = 1;
+            out->umask = u32_of(&a);
+            if (out->umask > 0777) {
+                fail(err, errlen, "umask %o out of range", out->umask);
+                goto bad;
+            }
+            break;
+        case SV_ATTR_NO_NEW_PRIVS: out->no_new_privs = (int)u32_of(&a); break;
+        case SV_ATTR_UID: out->has_uid = 1; out->uid = u32_of(&a); break;
+        case SV_ATTR_GID: out->has_gid = 1; out->gid = u32_of(&a); break;
+        case SV_ATTR_SETGROUPS: out->setgroups = (int)u32_of(&a); break;
+        case SV_ATTR_GROUP: out->groups[gr++] = u32_of(&a); break;
+        case SV_ATTR_CAP_BOUNDING: out->has_caps = 1; out->cap_bounding = u64_of(&a); break;
+        case SV_ATTR_CAP_EFFECTIVE: out->cap_effective = u64_of(&a); break;
+        case SV_ATTR_CAP_PERMITTED: out->cap_permitted = u64_of(&a); break;
+        case SV_ATTR_CAP_INHERITABLE: out->cap_inheritable = u64_of(&a); break;
+        case SV_ATTR_CAP_AMBIENT: out->cap_ambient = u64_of(&a); break;
+        case SV_ATTR_PDEATHSIG:
+            out->pdeathsig = u32_of(&a);
+            if (out->pdeathsig > 64) {
+                fail(err, errlen, "pdeathsig %u out of range", out->pdeathsig);
+                goto bad;
+            }
+            break;
+        case SV_ATTR_CWD: out->cwd = str_of(&a); break;
+        case SV_ATTR_ARG: out->argv[ar++] = str_of(&a); break;
+        case SV_ATTR_ENV: out->envp[en++] = str_of(&a); break;
+        case SV_ATTR_EXEC_PATH: out->exec_paths[ex++] = str_of(&a); break;
+        case SV_ATTR_BECOME_ROOT: out->become_root = (int)u32_of(&a); break;
+        }
+    }
+    if (out->n_steps > 0 && out->rootfs == NULL) {
+        fail(err, errlen, "filesystem steps without a rootfs");
+        goto bad;
+    }
+    return 0;
+bad:
+    sv_config_free(out);
+    return -1;
+}
+
+void sv_config_free(struct sv_config *cfg)
+{
+    free(cfg->ns_paths);
+    free(cfg->steps);
+    free(cfg->rlimits);
+    free(cfg->groups);
+    free((void *)cfg->argv);
+    free((void *)cfg->envp);
+    free((void *)cfg->exec_paths);
+    memset(cfg, 0, sizeof(*cfg));
+}

@@ -1,0 +1,177 @@
+"""The sync protocol between the supervisor and one bootstrap, sans I/O.
+
+Theory of operation. After the bootstrap message, the socket carries framed messages
+(``struct sv_sync_header`` + payload, ``wire.h``):
+
+    bootstrap → supervisor   PID(init pid)          the init exists, blocked before any setup
+    supervisor → init        CONTINUE               uid/gid maps, cgroup and network are ready
+    bootstrap/init → sup.    ERROR(record)          a step failed; the sender exits
+    (end of stream)                                 the socket is close-on-exec in the init: the
+                                                    workload runs
+
+So there are three outcomes, kept apart: setup failed (an ERROR record), exec'd (EOF after PID
+without a record), and later the workload's exit (seen on its pidfd, not here).
+
+``SyncConnection`` takes bytes and returns events; all its transitions are in ``_advance``.
+``Handshake`` is the supervisor's side of a whole start as a generator of I/O requests, so that the
+blocking CLI and the trio supervisor run the same logic with their own transports.
+"""
+
+import enum
+import struct
+from collections.abc import Callable, Generator
+
+import attrs
+
+from ._wire import ERROR_RECORD_SIZE, SYNC_HEADER_SIZE, Stage, Sync
+from .errors import BootstrapError
+
+__all__ = ["SyncConnection", "SyncState", "InitStarted", "SetupFailed", "Execed", "Handshake", "Send", "Recv",
+           "ProtocolError"]
+
+_HEADER = struct.Struct("=II")
+_RECORD = struct.Struct("=Ii")
+assert _HEADER.size == SYNC_HEADER_SIZE and _RECORD.size == ERROR_RECORD_SIZE
+
+
+class ProtocolError(BootstrapError):
+    """The bootstrap said something the protocol does not allow."""
+
+    def __init__(self, what: str) -> None:
+        import errno
+
+        super().__init__(errno.EPROTO, "sync", "sync", what)
+
+
+@attrs.frozen
+class InitStarted:
+    pid: int
+
+
+@attrs.frozen
+class SetupFailed:
+    error: BootstrapError
+
+
+@attrs.frozen
+class Execed:
+    pass
+
+
+Event = InitStarted | SetupFailed | Execed
+
+
+class SyncState(enum.Enum):
+    AWAIT_PID = "await pid"
+    AWAIT_EXEC = "await exec"
+    EXECED = "exec'd"
+    FAILED = "failed"
+
+
+class SyncConnection:
+    """The supervisor's end of one sync socket."""
+
+    def __init__(self) -> None:
+        self.state = SyncState.AWAIT_PID
+        self._buf = bytearray()
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed what the socket gave; ``b""`` means end of stream."""
+        if self.state in (SyncState.EXECED, SyncState.FAILED):
+            return []
+        if not data:
+            return [self._advance("eof", b"")]
+        self._buf += data
+        events = []
+        while len(self._buf) >= _HEADER.size and self.state not in (SyncState.EXECED, SyncState.FAILED):
+            kind, length = _HEADER.unpack_from(self._buf)
+            if length > 1 << 16:
+                events.append(self._fail(ProtocolError(f"message {kind} of {length} bytes")))
+                break
+            if len(self._buf) < _HEADER.size + length:
+                break
+            payload = bytes(self._buf[_HEADER.size:_HEADER.size + length])
+            del self._buf[:_HEADER.size + length]
+            events.append(self._advance(kind, payload))
+        return events
+
+    def continue_bytes(self) -> bytes:
+        if self.state != SyncState.AWAIT_EXEC:
+            raise RuntimeError(f"cannot continue in state {self.state.value}")
+        return _HEADER.pack(Sync.CONTINUE, 0)
+
+    def _fail(self, error: BootstrapError) -> SetupFailed:
+        self.state = SyncState.FAILED
+        return SetupFailed(error)
+
+    def _advance(self, kind: "int | str", payload: bytes) -> Event:
+        """Every transition of the protocol."""
+        if kind == Sync.ERROR:
+            return self._fail(_parse_error(payload))
+        if self.state == SyncState.AWAIT_PID:
+            if kind == Sync.PID and len(payload) == 4:
+                self.state = SyncState.AWAIT_EXEC
+                return InitStarted(struct.unpack("=I", payload)[0])
+            if kind == "eof":
+                return self._fail(ProtocolError("the bootstrap exited without starting the init"))
+        elif self.state == SyncState.AWAIT_EXEC:
+            if kind == "eof":
+                if self._buf:
+                    return self._fail(ProtocolError("the stream ended inside a message"))
+                self.state = SyncState.EXECED
+                return Execed()
+        return self._fail(ProtocolError(f"unexpected message {kind} in state {self.state.value}"))
+
+
+def _parse_error(payload: bytes) -> BootstrapError:
+    if len(payload) < _RECORD.size:
+        return ProtocolError("short error record")
+    stage, err = _RECORD.unpack_from(payload)
+    texts = payload[_RECORD.size:].split(b"\0")
+    if len(texts) < 2:
+        return ProtocolError("malformed error record")
+    try:
+        stage_name = Stage(stage).name.lower()
+    except ValueError:
+        stage_name = str(stage)
+    return BootstrapError(err, stage_name, texts[0].decode(errors="replace"), texts[1].decode(errors="replace"))
+
+
+@attrs.frozen
+class Send:
+    data: bytes
+
+
+@attrs.frozen
+class Recv:
+    pass
+
+
+@attrs.define
+class Handshake:
+    """One container start from the supervisor's side, as a generator of ``Send``/``Recv`` requests.
+
+    ``run`` sends the bootstrap message, waits for the init's pid, calls ``host_setup(pid)`` (maps,
+    cgroups, network), lets the init go on, and returns the pid once the workload is exec'd. It raises
+    the ``BootstrapError`` the bootstrap reported. ``init_pid`` is known from the first event on, so a
+    caller can reap the init whatever happens.
+    """
+
+    host_setup: Callable[[int], None]
+    init_pid: int | None = None
+
+    def run(self, message: bytes) -> Generator[Send | Recv, bytes | None, int]:
+        conn = SyncConnection()
+        yield Send(message)
+        while True:
+            data = yield Recv()
+            for event in conn.receive_data(data or b""):
+                if isinstance(event, InitStarted):
+                    self.init_pid = event.pid
+                    self.host_setup(event.pid)
+                    yield Send(conn.continue_bytes())
+                elif isinstance(event, SetupFailed):
+                    raise event.error
+                elif isinstance(event, Execed):
+                    assert self.init_pid is not None
+                    return self.init_pid

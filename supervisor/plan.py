@@ -1,0 +1,481 @@
+"""From a ``ContainerSpec`` to a ``Plan``: every decision made, every name resolved, before a spawn.
+
+The bootstrap executes a plan without judgement, so everything that needs some lives here: user and
+group names are looked up in the rootfs's own ``/etc/passwd`` and ``/etc/group`` (symlinks resolved
+as if the rootfs were ``/``, so they never lead out of it); mount options become flags and data;
+capability names become masks; the program is turned into the list of paths ``execve`` will try; the
+filesystem work becomes an ordered list of ``Step``s, in the order runc performs it:
+
+    [host root: the whole tree read-only] → mounts → /dev nodes and links → pivot_root
+    → read-only root → sysctls → read-only paths → masked paths
+
+Reading the rootfs (passwd, group, whether a mount source is a directory) is the only I/O here.
+"""
+
+import os
+import posixpath
+import resource
+import signal
+from collections import deque
+from collections.abc import Iterable, Iterator
+
+import attrs
+
+from ._wire import Mk, Op
+from .errors import SpecError
+from .spec import CAPABILITIES, NAMESPACE_TYPES, ContainerSpec, Device, IdMapping, Mount
+
+__all__ = ["Plan", "Step", "plan", "resolve_in_root", "DEFAULT_PATH"]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# mount(2) flags (include/uapi/linux/mount.h)
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_SYNCHRONOUS, MS_REMOUNT, MS_MANDLOCK, MS_DIRSYNC = 16, 32, 64, 128
+MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 1024, 2048, 4096, 16384
+MS_UNBINDABLE, MS_PRIVATE, MS_SLAVE, MS_SHARED = 1 << 17, 1 << 18, 1 << 19, 1 << 20
+MS_RELATIME, MS_STRICTATIME = 1 << 21, 1 << 24
+
+#: option -> (sets the flag?, flag)
+_OPTION_FLAGS: dict[str, tuple[bool, int]] = {
+    "defaults": (True, 0),
+    "ro": (True, MS_RDONLY), "rw": (False, MS_RDONLY),
+    "nosuid": (True, MS_NOSUID), "suid": (False, MS_NOSUID),
+    "nodev": (True, MS_NODEV), "dev": (False, MS_NODEV),
+    "noexec": (True, MS_NOEXEC), "exec": (False, MS_NOEXEC),
+    "sync": (True, MS_SYNCHRONOUS), "async": (False, MS_SYNCHRONOUS),
+    "dirsync": (True, MS_DIRSYNC),
+    "mand": (True, MS_MANDLOCK), "nomand": (False, MS_MANDLOCK),
+    "noatime": (True, MS_NOATIME), "atime": (False, MS_NOATIME),
+    "nodiratime": (True, MS_NODIRATIME), "diratime": (False, MS_NODIRATIME),
+    "relatime": (True, MS_RELATIME), "norelatime": (False, MS_RELATIME),
+    "strictatime": (True, MS_STRICTATIME), "nostrictatime": (False, MS_STRICTATIME),
+    "bind": (True, MS_BIND), "rbind": (True, MS_BIND | MS_REC),
+}
+_PROPAGATION: dict[str, int] = {
+    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
+    "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC,
+    "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
+    "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
+}
+_UNSUPPORTED_OPTIONS = {"tmpcopyup", "idmap", "ridmap", "rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev",
+                        "rnoexec", "rexec", "rnoatime", "ratime", "rrelatime", "rnorelatime",
+                        "rstrictatime", "rnostrictatime", "rnodiratime", "rdiratime", "nosymfollow",
+                        "rnosymfollow", "copy-symlink", "remount"}
+
+#: the devices every container has (runc's list), besides those its config adds
+_DEFAULT_DEVICES = (
+    Device("/dev/null", "c", 1, 3), Device("/dev/zero", "c", 1, 5), Device("/dev/full", "c", 1, 7),
+    Device("/dev/random", "c", 1, 8), Device("/dev/urandom", "c", 1, 9), Device("/dev/tty", "c", 5, 0),
+)
+_DEV_SYMLINKS = (("pts/ptmx", "/dev/ptmx"), ("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
+                 ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"))
+_DEVICE_TYPES = {"c": 0o020000, "u": 0o020000, "b": 0o060000, "p": 0o010000}
+
+#: sysctl prefixes and the namespace that makes them the container's own (runc's rules)
+_IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+@attrs.frozen
+class Step:
+    """One filesystem operation of the init; fields as in ``wire.h``'s SV_STEP_*."""
+
+    op: Op
+    dst: str | None = None
+    src: str | None = None
+    fstype: str | None = None
+    flags: int = 0
+    remount_flags: int = 0
+    propagation: int = 0
+    data: str | None = None
+    mode: int = 0
+    major: int = 0
+    minor: int = 0
+    uid: int = 0
+    gid: int = 0
+    mktype: Mk = Mk.NONE
+
+
+@attrs.frozen
+class Plan:
+    """Everything the bootstrap will do, as plain data; ``bootstrap.encode`` turns it into bytes."""
+
+    args: tuple[str, ...]
+    exec_paths: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str | None = None
+    clone_flags: int = 0
+    ns_paths: tuple[tuple[int, str], ...] = ()
+    oom_score_adj: int | None = None
+    rootfs: str | None = None
+    root_propagation: int = 0
+    steps: tuple[Step, ...] = ()
+    hostname: str | None = None
+    domainname: str | None = None
+    rlimits: tuple[tuple[int, int, int], ...] = ()
+    umask: int | None = None
+    no_new_privs: bool = False
+    uid: int | None = None
+    gid: int | None = None
+    setgroups: bool = False
+    groups: tuple[int, ...] = ()
+    #: bounding, effective, permitted, inheritable, ambient; None leaves them as they are
+    caps: tuple[int, int, int, int, int] | None = None
+    pdeathsig: int = 0
+    become_root: bool = False
+    # host-side work, done by the supervisor between the init's pid and its go-ahead
+    uid_map: str | None = None
+    gid_map: str | None = None
+    setgroups_deny: bool = False
+
+
+def plan(spec: ContainerSpec) -> Plan:
+    """Resolve a spec into a plan. Raises ``SpecError`` naming the field at fault."""
+    new = {ns.type for ns in spec.namespaces if ns.path is None}
+    joined = {ns.type: ns.path for ns in spec.namespaces if ns.path is not None}
+    if "time" in new or "time" in joined:
+        raise SpecError("linux.namespaces", 'the "time" namespace is not supported yet')
+    clone_flags = 0
+    for kind in new:
+        clone_flags |= NAMESPACE_TYPES[kind]
+    ns_paths = tuple((NAMESPACE_TYPES[kind], path) for kind, path in joined.items())
+
+    in_userns = "user" in new or "user" in joined
+    if "user" in new and not (spec.uid_mappings and spec.gid_mappings):
+        raise SpecError("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings")
+    if (spec.uid_mappings or spec.gid_mappings) and "user" not in new:
+        raise SpecError("linux.uidMappings", "id mappings need a new user namespace")
+    if spec.hostname is not None and "uts" not in new:
+        raise SpecError("hostname", "setting the hostname needs a new uts namespace")
+    if spec.domainname is not None and "uts" not in new:
+        raise SpecError("domainname", "setting the domainname needs a new uts namespace")
+
+    rootfs = os.path.realpath(spec.root.path)
+    if not os.path.isdir(rootfs):
+        raise SpecError("root.path", f'"{spec.root.path}" is not a directory')
+    user = _resolve_user(spec, rootfs)
+    env = _environment(spec.process.env, user.home)
+    process = spec.process
+
+    steps: list[Step] = []
+    root_propagation = 0
+    if "mount" in new:
+        root_propagation, steps = _filesystem(spec, rootfs, in_userns)
+    elif "mount" in joined:
+        if spec.mounts or spec.masked_paths or spec.readonly_paths:
+            raise SpecError("mounts", "a joined mount namespace takes no mounts")
+        rootfs = ""
+    else:
+        for field, value in (("mounts", spec.mounts), ("linux.maskedPaths", spec.masked_paths),
+                             ("linux.readonlyPaths", spec.readonly_paths)):
+            if value:
+                raise SpecError(field, "needs a new mount namespace")
+        if rootfs != "/":
+            steps = [Step(Op.CHROOT)]
+    steps += _sysctl_steps(spec, new)
+    if steps and "mount" in new:
+        steps += [Step(Op.READONLY, dst=_dest(p, f"linux.readonlyPaths[{i}]"))
+                  for i, p in enumerate(spec.readonly_paths)]
+        steps += [Step(Op.MASK, dst=_dest(p, f"linux.maskedPaths[{i}]")) for i, p in enumerate(spec.masked_paths)]
+
+    caps = None
+    if process.capabilities is not None:
+        c = process.capabilities
+        caps = (_mask(c.bounding), _mask(c.effective), _mask(c.permitted), _mask(c.inheritable),
+                _mask(c.ambient))
+
+    return Plan(
+        args=process.args,
+        exec_paths=_exec_paths(process.args[0], env),
+        env=env,
+        cwd=process.cwd,
+        clone_flags=clone_flags,
+        ns_paths=ns_paths,
+        oom_score_adj=process.oom_score_adj,
+        rootfs=rootfs or None,
+        root_propagation=root_propagation,
+        steps=tuple(steps),
+        hostname=spec.hostname,
+        domainname=spec.domainname,
+        rlimits=tuple((_rlimit_number(r.type), r.soft, r.hard) for r in process.rlimits),
+        umask=0o022 if process.user.umask is None else process.user.umask,
+        no_new_privs=process.no_new_privileges,
+        uid=user.uid,
+        gid=user.gid,
+        setgroups=True,
+        groups=user.groups,
+        caps=caps,
+        pdeathsig=int(signal.SIGKILL),
+        become_root=in_userns,
+        uid_map=_id_map(spec.uid_mappings),
+        gid_map=_id_map(spec.gid_mappings),
+        setgroups_deny=False,
+    )
+
+
+# -- paths inside the rootfs ---------------------------------------------------------------------
+
+def resolve_in_root(root: str, path: str) -> str:
+    """The host path that ``path`` names inside ``root``, resolving symlinks as if ``root`` were
+    ``/``: an absolute link target starts again at ``root``, and ``..`` stops at it. Missing
+    components are kept as they are."""
+    parts = deque(p for p in path.split("/") if p)
+    done: list[str] = []
+    links = 0
+    while parts:
+        part = parts.popleft()
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        try:
+            target = os.readlink(os.path.join(root, *done, part))
+        except OSError:
+            done.append(part)  # not a symlink, or not there
+            continue
+        links += 1
+        if links > 40:
+            raise SpecError("", f'too many symlinks resolving "{path}" in {root}')
+        if target.startswith("/"):
+            done = []
+        parts.extendleft(reversed([p for p in target.split("/") if p]))
+    return os.path.join(root, *done)
+
+
+def _dest(path: str, field: str) -> str:
+    if not path.startswith("/"):
+        raise SpecError(field, f'"{path}" is not an absolute path')
+    clean = posixpath.normpath("/" + path.lstrip("/"))
+    while clean.startswith("/.."):
+        clean = posixpath.normpath(clean[3:] or "/")
+    return clean
+
+
+# -- users ---------------------------------------------------------------------------------------
+
+@attrs.frozen
+class _User:
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+
+def _read_db(rootfs: str, name: str) -> list[list[str]]:
+    try:
+        with open(resolve_in_root(rootfs, f"/etc/{name}"), encoding="utf-8", errors="replace") as f:
+            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+    except OSError:
+        return []
+
+
+def _resolve_user(spec: ContainerSpec, rootfs: str) -> _User:
+    """runc's rules: the ids as given (a name is looked up), HOME from the passwd entry of the uid, and
+    supplementary groups from /etc/group only when the user was given by name."""
+    u = spec.process.user
+    passwd = [e for e in _read_db(rootfs, "passwd") if len(e) >= 7]
+    uid, gid, groups = u.uid, u.gid, list(u.additional_gids)
+    if u.name is not None:
+        entry = next((e for e in passwd if e[0] == u.name), None)
+        if entry is None:
+            raise SpecError("process.user", f'no user "{u.name}" in {rootfs}/etc/passwd')
+        uid, gid = int(entry[2]), int(entry[3])
+        for e in _read_db(rootfs, "group"):
+            if len(e) >= 4 and u.name in e[3].split(",") and e[2].isdigit() and int(e[2]) not in groups:
+                groups.append(int(e[2]))
+    home = next((e[5] for e in passwd if e[2] == str(uid)), "/")
+    return _User(uid, gid, tuple(groups), home or "/")
+
+
+def _environment(env: tuple[str, ...], home: str) -> tuple[str, ...]:
+    if any(e.startswith("HOME=") for e in env):
+        return env
+    return env + (f"HOME={home}",)
+
+
+def _exec_paths(program: str, env: tuple[str, ...]) -> tuple[str, ...]:
+    """What execve tries, in order: the program itself when it has a slash, else each PATH entry
+    (the container's PATH, or the usual default)."""
+    if "/" in program:
+        return (program,)
+    path = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
+    dirs = [d for d in path.split(":") if d]
+    return tuple(posixpath.join(d, program) for d in dirs) or (program,)
+
+
+# -- filesystem ----------------------------------------------------------------------------------
+
+def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool) -> tuple[int, list[Step]]:
+    host_root = rootfs == "/"
+    steps: list[Step] = []
+    if host_root:
+        if not spec.root.readonly:
+            raise SpecError("root.readonly", "the host root can only be used read-only")
+        steps.append(Step(Op.SETATTR_RO, dst="/"))
+    dev_is_bind = False
+    for i, mount in enumerate(spec.mounts):
+        field = f"mounts[{i}]"
+        dst = _dest(mount.destination, f"{field}.destination")
+        if dst == "/":
+            raise SpecError(f"{field}.destination", "cannot mount over the root")
+        if host_root and not os.path.lexists(resolve_in_root(rootfs, dst)):
+            raise SpecError(f"{field}.destination", f'"{dst}" does not exist on the read-only host root')
+        step = _mount_step(mount, dst, spec.bundle or "/", field)
+        if dst == "/dev" and step.flags & MS_BIND:
+            dev_is_bind = True
+        if mount.type == "cgroup":
+            steps += _cgroup_steps(dst, step)
+        else:
+            steps.append(step)
+    if not dev_is_bind:
+        steps += _device_steps(spec.devices, in_userns)
+    steps.append(Step(Op.PIVOT))
+    propagation = _PROPAGATION.get(spec.rootfs_propagation or "rslave", MS_SLAVE | MS_REC)
+    if propagation & MS_SHARED:
+        # pivot_root refuses a shared root: share it once we are in.
+        steps.append(Step(Op.PROPAGATE, dst="/", propagation=propagation))
+        propagation = MS_SLAVE | MS_REC
+    if spec.root.readonly and not host_root:
+        steps.append(Step(Op.REMOUNT_RO, dst="/"))
+    return propagation, steps
+
+
+def _mount_step(mount: Mount, dst: str, bundle: str, field: str) -> Step:
+    flags = 0
+    propagation = 0
+    data: list[str] = []
+    for i, option in enumerate(mount.options):
+        if option in _UNSUPPORTED_OPTIONS:
+            raise SpecError(f"{field}.options[{i}]", f'"{option}" is not supported yet')
+        if option in _OPTION_FLAGS:
+            sets, flag = _OPTION_FLAGS[option]
+            flags = flags | flag if sets else flags & ~flag
+        elif option in _PROPAGATION:
+            propagation = _PROPAGATION[option]
+        else:
+            data.append(option)
+    if mount.type == "bind":
+        flags |= MS_BIND
+    if flags & MS_BIND:
+        if not mount.source:
+            raise SpecError(f"{field}.source", "a bind mount needs a source")
+        source = os.path.join(bundle, mount.source)
+        if not os.path.exists(source):
+            raise SpecError(f"{field}.source", f'"{source}" does not exist')
+        extra = flags & ~(MS_BIND | MS_REC)
+        return Step(Op.MOUNT, dst=dst, src=source, flags=flags & (MS_BIND | MS_REC),
+                    remount_flags=(MS_BIND | MS_REMOUNT | extra) if extra else 0, propagation=propagation,
+                    data=",".join(data) or None, mktype=Mk.DIR if os.path.isdir(source) else Mk.FILE)
+    if not mount.type:
+        raise SpecError(f"{field}.type", "required (or a bind mount)")
+    return Step(Op.MOUNT, dst=dst, src=mount.source or mount.type, fstype=mount.type, flags=flags,
+                propagation=propagation, data=",".join(data) or None, mktype=Mk.DIR)
+
+
+def _cgroup_steps(dst: str, step: Step) -> list[Step]:
+    """runc's cgroup mount without a cgroup namespace: a tmpfs holding a read-only bind of the
+    container's cgroup in each hierarchy (v1), or one bind of it (v2). Until the supervisor gives a
+    container a cgroup of its own, that is the supervisor's."""
+    flags = step.flags
+    hierarchies = list(_cgroup_hierarchies())
+    ro = MS_BIND | MS_REMOUNT | (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME))
+    if len(hierarchies) == 1 and hierarchies[0][0] == "":
+        return [Step(Op.MOUNT, dst=dst, src=hierarchies[0][1], flags=MS_BIND | MS_REC, remount_flags=ro,
+                     mktype=Mk.DIR)]
+    steps = [Step(Op.MOUNT, dst=dst, src="tmpfs", fstype="tmpfs", flags=flags & ~MS_RDONLY,
+                  data="mode=755", mktype=Mk.DIR)]
+    for name, host_path in hierarchies:
+        if name:
+            steps.append(Step(Op.MOUNT, dst=f"{dst}/{name}", src=host_path, flags=MS_BIND | MS_REC,
+                              remount_flags=ro, mktype=Mk.DIR))
+    return steps
+
+
+def _cgroup_hierarchies() -> Iterator[tuple[str, str]]:
+    """(name, host path of our cgroup) for each v1 hierarchy; ("", path) alone on a pure v2 host."""
+    own: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            own[controllers] = path
+    mounts = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            fields = left.split()
+            fstype, _source, options = right.split()[:3]
+            if fstype in ("cgroup", "cgroup2"):
+                mounts.append((fstype, fields[3], fields[4], options))
+    v1 = [m for m in mounts if m[0] == "cgroup"]
+    if not v1:
+        for _, root, mountpoint, _ in mounts[:1]:
+            yield "", _join_cgroup(mountpoint, root, own.get("", "/"))
+        return
+    for _, root, mountpoint, options in v1:
+        opts = set(options.split(","))
+        key = next((k for k in own if k and set(k.split(",")) <= opts), None)
+        if key is not None:
+            yield os.path.basename(mountpoint), _join_cgroup(mountpoint, root, own[key])
+
+
+def _join_cgroup(mountpoint: str, root: str, path: str) -> str:
+    rel = posixpath.relpath(path, root) if path.startswith(root) else path
+    return posixpath.normpath(posixpath.join(mountpoint, rel.lstrip("/") if rel != "." else ""))
+
+
+def _device_steps(devices: Iterable[Device], in_userns: bool) -> list[Step]:
+    by_path = {d.path: d for d in _DEFAULT_DEVICES}
+    by_path.update({d.path: d for d in devices})
+    steps = []
+    for d in by_path.values():
+        if in_userns:
+            # mknod is not allowed in a user namespace: bind the host's node, as runc does
+            steps.append(Step(Op.BIND_DEV, dst=d.path, src=d.path))
+        else:
+            steps.append(Step(Op.MKNOD, dst=d.path, mode=_DEVICE_TYPES[d.type] | d.file_mode, major=d.major,
+                              minor=d.minor, uid=d.uid, gid=d.gid))
+    steps += [Step(Op.SYMLINK, dst=link, src=target) for target, link in _DEV_SYMLINKS
+              if link not in by_path]
+    return steps
+
+
+def _sysctl_steps(spec: ContainerSpec, new: set[str]) -> list[Step]:
+    steps = []
+    for key, value in spec.sysctl:
+        field = f"linux.sysctl.{key}"
+        if not key or any(not (c.isalnum() or c in "._-") for c in key) or ".." in key:
+            raise SpecError(field, "not a sysctl name")
+        if key.startswith("net."):
+            needed = "network"
+        elif key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+            needed = "ipc"
+        elif key in ("kernel.hostname", "kernel.domainname"):
+            needed = "uts"
+        else:
+            raise SpecError(field, "not a namespaced sysctl: it would change the host")
+        if needed not in new:
+            raise SpecError(field, f"needs a new {needed} namespace")
+        steps.append(Step(Op.SYSCTL, dst=key.replace(".", "/"), data=value))
+    return steps
+
+
+# -- small conversions ---------------------------------------------------------------------------
+
+def _mask(names: Iterable[str]) -> int:
+    mask = 0
+    for name in names:
+        mask |= 1 << CAPABILITIES[name]
+    return mask
+
+
+def _rlimit_number(name: str) -> int:
+    return int(getattr(resource, name))
+
+
+def _id_map(mappings: tuple[IdMapping, ...]) -> str | None:
+    if not mappings:
+        return None
+    return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
