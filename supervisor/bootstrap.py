@@ -78,6 +78,7 @@ def encode(plan: Plan) -> bytes:
     if plan.oom_score_adj is not None:
         add("OOM_SCORE_ADJ", plan.oom_score_adj & 0xFFFFFFFF)
     add("ROOTFS", plan.rootfs)
+    add("ROOTFS_BIND", plan.rootfs_bind)
     add("ROOT_PROPAGATION", plan.root_propagation or None)
     a += [("STEP", {"attrs": _step_attrs(step)}) for step in plan.steps]
     add("HOSTNAME", plan.hostname)

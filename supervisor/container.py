@@ -91,7 +91,9 @@ async def _drive(gen: Generator[Send | Recv, bytes | None, int], sock: "trio.soc
         try:
             if isinstance(request, Send):
                 try:
-                    await sock.sendall(request.data)
+                    view = memoryview(request.data)
+                    while view:
+                        view = view[await sock.send(view):]
                 except BrokenPipeError:
                     pass  # the peer is gone; what it said before going is still to be read
                 request = gen.send(None)

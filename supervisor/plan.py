@@ -68,6 +68,9 @@ _DEFAULT_DEVICES = (
     Device("/dev/null", "c", 1, 3), Device("/dev/zero", "c", 1, 5), Device("/dev/full", "c", 1, 7),
     Device("/dev/random", "c", 1, 8), Device("/dev/urandom", "c", 1, 9), Device("/dev/tty", "c", 5, 0),
 )
+#: The host root is bound here (in the container's mount namespace only) before pivot_root: a
+#: directory every Linux host has, covered just for the moment of the pivot.
+_HOST_ROOT_BIND = "/tmp"
 _DEV_SYMLINKS = (("pts/ptmx", "/dev/ptmx"), ("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
                  ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"))
 _DEVICE_TYPES = {"c": 0o020000, "u": 0o020000, "b": 0o060000, "p": 0o010000}
@@ -109,6 +112,8 @@ class Plan:
     ns_paths: tuple[tuple[int, str], ...] = ()
     oom_score_adj: int | None = None
     rootfs: str | None = None
+    #: where to bind the rootfs for pivot_root, when not onto itself (the host root)
+    rootfs_bind: str | None = None
     root_propagation: int = 0
     steps: tuple[Step, ...] = ()
     hostname: str | None = None
@@ -194,6 +199,7 @@ def plan(spec: ContainerSpec) -> Plan:
         ns_paths=ns_paths,
         oom_score_adj=process.oom_score_adj,
         rootfs=rootfs or None,
+        rootfs_bind=_HOST_ROOT_BIND if rootfs == "/" and "mount" in new else None,
         root_propagation=root_propagation,
         steps=tuple(steps),
         hostname=spec.hostname,
@@ -252,6 +258,12 @@ def _dest(path: str, field: str) -> str:
     while clean.startswith("/.."):
         clean = posixpath.normpath(clean[3:] or "/")
     return clean
+
+
+def _inside(rootfs: str, path: str) -> str:
+    """``path`` with the rootfs's symlinks resolved, as a path inside the rootfs."""
+    resolved = resolve_in_root(rootfs, path)
+    return "/" + os.path.relpath(resolved, rootfs) if resolved != rootfs else "/"
 
 
 # -- users ---------------------------------------------------------------------------------------
@@ -318,7 +330,7 @@ def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool) -> tuple[int,
     dev_is_bind = False
     for i, mount in enumerate(spec.mounts):
         field = f"mounts[{i}]"
-        dst = _dest(mount.destination, f"{field}.destination")
+        dst = _inside(rootfs, _dest(mount.destination, f"{field}.destination"))
         if dst == "/":
             raise SpecError(f"{field}.destination", "cannot mount over the root")
         if host_root and not os.path.lexists(resolve_in_root(rootfs, dst)):

@@ -379,16 +379,19 @@ static void run_step(const struct sv_step *s)
 
 static void prepare_root(const struct sv_config *cfg)
 {
+    const char *root = cfg->rootfs;
     root_name = cfg->rootfs;
     /* With a new mount namespace: keep our mounts from reaching the host, and make the rootfs a
      * mount point of its own, which pivot_root requires. */
     if (cfg->root_propagation) {
         if (mount(NULL, "/", NULL, cfg->root_propagation, NULL) < 0)
             sv_fail(errno, "set propagation", "/");
-        if (mount(cfg->rootfs, cfg->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+        if (cfg->rootfs_bind)
+            root = cfg->rootfs_bind;
+        if (mount(cfg->rootfs, root, NULL, MS_BIND | MS_REC, NULL) < 0)
             sv_fail(errno, "bind rootfs", "%s", cfg->rootfs);
     }
-    root_fd = open(cfg->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (root_fd < 0)
         sv_fail(errno, "open rootfs", "%s", cfg->rootfs);
 }

@@ -54,7 +54,9 @@
 #define SV_ATTR_ENV 24              /* str, repeated: envp, each NAME=VALUE */
 #define SV_ATTR_EXEC_PATH 25        /* str, repeated: candidates for execve, tried in order */
 #define SV_ATTR_BECOME_ROOT 26      /* bool: setresuid/setresgid(0) once the maps are written */
-#define SV_ATTR_MAX 26
+#define SV_ATTR_ROOTFS_BIND 27      /* str: where the rootfs is bound before pivot_root, when not onto
+                                     * itself: a bind over "/" would not change what "/" opens */
+#define SV_ATTR_MAX 27
 
 /* SV_ATTR_NS_PATH */
 #define SV_NS_TYPE 1                /* u32: the CLONE_NEW* flag of the namespace */
@@ -162,6 +164,7 @@ struct sv_config {
     int has_oom_score_adj;
     int32_t oom_score_adj;
     const char *rootfs;
+    const char *rootfs_bind;
     uint32_t root_propagation;
     struct sv_step *steps;
     size_t n_steps;

@@ -1,0 +1,115 @@
+"""Fixtures shared by the tests: a busybox rootfs, bundles, and the leak checks.
+
+Container tests need root and Debian's busybox-static (``/usr/bin/busybox``, linked statically so the
+rootfs needs no libraries); they are skipped, with the reason, where either is missing.
+"""
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BUSYBOX = "/usr/bin/busybox"
+HERE = Path(__file__).parent
+
+#: what `runc spec` (1.1.5) writes, with terminal off: the config most bundles start from
+RUNC_SPEC: dict[str, Any] = json.loads((HERE / "data" / "runc-spec.json").read_text())
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
+
+def make_rootfs(path: Path) -> Path:
+    """A minimal rootfs: static busybox and its applets, users and groups for the tests."""
+    (path / "bin").mkdir(parents=True)
+    for d in ("proc", "sys", "dev", "tmp", "etc", "root", "home/alice", "data"):
+        (path / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(path / "tmp", 0o1777)
+    shutil.copy2(BUSYBOX, path / "bin" / "busybox")
+    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        link = path / "bin" / applet
+        if not link.exists():
+            link.symlink_to("busybox")
+    (path / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\n"
+        "alice:x:1000:1000:Alice:/home/alice:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+    (path / "etc" / "group").write_text(
+        "root:x:0:\naudio:x:29:alice\nvideo:x:44:alice,bob\nalice:x:1000:\nnogroup:x:65534:\n")
+    (path / "bin" / "probe").write_text((HERE / "data" / "probe.sh").read_text())
+    os.chmod(path / "bin" / "probe", 0o755)
+    (path / "data" / "not-executable").write_text("#!/bin/sh\necho hi\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not os.path.exists(BUSYBOX):
+        # CI installs it (see the README's test command): there a missing busybox is a failure.
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("needs Debian's busybox-static at /usr/bin/busybox")
+    path = make_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+    # root of a user namespace is an unprivileged uid on the host: it must be able to reach the rootfs
+    for parent in path.parents:
+        if parent == Path("/tmp"):
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    return path
+
+
+Bundle = Callable[..., Path]
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, rootfs: Path) -> Bundle:
+    """Write a bundle: the runc spec default with ``args`` and edits applied by ``edit(config)``."""
+
+    def make(*args: str, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+        config = copy.deepcopy(RUNC_SPEC)
+        config["root"]["path"] = str(rootfs)
+        config["process"]["args"] = list(args) or ["/bin/true"]
+        if edit is not None:
+            edit(config)
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        return tmp_path
+
+    return make
+
+
+# -- nothing left behind ---------------------------------------------------------------------------
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _children() -> list[str]:
+    me = str(os.getpid())
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[1] == me:
+                out.append(f"{pid} {stat.split()[1]} {fields[0]}")
+    return out
+
+
+def _mounts() -> list[str]:
+    return [line.split(" - ")[0].split(" ", 4)[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """Every test leaves no fd, child process (zombie or not) or mount behind in the test process."""
+    fds, mounts = _fds(), _mounts()
+    yield
+    assert _children() == [], "child processes left behind"
+    assert _fds() - fds == set(), "file descriptors left open"
+    assert _mounts() == mounts, "mounts changed on the host"
