@@ -12,7 +12,7 @@ UNSHARE_ARGV = ``unshare --pid --net --ipc --uts --mount --fork chroot BASE/bund
 the API runs ``BASE/bundle`` (the same rootfs, /bin/true, pid,net,ipc,uts,mount namespaces).
 Each row: W warm-up lives, then N timed ones. Per life: median/min/max wall ms, this process's own
 CPU (``time.process_time`` delta / N) and its reaped children's CPU (``RUSAGE_CHILDREN`` delta / N).
-Run it under /work/shared/bench/in-bench-ns.sh (run.sh does), like every other row.
+Run it under ../shared/bench/in-bench-ns.sh (run.sh does), like every other row.
 Exits 1 if a row failed (the other rows are still measured and written).
 """
 

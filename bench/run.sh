@@ -6,9 +6,10 @@ source "$(dirname "$0")/env.sh"
 [ -f "$BASE/bundle/config.json" ] || "$SHARED/make-bundles.sh" "$BASE"
 zombies() { ps -eo stat= | grep -c '^Z' || true; }
 z0=$(zombies)
-{ date -u; uname -r; nproc; uptime; echo "supervisor: $SUP"; echo "python: $PY"
-  git -C "$BENCH/.." rev-parse --short HEAD; git -C "$BENCH/.." status --short | head -20
-  runc --version | head -1; crun --version | head -1; bwrap --version; hyperfine --version; } > "$RESULTS/env.txt"
+{ date -u; uname -r; nproc; uptime; echo "supervisor: $SUP"; echo "python: $PY"; env | grep '^PYTHON' || true
+  git -C "$BENCH/.." rev-parse --short HEAD; git -C "$BENCH/.." status --short | head -20 || true
+  runc --version | head -1 || true; crun --version | head -1 || true; bwrap --version; hyperfine --version
+} > "$RESULTS/env.txt"
 
 rc=0
 "$BENCH/single.sh" || { rc=$?; echo "single.sh failed (exit $rc)" >&2; }

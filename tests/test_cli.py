@@ -1,0 +1,121 @@
+"""The ``supervisor`` command, run as a user runs it: exit codes, messages, stdio, signals."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Bundle, needs_root
+
+pytestmark = needs_root
+
+CLI = [sys.executable, "-m", "supervisor"]
+
+
+def run(bundle: Path, name: str = "box", **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(CLI + ["run", "--bundle", str(bundle), name], capture_output=True, text=True, timeout=30,
+                          **kw)
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def test_exit_code_and_stdio_pass_through(bundle: Bundle) -> None:
+    result = run(bundle("/bin/sh", "-c", "cat; echo err >&2; exit 7"), input="hello\n")
+    assert (result.returncode, result.stdout) == (7, "hello\n")
+    assert result.stderr.endswith("err\n")
+    # runc's default config has a devices cgroup rule: said once, never silently dropped
+    assert "warning: box: linux.resources.devices is not applied" in result.stderr
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["/bin/nope"], 127, 'supervisor: box: exec "/bin/nope": No such file or directory'),
+    (["/data/not-executable"], 126, 'supervisor: box: exec "/data/not-executable": Permission denied'),
+])
+def test_start_failures(bundle: Bundle, args: list[str], code: int, message: str) -> None:
+    result = run(bundle(*args))
+    assert (result.returncode, last_line(result.stderr)) == (code, message)
+    assert "Traceback" not in result.stderr
+
+
+def test_setup_failure_is_125(bundle: Bundle) -> None:
+    b = bundle(edit=lambda c: c["mounts"].append({"destination": "/x", "type": "nosuchfs", "source": "x"}))
+    result = run(b)
+    assert (result.returncode, last_line(result.stderr)) == (125, 'supervisor: box: mount "/x": No such device')
+
+
+def test_bad_config_exits_2(bundle: Bundle) -> None:
+    b = bundle(edit=lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_FOO", "soft": 1, "hard": 1}]))
+    result = run(b)
+    assert result.returncode == 2
+    assert result.stderr == f'supervisor: {b}/config.json: process.rlimits[0].type: unknown rlimit "RLIMIT_FOO"\n'
+    missing = run(b / "nowhere")
+    assert (missing.returncode, missing.stderr) == (2, f"supervisor: {b}/nowhere/config.json: no such file\n")
+
+
+def _child_of(pid: int, timeout: float = 5.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                fields = stat.rsplit(")", 1)[1].split()
+                if fields[1] == str(pid) and fields[0] != "Z" and "bootstrap" not in stat:
+                    return int(entry)
+        time.sleep(0.02)
+    raise AssertionError(f"no child of {pid}")
+
+
+def test_signals_are_forwarded_and_reported(bundle: Bundle) -> None:
+    b = bundle("/bin/sh", "-c", "trap 'exit 3' TERM; echo ready; while :; do sleep 0.05; done")
+    with subprocess.Popen(CLI + ["run", "--bundle", str(b), "t"], stdout=subprocess.PIPE, text=True) as p:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 3
+
+    b = bundle("/bin/sleep", "100")
+    with subprocess.Popen(CLI + ["run", "--bundle", str(b), "k"]) as p:
+        init = _child_of(p.pid)
+        os.kill(init, signal.SIGKILL)
+        assert p.wait(10) == 128 + signal.SIGKILL
+
+
+def test_container_dies_with_the_supervisor(bundle: Bundle) -> None:
+    b = bundle("/bin/sleep", "100")
+    with subprocess.Popen(CLI + ["run", "--bundle", str(b), "orphan"]) as p:
+        init = _child_of(p.pid)
+        p.kill()
+        p.wait(10)
+    deadline = time.monotonic() + 1.0
+    while os.path.exists(f"/proc/{init}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # with its parent gone the init is killed (PDEATHSIG) and reaped by the host's init
+    state = Path(f"/proc/{init}/stat").read_text().rsplit(")", 1)[1].split()[0] if os.path.exists(
+        f"/proc/{init}") else "gone"
+    assert state in ("gone", "Z")
+
+
+def test_readme_commands_are_what_ci_runs() -> None:
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    ci_command = (root / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci_command in readme
+    assert "pip install . && supervisor run --bundle examples/hello" in readme
+
+
+def test_example_runs() -> None:
+    root = Path(__file__).parent.parent
+    result = subprocess.run(CLI + ["run", "--bundle", str(root / "examples" / "hello")], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("hello from hello: pid 1, uid 0")
+    assert "/usr is read-only\ntmp is writable\n" in result.stdout

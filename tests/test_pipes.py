@@ -1,0 +1,91 @@
+"""The sync protocol's state machine, fed bytes the way a socket would give them."""
+
+import errno
+import struct
+
+import pytest
+
+from supervisor._wire import Stage, Sync
+from supervisor.errors import BootstrapError
+from supervisor.pipes import Execed, Handshake, InitStarted, Recv, Send, SetupFailed, SyncConnection, SyncState
+
+
+def msg(kind: int, payload: bytes = b"") -> bytes:
+    return struct.pack("=II", kind, len(payload)) + payload
+
+
+def error(stage: int, err: int, op: str, obj: str) -> bytes:
+    return msg(Sync.ERROR, struct.pack("=Ii", stage, err) + op.encode() + b"\0" + obj.encode() + b"\0")
+
+
+def feed(conn: SyncConnection, data: bytes, chunk: int) -> list[object]:
+    events: list[object] = []
+    for i in range(0, len(data), chunk):
+        events += conn.receive_data(data[i:i + chunk])
+    return events
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_exec_is_eof_after_pid(chunk: int) -> None:
+    conn = SyncConnection()
+    assert feed(conn, msg(Sync.PID, struct.pack("=I", 4242)), chunk) == [InitStarted(4242)]
+    assert conn.state == SyncState.AWAIT_EXEC
+    assert conn.continue_bytes() == msg(Sync.CONTINUE)
+    assert conn.receive_data(b"") == [Execed()]
+    assert conn.state == SyncState.EXECED
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_error_record(chunk: int) -> None:
+    conn = SyncConnection()
+    events = feed(conn, msg(Sync.PID, struct.pack("=I", 7)) + error(Stage.EXEC, errno.ENOENT, "exec", "/bin/nope"),
+                  chunk)
+    assert events[0] == InitStarted(7)
+    failed = events[1]
+    assert isinstance(failed, SetupFailed)
+    e = failed.error
+    assert (e.errno, e.stage, e.operation, e.object) == (errno.ENOENT, "exec", "exec", "/bin/nope")
+    assert e.message == 'exec "/bin/nope": No such file or directory'
+    assert conn.receive_data(b"") == []  # final
+
+
+def test_eof_before_pid_is_a_failure() -> None:
+    conn = SyncConnection()
+    [event] = conn.receive_data(b"")
+    assert isinstance(event, SetupFailed) and "without starting the init" in str(event.error)
+
+
+def test_out_of_order_messages_are_protocol_errors() -> None:
+    conn = SyncConnection()
+    [event] = conn.receive_data(msg(Sync.CONTINUE))
+    assert isinstance(event, SetupFailed) and event.error.errno == errno.EPROTO
+    conn = SyncConnection()
+    conn.receive_data(msg(Sync.PID, struct.pack("=I", 1)))
+    [event] = conn.receive_data(msg(Sync.PID, struct.pack("=I", 1)))
+    assert isinstance(event, SetupFailed)
+    conn = SyncConnection()
+    conn.receive_data(msg(Sync.PID, struct.pack("=I", 1)) + b"\1\0")
+    [event] = conn.receive_data(b"")
+    assert isinstance(event, SetupFailed) and "inside a message" in str(event.error)
+    with pytest.raises(RuntimeError):
+        SyncConnection().continue_bytes()
+
+
+def test_handshake_runs_host_setup_between_pid_and_continue() -> None:
+    seen: list[int] = []
+    hs = Handshake(seen.append)
+    gen = hs.run(b"MSG")
+    assert next(gen) == Send(b"MSG")
+    assert gen.send(None) == Recv()
+    assert gen.send(msg(Sync.PID, struct.pack("=I", 99))) == Send(msg(Sync.CONTINUE))
+    assert seen == [99] and hs.init_pid == 99
+    assert gen.send(None) == Recv()
+    with pytest.raises(StopIteration) as done:
+        gen.send(b"")
+    assert done.value.value == 99
+
+    gen = Handshake(seen.append).run(b"MSG")
+    next(gen), gen.send(None)
+    with pytest.raises(BootstrapError) as info:
+        gen.send(error(Stage.PARSE, errno.EINVAL, "parse bootstrap message", "no argv"))
+    assert info.value.stage == "parse"

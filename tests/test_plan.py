@@ -1,0 +1,116 @@
+"""The planner: pure decisions from a spec, checked without running anything."""
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisor import ContainerSpec, SpecError
+from supervisor._wire import Mk, Op
+from supervisor.plan import MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, plan, resolve_in_root
+
+from .conftest import RUNC_SPEC
+
+
+def spec(root: Path, **edits: Any) -> ContainerSpec:
+    config = copy.deepcopy(RUNC_SPEC)
+    config["root"]["path"] = str(root)
+    for key, value in edits.items():
+        target = config
+        *path, last = key.split("__")
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return ContainerSpec.from_oci(config, str(root))
+
+
+def test_resolve_in_root_never_leaves_it(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "abs").symlink_to("/etc")
+    (tmp_path / "up").symlink_to("../../../../etc")
+    (tmp_path / "loop").symlink_to("loop")
+    root = str(tmp_path)
+    assert resolve_in_root(root, "/abs/passwd") == f"{root}/etc/passwd"
+    assert resolve_in_root(root, "/up/passwd") == f"{root}/etc/passwd"
+    assert resolve_in_root(root, "/../../x") == f"{root}/x"
+    with pytest.raises(SpecError, match="too many symlinks"):
+        resolve_in_root(root, "/loop")
+
+
+def test_runc_default_steps(tmp_path: Path) -> None:
+    p = plan(spec(tmp_path))
+    ops = [s.op for s in p.steps]
+    assert ops.index(Op.PIVOT) > ops.index(Op.MKNOD) > 0
+    assert ops[ops.index(Op.PIVOT) + 1] == Op.REMOUNT_RO  # root.readonly
+    assert ops[-10:] == [Op.MASK] * 10 and ops[-15:-10] == [Op.READONLY] * 5
+    sysfs = next(s for s in p.steps if s.dst == "/sys")
+    assert sysfs.flags == MS_RDONLY | MS_NOSUID | MS_NODEV | 8 and sysfs.fstype == "sysfs"
+    devpts = next(s for s in p.steps if s.dst == "/dev/pts")
+    assert devpts.data == "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    assert p.caps == (0x20000420, 0x20000420, 0x20000420, 0, 0x20000420)
+    assert p.clone_flags == 0x20000000 | 0x40000000 | 0x08000000 | 0x04000000 | 0x00020000
+    assert p.exec_paths[-1] == "/bin/sh" and "HOME=/" in p.env  # args ["sh"], no passwd
+
+
+def test_bind_mount_flags_and_kind(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    mounts = [{"destination": "/a", "type": "bind", "source": str(tmp_path), "options": ["rbind", "ro", "nodev"]},
+              {"destination": "/b", "source": "file", "options": ["bind", "rprivate"]}]
+    a, b = [s for s in plan(spec(tmp_path, mounts=mounts)).steps if s.dst in ("/a", "/b")]
+    assert (a.flags, a.remount_flags, a.mktype) == (MS_BIND | MS_REC, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NODEV, Mk.DIR)
+    assert (b.flags, b.remount_flags, b.mktype, b.src) == (MS_BIND, 0, Mk.FILE, f"{tmp_path}/file")
+    assert b.propagation == (1 << 18) | MS_REC
+
+
+@pytest.mark.parametrize("edits, message", [
+    ({"mounts": [{"destination": "/x", "type": "bind", "source": "/nonexistent-sv"}]},
+     'mounts[0].source: "/nonexistent-sv" does not exist'),
+    ({"mounts": [{"destination": "x", "type": "tmpfs"}]}, 'mounts[0].destination: "x" is not an absolute path'),
+    ({"mounts": [{"destination": "/x", "type": "tmpfs", "options": ["idmap"]}]},
+     'mounts[0].options[0]: "idmap" is not supported yet'),
+    ({"linux__sysctl": {"kernel.panic": "1"}}, "linux.sysctl.kernel.panic: not a namespaced sysctl"),
+    ({"linux__namespaces": [{"type": "pid"}, {"type": "mount"}]}, "hostname: setting the hostname needs a new uts"),
+    ({"linux__namespaces": [{"type": "user"}, {"type": "mount"}], "hostname": None},
+     "a new user namespace needs uidMappings"),
+    ({"linux__namespaces": [{"type": "time"}], "hostname": None}, 'the "time" namespace is not supported yet'),
+])
+def test_plan_errors(tmp_path: Path, edits: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError) as info:
+        plan(spec(tmp_path, **edits))
+    assert message in str(info.value)
+
+
+def test_user_namespace_binds_devices_and_writes_maps(tmp_path: Path) -> None:
+    p = plan(spec(tmp_path, linux__namespaces=RUNC_SPEC["linux"]["namespaces"] + [{"type": "user"}],
+                  linux__uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1},
+                                      {"containerID": 1, "hostID": 100000, "size": 1000}],
+                  linux__gidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]))
+    assert p.uid_map == "0 1000 1\n1 100000 1000\n" and p.gid_map == "0 1000 1\n"
+    assert p.become_root
+    assert Op.MKNOD not in {s.op for s in p.steps}
+    null = next(s for s in p.steps if s.dst == "/dev/null")
+    assert (null.op, null.src) == (Op.BIND_DEV, "/dev/null")
+
+
+def test_host_root_is_read_only_and_needs_existing_mount_points() -> None:
+    config = copy.deepcopy(RUNC_SPEC)
+    config["root"] = {"path": "/", "readonly": True}
+    config["mounts"] = [{"destination": "/proc", "type": "proc", "source": "proc"}]
+    config["linux"].update(maskedPaths=[], readonlyPaths=[])
+    p = plan(ContainerSpec.from_oci(config, "/"))
+    assert p.steps[0].op == Op.SETATTR_RO and p.rootfs_bind == "/tmp"
+    config["mounts"].append({"destination": "/nonexistent-sv", "type": "tmpfs", "source": "tmpfs"})
+    with pytest.raises(SpecError, match="does not exist on the read-only host root"):
+        plan(ContainerSpec.from_oci(config, "/"))
+    config["root"]["readonly"] = False
+    with pytest.raises(SpecError, match="root.readonly"):
+        plan(ContainerSpec.from_oci(config, "/"))
+
+
+def test_exec_paths_follow_path(tmp_path: Path) -> None:
+    p = plan(spec(tmp_path, process__args=["sh"], process__env=["PATH=/usr/bin::/bin"]))
+    assert p.exec_paths == ("/usr/bin/sh", "/bin/sh")
+    assert plan(spec(tmp_path, process__args=["./run"])).exec_paths == ("./run",)
+    assert os.sep == "/"

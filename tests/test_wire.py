@@ -1,0 +1,204 @@
+"""The bootstrap message: golden bytes from the encoder, the C parser run on the same bytes through
+cffi, its strictness, and a fuzz test (garbage in: an error out, never a crash)."""
+
+import random
+import struct
+
+import pytest
+
+from supervisor._wire import MSG_BOOTSTRAP, Attr, Mk, Op, ffi, lib
+from supervisor.bootstrap import decode, encode
+from supervisor.errors import SpecError
+from supervisor.plan import Plan, Step
+
+MINIMAL = Plan(args=("/bin/true",), exec_paths=("/bin/true",))
+
+FULL = Plan(
+    args=("/bin/sh", "-c", "echo hi"),
+    exec_paths=("/bin/sh",),
+    env=("PATH=/bin", "HOME=/root"),
+    cwd="/",
+    clone_flags=0x20000000 | 0x00020000,
+    ns_paths=((0x40000000, "/proc/1/ns/net"),),
+    oom_score_adj=-17,
+    rootfs="/srv/rootfs",
+    root_propagation=(1 << 19) | 16384,
+    steps=(Step(Op.MOUNT, dst="/proc", src="proc", fstype="proc", flags=2 | 4 | 8, mktype=Mk.DIR),
+           Step(Op.MKNOD, dst="/dev/null", mode=0o020666, major=1, minor=3),
+           Step(Op.PIVOT)),
+    hostname="box",
+    rlimits=((7, 1024, 4096),),
+    umask=0o022,
+    no_new_privs=True,
+    uid=1000,
+    gid=1000,
+    setgroups=True,
+    groups=(29, 44),
+    caps=(0x20000420, 0x20000420, 0x20000420, 0, 0),
+    pdeathsig=9,
+)
+
+
+def nla(kind: int, payload: bytes) -> bytes:
+    """An independent encoder for the golden vectors: header, payload, pad to 4."""
+    raw = struct.pack("=HH", 4 + len(payload), kind) + payload
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def u32(kind: int, v: int) -> bytes:
+    return nla(kind, struct.pack("=I", v))
+
+
+def string(kind: int, s: str) -> bytes:
+    return nla(kind, s.encode() + b"\0")
+
+
+def message(*attrs: bytes) -> bytes:
+    body = b"".join(attrs)
+    return struct.pack("=IHHII", 16 + len(body), MSG_BOOTSTRAP, 1, 0, 0) + body
+
+
+def test_golden_minimal() -> None:
+    assert encode(MINIMAL) == message(u32(Attr.CLONE_FLAGS, 0), string(Attr.ARG, "/bin/true"),
+                                      string(Attr.EXEC_PATH, "/bin/true"))
+
+
+def test_golden_full() -> None:
+    step = [
+        nla(Attr.STEP, u32(1, Op.MOUNT) + string(2, "proc") + string(3, "/proc") + string(4, "proc") + u32(5, 14)
+            + u32(14, Mk.DIR)),
+        nla(Attr.STEP, u32(1, Op.MKNOD) + string(3, "/dev/null") + u32(9, 0o020666) + u32(10, 1) + u32(11, 3)),
+        nla(Attr.STEP, u32(1, Op.PIVOT)),
+    ]
+    expected = message(
+        u32(Attr.CLONE_FLAGS, 0x20020000),
+        nla(Attr.NS_PATH, u32(1, 0x40000000) + string(2, "/proc/1/ns/net")),
+        u32(Attr.OOM_SCORE_ADJ, (-17) & 0xFFFFFFFF),
+        string(Attr.ROOTFS, "/srv/rootfs"),
+        u32(Attr.ROOT_PROPAGATION, (1 << 19) | 16384),
+        *step,
+        string(Attr.HOSTNAME, "box"),
+        nla(Attr.RLIMIT, u32(1, 7) + nla(2, struct.pack("=Q", 1024)) + nla(3, struct.pack("=Q", 4096))),
+        u32(Attr.UMASK, 0o022),
+        u32(Attr.NO_NEW_PRIVS, 1),
+        u32(Attr.UID, 1000),
+        u32(Attr.GID, 1000),
+        u32(Attr.SETGROUPS, 1),
+        u32(Attr.GROUP, 29),
+        u32(Attr.GROUP, 44),
+        *(nla(a, struct.pack("=Q", v)) for a, v in zip(
+            (Attr.CAP_BOUNDING, Attr.CAP_EFFECTIVE, Attr.CAP_PERMITTED, Attr.CAP_INHERITABLE, Attr.CAP_AMBIENT),
+            (0x20000420, 0x20000420, 0x20000420, 0, 0))),
+        u32(Attr.PDEATHSIG, 9),
+        string(Attr.CWD, "/"),
+        string(Attr.ARG, "/bin/sh"), string(Attr.ARG, "-c"), string(Attr.ARG, "echo hi"),
+        string(Attr.ENV, "PATH=/bin"), string(Attr.ENV, "HOME=/root"),
+        string(Attr.EXEC_PATH, "/bin/sh"),
+    )
+    assert encode(FULL) == expected
+    assert ("HOSTNAME", "box") in decode(expected)
+
+
+class Parsed:
+    """The C parser's view of a message (through cffi)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.buf = ffi.new("uint8_t[]", data)
+        self.cfg = ffi.new("struct sv_config *")
+        self.err = ffi.new("char[256]")
+        self.rc = lib.sv_parse(self.buf, len(data), self.cfg, self.err, 256)
+
+    @property
+    def error(self) -> str:
+        return ffi.string(self.err).decode()
+
+    def strings(self, field: str, count: str) -> list[str]:
+        arr = getattr(self.cfg, field)
+        return [ffi.string(arr[i]).decode() for i in range(getattr(self.cfg, count))]
+
+    def __del__(self) -> None:
+        if self.rc == 0:
+            lib.sv_config_free(self.cfg)
+
+
+def test_c_parser_reads_the_golden_vectors() -> None:
+    p = Parsed(encode(FULL))
+    assert p.rc == 0, p.error
+    c = p.cfg
+    assert p.strings("argv", "n_args") == ["/bin/sh", "-c", "echo hi"]
+    assert c.argv[3] == ffi.NULL and c.envp[2] == ffi.NULL
+    assert p.strings("envp", "n_env") == ["PATH=/bin", "HOME=/root"]
+    assert (c.clone_flags, c.oom_score_adj, c.umask, c.uid, c.gid, c.pdeathsig) == (0x20020000, -17, 0o22, 1000, 1000, 9)
+    assert (c.no_new_privs, c.setgroups, c.n_groups, c.groups[1]) == (1, 1, 2, 44)
+    assert (c.has_caps, c.cap_bounding, c.cap_inheritable) == (1, 0x20000420, 0)
+    assert (c.n_ns_paths, c.ns_paths[0].type, ffi.string(c.ns_paths[0].path)) == (1, 0x40000000, b"/proc/1/ns/net")
+    assert (c.n_rlimits, c.rlimits[0].resource, c.rlimits[0].soft, c.rlimits[0].hard) == (1, 7, 1024, 4096)
+    assert c.n_steps == 3
+    s = c.steps[0]
+    assert (s.op, ffi.string(s.dst), ffi.string(s.fstype), s.flags, s.mktype) == (Op.MOUNT, b"/proc", b"proc", 14, Mk.DIR)
+    assert (c.steps[1].major, c.steps[1].minor, c.steps[2].op) == (1, 3, Op.PIVOT)
+    assert Parsed(encode(MINIMAL)).rc == 0
+
+
+@pytest.mark.parametrize("data, error", [
+    (message(u32(Attr.CLONE_FLAGS, 0)), "no argv"),
+    (message(string(Attr.ARG, "a")), "no path to execute"),
+    (message(u32(99, 0), string(Attr.ARG, "a"), string(Attr.EXEC_PATH, "a")), "unknown attribute 99"),
+    (message(u32(Attr.UID, 1), u32(Attr.UID, 2), string(Attr.ARG, "a"), string(Attr.EXEC_PATH, "a")), "repeated"),
+    (message(nla(Attr.UID, b"\1\0"), string(Attr.ARG, "a"), string(Attr.EXEC_PATH, "a")), "want 4 bytes"),
+    (message(u32(Attr.NO_NEW_PRIVS, 2), string(Attr.ARG, "a"), string(Attr.EXEC_PATH, "a")), "bool is 2"),
+    (message(nla(Attr.ARG, b"abc"), string(Attr.EXEC_PATH, "a")), "not one NUL-terminated string"),
+    (message(nla(Attr.ARG, b"a\0b\0"), string(Attr.EXEC_PATH, "a")), "not one NUL-terminated string"),
+    (message(string(Attr.ARG, "a"), string(Attr.EXEC_PATH, "a"))[:-2], "header says"),
+    (message(string(Attr.ARG, "a"), string(Attr.EXEC_PATH, "a"), struct.pack("=HH", 200, Attr.ARG)),
+     "out of bounds"),
+    (message(string(Attr.ARG, "a"), string(Attr.EXEC_PATH, "a"), nla(Attr.STEP, u32(1, 99))), "unknown operation"),
+    (message(string(Attr.ARG, "a"), string(Attr.EXEC_PATH, "a"), nla(Attr.STEP, u32(1, Op.MOUNT))),
+     "without a destination"),
+    (message(string(Attr.ARG, "a"), string(Attr.EXEC_PATH, "a"), nla(Attr.CAP_BOUNDING, bytes(8))), "all five"),
+    (b"\0" * 8, "shorter than its header"),
+])
+def test_c_parser_is_strict(data: bytes, error: str) -> None:
+    p = Parsed(data)
+    assert p.rc == -1
+    assert error in p.error
+
+
+def test_encoder_refuses_what_cannot_be_carried() -> None:
+    with pytest.raises(SpecError, match="NUL"):
+        encode(Plan(args=("a\0b",), exec_paths=("a",)))
+    with pytest.raises(SpecError, match="longer than"):
+        encode(Plan(args=("/bin/true",), exec_paths=("/bin/true",), env=("X=" + "y" * 70000,)))
+
+
+def test_fuzz_random_and_mutated_messages() -> None:
+    rng = random.Random(1234)
+    seeds = [encode(FULL), encode(MINIMAL)]
+    parsed = 0
+    for i in range(20000):
+        if i % 4 == 0:
+            body = rng.randbytes(rng.randrange(0, 300))
+            data = struct.pack("=IHHII", 16 + len(body), MSG_BOOTSTRAP, 1, 0, 0) + body
+        else:
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randrange(1, 8)):
+                what = rng.randrange(4)
+                pos = rng.randrange(len(data))
+                if what == 0:
+                    data[pos] ^= 1 << rng.randrange(8)
+                elif what == 1:
+                    data[pos] = rng.randrange(256)
+                elif what == 2:
+                    del data[pos:pos + rng.randrange(1, 9)]
+                else:
+                    data[pos:pos] = rng.randbytes(rng.randrange(1, 9))
+            if rng.random() < 0.8:
+                data[0:4] = struct.pack("=I", len(data))  # keep the header honest, to get deeper
+            data = bytes(data)
+        p = Parsed(data)
+        assert p.rc in (0, -1)
+        if p.rc == 0:
+            parsed += 1
+            assert p.cfg.n_args >= 1 and p.cfg.argv[p.cfg.n_args] == ffi.NULL
+            assert p.cfg.n_exec_paths >= 1
+    assert parsed > 100  # the mutations reach past the first checks
