@@ -5,6 +5,8 @@ tables (``sv_attr_type`` through cffi), so the encoder and the parser cannot dis
 a payload type. ``decode`` exists for tests and debugging: the bootstrap never sends one back.
 """
 
+import functools
+import struct
 from typing import Any
 
 from ._pyroute2 import NLM_F_REQUEST, nla, nlmsg
@@ -20,23 +22,25 @@ _NLA_MAX_LEN = 0xFFFF
 
 
 def _nla_map(scope: int, members: Any) -> tuple[tuple[int, str, str], ...]:
-    out = []
-    for member in members:
-        kind = payload_type(scope, member)
-        out.append((int(member), member.name, f"nest_{member.name.lower()}" if kind == PayloadType.NEST
-                    else _NLA_TYPE[kind]))
-    return tuple(out)
+    # A nested attribute is carried as bytes its own class encoded (see _nested), hence "cdata".
+    return tuple((int(m), m.name, "cdata" if payload_type(scope, m) == PayloadType.NEST
+                  else _NLA_TYPE[payload_type(scope, m)]) for m in members)
 
 
-def _message_class() -> type[nlmsg]:
-    body: dict[str, Any] = {"nla_map": _nla_map(0, Attr)}
-    for attr, fields in scope_of.items():
-        body[f"nest_{Attr(attr).name.lower()}"] = type(f"{fields.__name__}Nla", (nla,),
-                                                       {"nla_map": _nla_map(attr, fields)})
-    return type("BootstrapMessage", (nlmsg,), body)
+#: the message class, and one class per kind of nested attribute (a step, a namespace, an rlimit)
+BootstrapMessage: type[nlmsg] = type("BootstrapMessage", (nlmsg,), {"nla_map": _nla_map(0, Attr)})
+_NESTED: dict[int, type[nla]] = {attr: type(f"{fields.__name__}Nla", (nla,), {"nla_map": _nla_map(attr, fields)})
+                                 for attr, fields in scope_of.items()}
 
 
-BootstrapMessage = _message_class()
+@functools.lru_cache(maxsize=4096)
+def _nested(attr: int, fields: tuple[tuple[str, Any], ...]) -> bytes:
+    """The payload of one nested attribute. Cached by value: containers share most of their steps
+    (the same mounts and devices), and pyroute2's encoder is pure Python, about 60 µs a step."""
+    n = _NESTED[attr]()
+    n["attrs"] = list(fields)
+    n.encode()
+    return bytes(n.data[4:n["header"]["length"]])
 
 
 def _check_str(value: str, what: str) -> str:
@@ -47,7 +51,7 @@ def _check_str(value: str, what: str) -> str:
     return value
 
 
-def _step_attrs(step: Step) -> list[tuple[str, Any]]:
+def _step_attrs(step: Step) -> tuple[tuple[str, Any], ...]:
     attrs: list[tuple[str, Any]] = [("OP", int(step.op))]
     for name in ("src", "dst", "fstype", "data"):
         value = getattr(step, name)
@@ -59,11 +63,14 @@ def _step_attrs(step: Step) -> list[tuple[str, Any]]:
             attrs.append((name.upper(), value))
     if step.mktype != Mk.NONE:
         attrs.append(("MKTYPE", int(step.mktype)))
-    return attrs
+    return tuple(attrs)
 
 
+@functools.lru_cache(maxsize=256)
 def encode(plan: Plan) -> bytes:
-    """The bootstrap message for a plan. Raises ``SpecError`` when a value cannot be carried."""
+    """The bootstrap message for a plan. Raises ``SpecError`` when a value cannot be carried.
+
+    Memoized by value: a container that restarts sends the same plan again."""
     a: list[tuple[str, Any]] = [("CLONE_FLAGS", plan.clone_flags)]
 
     def add(name: str, value: Any) -> None:
@@ -74,16 +81,16 @@ def encode(plan: Plan) -> bytes:
         a.append((name, int(value) if isinstance(value, bool) else value))
 
     for ns_type, path in plan.ns_paths:
-        a.append(("NS_PATH", {"attrs": [("TYPE", ns_type), ("PATH", _check_str(path, "namespace path"))]}))
+        a.append(("NS_PATH", _nested(Attr.NS_PATH, (("TYPE", ns_type), ("PATH", _check_str(path, "namespace path"))))))
     if plan.oom_score_adj is not None:
         add("OOM_SCORE_ADJ", plan.oom_score_adj & 0xFFFFFFFF)
     add("ROOTFS", plan.rootfs)
     add("ROOTFS_BIND", plan.rootfs_bind)
     add("ROOT_PROPAGATION", plan.root_propagation or None)
-    a += [("STEP", {"attrs": _step_attrs(step)}) for step in plan.steps]
+    a += [("STEP", _nested(Attr.STEP, _step_attrs(step))) for step in plan.steps]
     add("HOSTNAME", plan.hostname)
     add("DOMAINNAME", plan.domainname)
-    a += [("RLIMIT", {"attrs": [("RESOURCE", r), ("SOFT", soft), ("HARD", hard)]})
+    a += [("RLIMIT", _nested(Attr.RLIMIT, (("RESOURCE", r), ("SOFT", soft), ("HARD", hard))))
           for r, soft, hard in plan.rlimits]
     add("UMASK", plan.umask)
     add("NO_NEW_PRIVS", plan.no_new_privs)
@@ -116,13 +123,13 @@ def decode(data: bytes) -> list[tuple[str, Any]]:
     """The attributes of a message, nested ones as lists of pairs."""
     msg = BootstrapMessage(data)
     msg.decode()
-
-    def plain(attrs: list[Any]) -> list[tuple[str, Any]]:
-        out = []
-        for name, value in attrs:
-            if isinstance(value, nla):
-                value = plain(value["attrs"])
-            out.append((name, value))
-        return out
-
-    return plain(msg["attrs"])
+    out: list[tuple[str, Any]] = []
+    for name, value in msg["attrs"]:
+        attr = Attr[name]
+        if attr in _NESTED:
+            raw = bytes(value)
+            n = _NESTED[attr](struct.pack("=HH", 4 + len(raw), attr) + raw)
+            n.decode()
+            value = list(n["attrs"])
+        out.append((name, value))
+    return out
