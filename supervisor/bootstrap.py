@@ -107,6 +107,7 @@ def encode(plan: Plan) -> bytes:
     a += [("ENV", _check_str(env, "process.env")) for env in plan.env]
     a += [("EXEC_PATH", _check_str(path, "process.args[0]")) for path in plan.exec_paths]
     add("BECOME_ROOT", plan.become_root)
+    add("PID1_INIT", plan.pid1_init)
 
     msg = BootstrapMessage()
     msg["header"]["type"] = MSG_BOOTSTRAP

@@ -27,6 +27,8 @@ from .spec import CAPABILITIES, NAMESPACE_TYPES, ContainerSpec, Device, IdMappin
 
 __all__ = ["Plan", "Step", "plan", "resolve_in_root", "DEFAULT_PATH"]
 
+#: the annotation that asks for a pid-1 init in the container
+INIT_ANNOTATION = "supervisor.init"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # mount(2) flags (include/uapi/linux/mount.h)
@@ -129,6 +131,8 @@ class Plan:
     caps: tuple[int, int, int, int, int] | None = None
     pdeathsig: int = 0
     become_root: bool = False
+    #: keep a minimal init as pid 1 (annotation ``supervisor.init = "true"``)
+    pid1_init: bool = False
     # host-side work, done by the supervisor between the init's pid and its go-ahead
     uid_map: str | None = None
     gid_map: str | None = None
@@ -214,6 +218,7 @@ def plan(spec: ContainerSpec) -> Plan:
         caps=caps,
         pdeathsig=int(signal.SIGKILL),
         become_root=in_userns,
+        pid1_init=spec.annotations.get(INIT_ANNOTATION) == "true",
         uid_map=_id_map(spec.uid_mappings),
         gid_map=_id_map(spec.gid_mappings),
         setgroups_deny=False,

@@ -361,3 +361,38 @@ def test_malformed_and_unsupported_configs(bundle: Bundle) -> None:
     (b / "config.json").write_text("{not json")
     with pytest.raises(SpecError, match="config.json: not valid JSON"):
         ContainerSpec.from_bundle(b)
+
+
+async def test_pid1_init_reaps_orphans_and_forwards_signals(bundle: Bundle) -> None:
+    def edit(c: dict[str, Any]) -> None:
+        c["annotations"] = {"supervisor.init": "true"}
+
+    script = ("(sleep 0.05 &); echo pid $$; sleep 0.3; "
+              "echo zombies $(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l); "
+              "trap 'exit 5' TERM; echo ready; while :; do sleep 0.05; done")
+    r, w = os.pipe()
+    with os.fdopen(r) as out:
+        try:
+            spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", script, edit=edit))
+            async with supervisor.open_container(spec, name="init", stdout=w) as c:
+                os.close(w)
+                w = -1
+                lines = []
+                while not lines or lines[-1] != "ready":
+                    lines.append(await trio.to_thread.run_sync(out.readline))
+                    lines[-1] = lines[-1].strip()
+                c.send_signal(signal.SIGTERM)  # pid 1 is our init: it passes the signal on
+                assert (await c.wait()).code == 5
+        finally:
+            if w >= 0:
+                os.close(w)
+    assert lines == ["pid 2", "zombies 0", "ready"]
+
+    spec = ContainerSpec.from_bundle(bundle("/bin/sleep", "100", edit=edit))
+    async with supervisor.open_container(spec, name="init2") as c:
+        await trio.sleep(0.1)
+        c.send_signal(signal.SIGTERM)
+        assert (await c.wait()).code == 128 + signal.SIGTERM
+
+    with pytest.raises(BootstrapError, match='exec "/bin/nope"'):
+        await supervisor.run(ContainerSpec.from_bundle(bundle("/bin/nope", edit=edit)), name="init3")

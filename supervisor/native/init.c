@@ -31,6 +31,8 @@
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "bootstrap.h"
@@ -476,13 +478,12 @@ static int chdir_cwd(const char *cwd)
     return chdir(cwd) < 0 ? -1 : 0;
 }
 
-__attribute__((noreturn))
-static void exec_workload(const struct sv_config *cfg)
+/* execve each candidate in turn, like execvp; returns the errno worth reporting. */
+static int try_exec(const struct sv_config *cfg)
 {
     int err = ENOENT, seen_eacces = 0;
     char *const *argv = (char *const *)cfg->argv;
     char *const *envp = (char *const *)cfg->envp;
-    sv_stage = SV_STAGE_EXEC;
     for (size_t i = 0; i < cfg->n_exec_paths; i++) {
         execve(cfg->exec_paths[i], argv, envp);
         err = errno;
@@ -493,7 +494,71 @@ static void exec_workload(const struct sv_config *cfg)
     }
     if (seen_eacces && (err == ENOENT || err == ENOTDIR))
         err = EACCES;
-    sv_fail(err, "exec", "%s", cfg->argv[0]);
+    return err;
+}
+
+__attribute__((noreturn))
+static void exec_workload(const struct sv_config *cfg)
+{
+    sv_stage = SV_STAGE_EXEC;
+    sv_fail(try_exec(cfg), "exec", "%s", cfg->argv[0]);
+}
+
+/* The pid-1 init (what tini and bubblewrap do): the workload runs as our child; we forward every
+ * signal to it, reap whatever else dies in the namespace, and exit with the workload's status
+ * (128+N when signal N killed it: pid 1 cannot die of its own signal). The sync socket stays open
+ * until the workload's execve succeeded, reported through a close-on-exec pipe, so the supervisor
+ * still sees "exec'd" as EOF and an exec failure as an error record. */
+__attribute__((noreturn))
+static void run_pid1_init(const struct sv_config *cfg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        sv_fail(errno, "pipe", "pid-1 init");
+    long child = syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, 0);
+    if (child < 0)
+        sv_fail(errno, "fork", "workload");
+    if (child == 0) {
+        close(pipefd[0]);
+        if (cfg->pdeathsig)
+            prctl(PR_SET_PDEATHSIG, cfg->pdeathsig, 0, 0, 0);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        int err = try_exec(cfg);
+        if (write(pipefd[1], &err, sizeof(err)) < 0)
+            _exit(127);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    int err;
+    ssize_t n;
+    do
+        n = read(pipefd[0], &err, sizeof(err));
+    while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof(err)) {
+        sv_stage = SV_STAGE_EXEC;
+        sv_fail(err, "exec", "%s", cfg->argv[0]);
+    }
+    close(pipefd[0]);
+    close(sv_sync_fd); /* the workload runs */
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(&all, &si);
+        if (sig < 0)
+            continue;
+        if (sig != SIGCHLD) {
+            kill((pid_t)child, sig);
+            continue;
+        }
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            if (pid == (pid_t)child)
+                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+    }
 }
 
 void sv_run_init(const struct sv_config *cfg)
@@ -534,5 +599,7 @@ void sv_run_init(const struct sv_config *cfg)
         sv_fail(errno, "close_range", "3..");
     if (root_fd >= 0)
         close(root_fd);
+    if (cfg->pid1_init)
+        run_pid1_init(cfg);
     exec_workload(cfg);
 }

@@ -56,7 +56,9 @@
 #define SV_ATTR_BECOME_ROOT 26      /* bool: setresuid/setresgid(0) once the maps are written */
 #define SV_ATTR_ROOTFS_BIND 27      /* str: where the rootfs is bound before pivot_root, when not onto
                                      * itself: a bind over "/" would not change what "/" opens */
-#define SV_ATTR_MAX 27
+#define SV_ATTR_PID1_INIT 28        /* bool: stay as a minimal init (pid 1): forward signals to the
+                                     * workload, reap orphans, exit with the workload's status */
+#define SV_ATTR_MAX 28
 
 /* SV_ATTR_NS_PATH */
 #define SV_NS_TYPE 1                /* u32: the CLONE_NEW* flag of the namespace */
@@ -191,6 +193,7 @@ struct sv_config {
     uint32_t pdeathsig;
     const char *cwd;
     int become_root;
+    int pid1_init;
     const char **argv;      /* NULL-terminated */
     size_t n_args;
     const char **envp;      /* NULL-terminated */
