@@ -1,0 +1,122 @@
+"""Container output: whole lines from a pipe, to a terminal with the container's name in front, and
+to log files rotated by size.
+
+A reader never passes on part of a line: it buffers up to the newline (or ``MAX_LINE`` bytes, so a
+program that never writes one cannot grow the buffer without end), and at the end of the stream it
+passes on what is left. Writers get one whole line per call and write it with one ``write``, so lines
+of different containers never interleave.
+"""
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+__all__ = ["LogSink", "PrefixedOutput", "RotatingFile", "pump_lines", "MAX_LINE"]
+
+MAX_LINE = 1 << 20
+_COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
+
+
+class LogSink(Protocol):
+    def line(self, container: str, stream: str, data: bytes) -> None:
+        """One whole line, with its newline."""
+
+
+class PrefixedOutput:
+    """``name | line`` on our stdout (stderr lines too, like ``docker compose up``), coloured by
+    container when the output is a terminal."""
+
+    def __init__(self, fd: int = 1, color: bool | None = None) -> None:
+        self.fd = fd
+        self.color = os.isatty(fd) if color is None else color
+        self.width = 0
+        self._colors: dict[str, int] = {}
+
+    def prefix(self, container: str) -> bytes:
+        self.width = max(self.width, len(container))
+        text = f"{container:<{self.width}} | "
+        if self.color:
+            color = self._colors.setdefault(container, _COLORS[len(self._colors) % len(_COLORS)])
+            text = f"\x1b[{color}m{text}\x1b[0m"
+        return text.encode()
+
+    def line(self, container: str, stream: str, data: bytes) -> None:
+        _write_all(self.fd, self.prefix(container) + data)
+
+
+class RotatingFile:
+    """A log file that moves to ``.1`` (``.1`` to ``.2``, …) when it would grow past ``max_bytes``."""
+
+    def __init__(self, path: str, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._fd = -1
+        self._size = 0
+
+    def _open(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._size = os.fstat(self._fd).st_size
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        if self.backups == 0:
+            os.truncate(self.path, 0)
+            return
+        for i in range(self.backups - 1, 0, -1):
+            if os.path.exists(f"{self.path}.{i}"):
+                os.replace(f"{self.path}.{i}", f"{self.path}.{i + 1}")
+        os.replace(self.path, f"{self.path}.1")
+
+    def write(self, data: bytes) -> None:
+        if self._fd < 0:
+            self._open()
+        if self._size and self._size + len(data) > self.max_bytes:
+            self._rotate()
+            self._open()
+        _write_all(self._fd, data)
+        self._size += len(data)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            import select
+
+            select.select([], [fd], [])
+
+
+async def pump_lines(fd: int, emit: Callable[[bytes], None]) -> None:
+    """Read a pipe to its end, calling ``emit`` with every whole line. Takes ownership of ``fd``."""
+    pending = bytearray()
+    async with trio.lowlevel.FdStream(fd) as stream:
+        while chunk := await stream.receive_some(65536):
+            pending += chunk
+            end = pending.rfind(b"\n")
+            if end >= 0:
+                start = 0
+                while (nl := pending.find(b"\n", start, end + 1)) >= 0:
+                    emit(bytes(pending[start:nl + 1]))
+                    start = nl + 1
+                del pending[:end + 1]
+            while len(pending) >= MAX_LINE:
+                emit(bytes(pending[:MAX_LINE]) + b"\n")
+                del pending[:MAX_LINE]
+    if pending:
+        emit(bytes(pending) + b"\n")
+
+
+def stderr_sink() -> PrefixedOutput:
+    return PrefixedOutput(sys.stderr.fileno())

@@ -1,0 +1,371 @@
+"""The ``Supervisor``: many containers in one trio nursery, one task each.
+
+Theory of operation. ``Supervisor`` is an async context manager around a nursery. Every container
+is a ``Service`` run by one task (``_supervise``) that loops: wait for the dependencies to run,
+start (``open_container``), pump its stdout and stderr, wait on its pidfd, decide by the restart
+policy, sleep the backoff, again. The only shared state is each container's ``Handle``, and every
+change of its state goes through ``_transition``, which checks it against ``states.TRANSITIONS`` and
+emits the event. Stopping is a request (an event the task watches): the task sends the stop signal,
+waits the grace period and kills. Nothing polls; nothing calls ``waitpid(-1)``.
+
+Leaving the ``async with`` block waits for every task, like a nursery; call ``stop_all()`` first to
+end containers that would run forever. An exception or cancellation inside the block stops every
+container with SIGKILL before it propagates, so no container outlives its supervisor.
+"""
+
+import datetime
+import functools
+import json
+import math
+import os
+import resource
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from ._launch import ExitStatus
+from .container import Container, open_container
+from .errors import BootstrapError, SpecError
+from .logs import LogSink, RotatingFile, pump_lines
+from .service import Service
+from .states import EVENT_OF, TERMINAL, State, check_transition
+
+__all__ = ["Supervisor", "Handle", "Event"]
+
+
+@attrs.frozen
+class Event:
+    """One announced state change; ``to_json`` gives the ``--events`` line."""
+
+    time: float
+    container: str
+    event: str
+    pid: int | None = None
+    code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    delay: float | None = None
+
+    def to_json(self) -> str:
+        stamp = datetime.datetime.fromtimestamp(self.time, datetime.timezone.utc)
+        record: dict[str, Any] = {"time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                                  "container": self.container, "event": self.event}
+        for key in ("pid", "code", "signal", "error", "delay"):
+            value = getattr(self, key)
+            if value is not None:
+                record[key] = value
+        return json.dumps(record)
+
+
+class Handle:
+    """What the supervisor knows about one container. Made by the ``Supervisor`` only."""
+
+    def __init__(self, service: Service, _token: object = None) -> None:
+        if _token is not _TOKEN:
+            raise TypeError("handles are made by Supervisor.add() and Supervisor.start()")
+        self.service = service
+        self.state = State.CREATED
+        self.pid: int | None = None
+        self.restarts = 0
+        self.started_at: float | None = None
+        self.last_exit: ExitStatus | None = None
+        self.last_error: str | None = None
+        self.container: Container | None = None
+        self._changed = trio.Event()  # set and replaced on every transition
+        self._stop = trio.Event()
+        self._task_done = trio.Event()
+        self._task_done.set()
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    async def wait_for(self, *states: State) -> State:
+        """Wait until the container is in one of ``states``."""
+        while self.state not in states:
+            await self._changed.wait()
+        return self.state
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.name} {self.state.value} pid={self.pid} restarts={self.restarts}>"
+
+
+_TOKEN = object()
+
+
+class Supervisor:
+    """Run containers concurrently, restart them by policy, stop them gracefully.
+
+    ``log_sink`` receives every line every container writes (``PrefixedOutput`` prints them with
+    the container's name); without one, output is dropped unless a service has a log file.
+    """
+
+    def __init__(self, *, log_sink: LogSink | None = None) -> None:
+        self.log_sink = log_sink
+        self.handles: dict[str, Handle] = {}
+        self._nursery: trio.Nursery | None = None
+        self._stack = AsyncExitStack()
+        self._subscribers: list[trio.MemorySendChannel[Event]] = []
+        self._log_files: dict[str, RotatingFile] = {}
+        self._devnull = -1  # every container's stdin
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> "Supervisor":
+        _raise_fd_limit()
+        self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self._nursery = await self._stack.enter_async_context(trio.open_nursery())
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        if exc[0] is not None:
+            self.kill_all()
+        try:
+            return await self._stack.__aexit__(*exc)
+        finally:
+            for f in self._log_files.values():
+                f.close()
+            os.close(self._devnull)
+            for channel in self._subscribers:
+                channel.close()
+
+    # -- containers --------------------------------------------------------------------------
+
+    def add(self, service: Service) -> Handle:
+        """Start supervising ``service`` in the background (after its dependencies run)."""
+        handle = self._register(service)
+        assert self._nursery is not None, "use Supervisor as an async context manager"
+        handle._task_done = trio.Event()
+        self._nursery.start_soon(self._supervise, handle, name=f"container {service.name}")
+        return handle
+
+    async def start(self, service: Service | str) -> Handle:
+        """Start a container (a new service, or a stopped or ended one by name) and return once its
+        first start attempt is over: look at ``handle.state`` for how it went."""
+        if isinstance(service, str):
+            handle = self.handles[service]
+            if not handle._task_done.is_set():
+                raise RuntimeError(f"{service} is already supervised ({handle.state.value})")
+            handle._stop = trio.Event()
+        else:
+            handle = self._register(service)
+        assert self._nursery is not None, "use Supervisor as an async context manager"
+        handle._task_done = trio.Event()
+        result: Handle = await self._nursery.start(self._supervise, handle, name=f"container {handle.name}")
+        return result
+
+    async def stop(self, name: str) -> None:
+        """Stop one container: its stop signal, the grace period, then SIGKILL. Waits till it ended."""
+        handle = self.handles[name]
+        handle._stop.set()
+        await handle._task_done.wait()
+
+    async def stop_all(self) -> None:
+        """Stop every container, dependents before what they depend on."""
+        for layer in self._stop_order():
+            async with trio.open_nursery() as nursery:
+                for name in layer:
+                    nursery.start_soon(self.stop, name)
+
+    def kill_all(self) -> None:
+        """SIGKILL every container at once (a second Ctrl-C); their tasks then end."""
+        for handle in self.handles.values():
+            handle._stop.set()
+            if handle.container is not None:
+                handle.container.kill()
+
+    @asynccontextmanager
+    async def events(self) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
+        """A stream of every event from now on: ``async with sup.events() as events: async for e in
+        events: ...``."""
+        send: trio.MemorySendChannel[Event]
+        receive: trio.MemoryReceiveChannel[Event]
+        send, receive = trio.open_memory_channel(math.inf)
+        self._subscribers.append(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            if send in self._subscribers:
+                self._subscribers.remove(send)
+            send.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _register(self, service: Service) -> Handle:
+        if service.name in self.handles:
+            raise ValueError(f"a container named {service.name} exists already")
+        handle = Handle(service, _TOKEN)
+        self.handles[service.name] = handle
+        if service.log.file is not None:
+            self._log_files[service.name] = RotatingFile(service.log.file, service.log.max_bytes,
+                                                         service.log.backups)
+        return handle
+
+    def _transition(self, handle: Handle, new: State, **details: Any) -> None:
+        """Every state change goes through here: checked, recorded, announced."""
+        check_transition(handle.state, new)
+        handle.state = new
+        changed, handle._changed = handle._changed, trio.Event()
+        changed.set()
+        name = EVENT_OF.get(new)
+        if name is None:
+            return
+        event = Event(time=time.time(), container=handle.name, event=name, **details)
+        for channel in list(self._subscribers):
+            try:
+                channel.send_nowait(event)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                self._subscribers.remove(channel)
+
+    def _stop_order(self) -> list[list[str]]:
+        """Layers of names: nothing in a layer is depended on by a later layer's containers."""
+        remaining = {name for name, h in self.handles.items()}
+        layers = []
+        while remaining:
+            needed = {dep for name in remaining for dep in self.handles[name].service.policy.depends_on}
+            layer = sorted(remaining - needed) or sorted(remaining)  # a cycle: stop the rest together
+            layers.append(layer)
+            remaining -= set(layer)
+        return layers
+
+    async def _wait_for_dependencies(self, handle: Handle) -> str | None:
+        """Wait till every dependency runs (or, a one-shot job, has ended with code 0); the name of
+        one that ended otherwise, if any."""
+        for dep in handle.service.policy.depends_on:
+            other = self.handles.get(dep)
+            if other is None:
+                return dep
+            while other.state != State.RUNNING:
+                if other.state in TERMINAL and other._task_done.is_set():
+                    if other.state == State.EXITED and other.last_exit is not None and other.last_exit.code == 0:
+                        break
+                    return dep
+                await other._changed.wait()
+        return None
+
+    def _emit_line(self, name: str, stream: str, data: bytes) -> None:
+        if self.log_sink is not None:
+            self.log_sink.line(name, stream, data)
+        log_file = self._log_files.get(name)
+        if log_file is not None:
+            log_file.write(data)
+
+    async def _run_once(self, handle: Handle, report: Callable[[], None]) -> tuple[ExitStatus, float]:
+        """One start of the container: returns its exit status (None: it did not start) and how
+        long it ran."""
+        service = handle.service
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self._transition(handle, State.STARTING)
+        began = trio.current_time()
+        try:
+            async with open_container(service.spec, name=service.name, stdin=self._devnull, stdout=out_w,
+                                      stderr=err_w) as container:
+                os.close(out_w)
+                os.close(err_w)
+                out_w = err_w = -1
+                handle.container, handle.pid = container, container.pid
+                try:
+                    async with trio.open_nursery() as pumps:
+                        for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
+                            pumps.start_soon(pump_lines, fd, functools.partial(self._emit_line, service.name, stream))
+                        out_r = err_r = -1
+                        handle.started_at = time.time()
+                        self._transition(handle, State.RUNNING, pid=container.pid)
+                        report()
+                        status = await self._wait_or_stop(handle, container)
+                        # The workload's processes end with its pid namespace, and with them the
+                        # pipes' writers; without one, a leftover must not hold the logs open for ever.
+                        pumps.cancel_scope.deadline = trio.current_time() + 2.0
+                finally:
+                    handle.container = None
+        finally:
+            for fd in (out_r, out_w, err_r, err_w):
+                if fd >= 0:
+                    os.close(fd)
+        return status, trio.current_time() - began
+
+    async def _wait_or_stop(self, handle: Handle, container: Container) -> ExitStatus:
+        async with trio.open_nursery() as nursery:
+            async def stopper() -> None:
+                await handle._stop.wait()
+                self._transition(handle, State.STOPPING)
+                container.send_signal(handle.service.policy.stop_signal)
+                with trio.move_on_after(handle.service.policy.stop_timeout):
+                    await container.wait()
+                container.kill()
+
+            nursery.start_soon(stopper)
+            status = await container.wait()
+            nursery.cancel_scope.cancel()
+        return status
+
+    async def _supervise(self, handle: Handle, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        policy = handle.service.policy
+        reported = False
+        failures = 0
+
+        def report() -> None:
+            nonlocal reported
+            if not reported:
+                reported = True
+                task_status.started(handle)
+
+        try:
+            while True:
+                if handle._stop.is_set():
+                    self._transition(handle, State.STOPPED)
+                    break
+                missing = await self._wait_for_dependencies(handle)
+                if missing is not None:
+                    handle.last_error = f"dependency {missing} is not running"
+                    self._transition(handle, State.FAILED, error=handle.last_error)
+                    break
+                try:
+                    status, ran = await self._run_once(handle, report)
+                    handle.last_exit = status
+                    handle.pid = None
+                    self._transition(handle, State.EXITED, code=status.code, signal=status.signal)
+                    failed = status.code != 0
+                except (BootstrapError, SpecError) as e:
+                    ran = 0.0
+                    failed = True
+                    handle.last_error = str(e) if isinstance(e, SpecError) else f"{e.message}"
+                    self._transition(handle, State.FAILED, error=handle.last_error)
+                    if isinstance(e, SpecError):
+                        break  # a bad spec will not get better by itself
+                report()
+                if handle._stop.is_set():
+                    self._transition(handle, State.STOPPED)
+                    break
+                if policy.restart == "no" or (policy.restart == "on-failure" and not failed):
+                    break
+                if policy.max_restarts is not None and handle.restarts >= policy.max_restarts:
+                    handle.last_error = f"gave up after {handle.restarts} restarts"
+                    if handle.state != State.FAILED:
+                        self._transition(handle, State.FAILED, error=handle.last_error)
+                    break
+                failures = 1 if ran >= policy.stable_after else failures + 1
+                delay = policy.backoff(failures if failed else 1)
+                handle.restarts += 1
+                self._transition(handle, State.RESTARTING, delay=round(delay, 3))
+                with trio.move_on_after(delay):
+                    await handle._stop.wait()
+        finally:
+            report()
+            handle._task_done.set()
+            changed, handle._changed = handle._changed, trio.Event()
+            changed.set()
+
+
+def _raise_fd_limit() -> None:
+    """Each container costs the supervisor a pidfd and two pipes while it runs: allow many."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 20), hard))
+

@@ -1,0 +1,196 @@
+"""The Supervisor with real containers: restart policies, stops, dependencies, events, logs, load."""
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import supervisor
+from supervisor.logs import PrefixedOutput
+from supervisor.service import LogConfig, Policy, Service
+from supervisor.states import State
+from supervisor.supervise import Event, Supervisor
+
+from .conftest import Bundle, needs_root
+
+pytestmark = needs_root
+
+FAST = dict(backoff_initial=0.02, backoff_max=0.1)
+
+
+def service(bundle: Bundle, name: str, *args: str, policy: Policy = Policy(), **kw: Any) -> Service:
+    spec = supervisor.ContainerSpec.from_bundle(bundle(*args))
+    return Service(name, spec, policy, **kw)
+
+
+class Lines:
+    """A log sink that keeps every line."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, bytes]] = []
+
+    def line(self, container: str, stream: str, data: bytes) -> None:
+        self.lines.append((container, stream, data))
+
+
+async def collect(sup: Supervisor, into: list[Event], task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async with sup.events() as events:
+        task_status.started()
+        async for e in events:
+            into.append(e)
+
+
+async def test_exit_statuses_and_events(bundle: Bundle) -> None:
+    events: list[Event] = []
+    async with trio.open_nursery() as watch:
+        async with Supervisor() as sup:
+            await watch.start(collect, sup, events)
+            sup.add(service(bundle, "ok", "/bin/true"))
+            sup.add(service(bundle, "three", "/bin/sh", "-c", "exit 3"))
+            sup.add(service(bundle, "nope", "/bin/nope"))
+    by = {(e.container, e.event): e for e in events}
+    assert by["ok", "exited"].code == 0 and by["three", "exited"].code == 3
+    assert by["ok", "started"].pid is not None
+    assert by["nope", "failed"].error == 'exec "/bin/nope": No such file or directory'
+    assert ("nope", "started") not in by
+    assert sup.handles["three"].state == State.EXITED and sup.handles["nope"].state == State.FAILED
+    line = json_line = by["three", "exited"].to_json()
+    assert '"container": "three", "event": "exited"' in line and '"code": 3' in json_line
+
+
+async def test_on_failure_restarts_then_gives_up(bundle: Bundle) -> None:
+    events: list[Event] = []
+    async with trio.open_nursery() as watch:
+        async with Supervisor() as sup:
+            await watch.start(collect, sup, events)
+            sup.add(service(bundle, "flaky", "/bin/sh", "-c", "exit 1",
+                            policy=Policy(restart="on-failure", max_restarts=2, **FAST)))
+            sup.add(service(bundle, "bad", "/bin/nope", policy=Policy(restart="on-failure", max_restarts=1, **FAST)))
+            sup.add(service(bundle, "fine", "/bin/true", policy=Policy(restart="on-failure", **FAST)))
+    flaky = [e.event for e in events if e.container == "flaky"]
+    assert flaky == ["started", "exited", "restarting", "started", "exited", "restarting", "started", "exited",
+                     "failed"]
+    assert [e.delay for e in events if e.container == "flaky" and e.event == "restarting"] == [0.02, 0.04]
+    assert events[-1].error == "gave up after 2 restarts" or any(
+        e.error == "gave up after 2 restarts" for e in events if e.container == "flaky")
+    assert [e.event for e in events if e.container == "bad"] == ["failed", "restarting", "failed"]
+    assert [e.event for e in events if e.container == "fine"] == ["started", "exited"]
+    assert sup.handles["flaky"].restarts == 2
+
+
+async def test_always_restarts_until_stopped(bundle: Bundle) -> None:
+    async with Supervisor() as sup:
+        handle = sup.add(service(bundle, "loop", "/bin/true", policy=Policy(restart="always", **FAST)))
+        while handle.restarts < 3:
+            await handle.wait_for(State.RESTARTING)
+            await handle.wait_for(State.RUNNING, State.EXITED)
+        await sup.stop("loop")
+    assert handle.state == State.STOPPED
+
+
+async def test_stop_signal_grace_then_kill(bundle: Bundle) -> None:
+    async with Supervisor() as sup:
+        polite = await sup.start(service(bundle, "polite", "/bin/sh", "-c",
+                                         "trap 'exit 7' TERM; while :; do sleep 0.05; done"))
+        stubborn = await sup.start(service(bundle, "stubborn", "/bin/sleep", "100",
+                                           policy=Policy(stop_timeout=0.3)))
+        assert polite.state == stubborn.state == State.RUNNING
+        began = trio.current_time()
+        await sup.stop_all()
+        took = trio.current_time() - began
+    assert polite.last_exit is not None and polite.last_exit.code == 7
+    assert stubborn.last_exit is not None and stubborn.last_exit.signal == signal.SIGKILL
+    assert 0.3 <= took < 2
+    assert polite.state == stubborn.state == State.STOPPED
+
+
+async def test_depends_on_orders_starts_and_stops(bundle: Bundle) -> None:
+    events: list[Event] = []
+    async with trio.open_nursery() as watch:
+        async with Supervisor() as sup:
+            await watch.start(collect, sup, events)
+            sup.add(service(bundle, "app", "/bin/sleep", "100", policy=Policy(depends_on=("db",), stop_timeout=0.1)))
+            sup.add(service(bundle, "db", "/bin/sleep", "100", policy=Policy(stop_timeout=0.1)))
+            sup.add(service(bundle, "migrate", "/bin/true"))
+            sup.add(service(bundle, "after", "/bin/true", policy=Policy(depends_on=("migrate",))))
+            sup.add(service(bundle, "orphan", "/bin/true", policy=Policy(depends_on=("nowhere",))))
+            await sup.handles["app"].wait_for(State.RUNNING)
+            await sup.stop_all()
+    order = [(e.container, e.event) for e in events]
+    assert order.index(("db", "started")) < order.index(("app", "started"))
+    assert order.index(("app", "stopped")) < order.index(("db", "stopped"))
+    assert ("after", "exited") in order  # a one-shot dependency that exited 0 counts
+    assert sup.handles["orphan"].last_error == "dependency nowhere is not running"
+
+
+async def test_logs_whole_lines_under_load(bundle: Bundle) -> None:
+    sink = Lines()
+    script = "i=0; while [ $i -lt 2000 ]; do echo \"line $i of $0 abcdefghijklmnopqrstuvwxyz\"; i=$((i+1)); done; " \
+             "printf 'no newline at the end'; echo oops >&2"
+    async with Supervisor(log_sink=sink) as sup:
+        for n in range(4):
+            sup.add(Service(f"talk{n}", supervisor.ContainerSpec.from_bundle(bundle("/bin/sh", "-c", script, f"c{n}"))))
+    for n in range(4):
+        out = [data for c, s, data in sink.lines if c == f"talk{n}" and s == "stdout"]
+        assert out[:2000] == [f"line {i} of c{n} abcdefghijklmnopqrstuvwxyz\n".encode() for i in range(2000)]
+        assert out[2000:] == [b"no newline at the end\n"]
+        assert [d for c, s, d in sink.lines if c == f"talk{n}" and s == "stderr"] == [b"oops\n"]
+
+
+async def test_prefixed_output_and_rotating_log_file(bundle: Bundle, tmp_path: Path) -> None:
+    r, w = os.pipe()
+    log = tmp_path / "web.log"
+    try:
+        async with Supervisor(log_sink=PrefixedOutput(w, color=False)) as sup:
+            sup.add(service(bundle, "web", "/bin/sh", "-c", "for i in 1 2 3 4 5 6; do echo line-$i-xxxxxxxxxx; done",
+                            log=LogConfig(str(log), max_bytes=40, backups=2)))
+    finally:
+        os.close(w)
+    with os.fdopen(r) as f:
+        assert f.read().splitlines() == [f"web | line-{i}-xxxxxxxxxx" for i in range(1, 7)]
+    assert log.read_text() == "line-5-xxxxxxxxxx\nline-6-xxxxxxxxxx\n"
+    assert Path(f"{log}.1").read_text() == "line-3-xxxxxxxxxx\nline-4-xxxxxxxxxx\n"
+    assert Path(f"{log}.2").read_text() == "line-1-xxxxxxxxxx\nline-2-xxxxxxxxxx\n"
+    assert not Path(f"{log}.3").exists()
+
+
+async def test_hundreds_at_once_each_with_its_status(bundle: Bundle) -> None:
+    fds_before = len(os.listdir("/proc/self/fd"))
+    spec = supervisor.ContainerSpec.from_bundle(bundle("/bin/sh", "-c", 'exit $((${N} % 7))'))
+    async with Supervisor() as sup:
+        for i in range(300):
+            env = spec.process.env + (f"N={i}",)
+            sup.add(Service(f"c{i}", supervisor.spec.attrs.evolve(
+                spec, process=supervisor.spec.attrs.evolve(spec.process, env=env))))
+    statuses = {name: h.last_exit for name, h in sup.handles.items()}
+    assert all(statuses[f"c{i}"] == supervisor.ExitStatus(code=i % 7) for i in range(300)), statuses
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+async def test_a_crash_looping_container_does_not_starve_others(bundle: Bundle) -> None:
+    async with Supervisor() as sup:
+        looping = sup.add(service(bundle, "loop", "/bin/nope",
+                                  policy=Policy(restart="always", backoff_initial=0.001, backoff_max=0.001)))
+        with trio.fail_after(20):
+            handles = [await sup.start(service(bundle, f"w{i}", "/bin/true")) for i in range(20)]
+            for h in handles:
+                await h.wait_for(State.EXITED)
+        assert looping.restarts > 5
+        await sup.stop("loop")
+    assert all(h.last_exit == supervisor.ExitStatus(code=0) for h in handles)
+
+
+async def test_an_exception_kills_every_container(bundle: Bundle) -> None:
+    pids = []
+    with pytest.raises(BaseExceptionGroup) as info:  # the supervisor's nursery groups what it raises
+        async with Supervisor() as sup:
+            for i in range(3):
+                h = await sup.start(service(bundle, f"s{i}", "/bin/sleep", "100"))
+                assert h.pid is not None
+                pids.append(h.pid)
+            raise KeyError("boom")
+    assert info.group_contains(KeyError)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
