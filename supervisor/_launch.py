@@ -20,8 +20,16 @@ from .errors import BootstrapError
 from .pipes import Handshake, Recv, Send
 from .plan import Plan
 
-__all__ = ["BOOTSTRAP", "INITPIPE_FD", "ExitStatus", "Spawned", "spawn_bootstrap", "host_setup",
-           "launch_blocking", "wait_blocking"]
+__all__ = [
+    "BOOTSTRAP",
+    "INITPIPE_FD",
+    "ExitStatus",
+    "Spawned",
+    "host_setup",
+    "launch_blocking",
+    "spawn_bootstrap",
+    "wait_blocking",
+]
 
 BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 INITPIPE_FD = 3
@@ -141,7 +149,7 @@ def _drive_blocking(gen: Generator[Send | Recv, bytes | None, int], sock: socket
             else:
                 request = gen.send(sock.recv(_RECV_SIZE))
         except StopIteration as done:
-            return done.value
+            return int(done.value)
 
 
 def wait_blocking(pidfd: int) -> ExitStatus:
@@ -170,5 +178,5 @@ def launch_blocking(plan: Plan, name: str,
             wait_blocking(fd)
         raise
     finally:
-        os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)  # type: ignore[arg-type]
+        os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)
         spawned.close()

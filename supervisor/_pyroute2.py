@@ -17,7 +17,7 @@ class _LazyPackage(types.ModuleType):
     def __getattr__(self, name: str) -> object:
         spec = self.__spec__
         assert spec is not None and spec.loader is not None
-        self.__class__ = types.ModuleType  # from now on an ordinary module
+        self.__class__ = types.ModuleType  # type: ignore[assignment]  # an ordinary module from now on
         spec.loader.exec_module(self)
         return getattr(self, name)
 
@@ -35,6 +35,6 @@ def _install() -> None:
 
 _install()
 
-from pyroute2.netlink import NLM_F_REQUEST, nla, nlmsg  # noqa: E402
+from pyroute2.netlink import NLM_F_REQUEST, nla, nlmsg
 
 __all__ = ["NLM_F_REQUEST", "nla", "nlmsg"]

@@ -1,45 +1,160 @@
-"""The wire constants, read from the C header through the cffi module: written once, in ``wire.h``.
+"""The wire constants, read from the C header through the cffi module: their values are written
+once, in ``wire.h``.
 
-Each ``IntEnum`` below is made from the ``SV_<PREFIX>_*`` names the header defines, so adding an
-attribute or an operation in C makes it appear here without touching Python.
+The enums spell the names again so that type checkers and readers see them; their values always
+come from the compiled header, and ``tests/test_wire.py`` checks that every ``SV_<PREFIX>_*``
+constant has its member here.
 """
 
 from enum import IntEnum
 
 from ._native import ffi, lib
 
-__all__ = ["Attr", "NsAttr", "RlimitAttr", "StepAttr", "Op", "Mk", "Sync", "Stage", "PayloadType",
-           "MSG_BOOTSTRAP", "MAX_MESSAGE", "ffi", "lib", "scope_of", "payload_type", "repeats"]
+__all__ = [
+    "ENUM_PREFIXES",
+    "MAX_MESSAGE",
+    "MSG_BOOTSTRAP",
+    "Attr",
+    "Mk",
+    "NsAttr",
+    "Op",
+    "PayloadType",
+    "RlimitAttr",
+    "Stage",
+    "StepAttr",
+    "Sync",
+    "ffi",
+    "lib",
+    "payload_type",
+    "repeats",
+    "scope_of",
+]
 
 MSG_BOOTSTRAP: int = lib.SV_MSG_BOOTSTRAP
 MAX_MESSAGE: int = lib.SV_MAX_MESSAGE
 
 
-def _enum(name: str, prefix: str) -> type[IntEnum]:
-    members = {
-        key[len(prefix):]: getattr(lib, key)
-        for key in dir(lib)
-        if key.startswith(prefix) and not key.endswith("_MAX")
-    }
-    return IntEnum(name, members)  # type: ignore[return-value]
+class Attr(IntEnum):
+    CLONE_FLAGS = lib.SV_ATTR_CLONE_FLAGS
+    NS_PATH = lib.SV_ATTR_NS_PATH
+    OOM_SCORE_ADJ = lib.SV_ATTR_OOM_SCORE_ADJ
+    ROOTFS = lib.SV_ATTR_ROOTFS
+    ROOT_PROPAGATION = lib.SV_ATTR_ROOT_PROPAGATION
+    STEP = lib.SV_ATTR_STEP
+    HOSTNAME = lib.SV_ATTR_HOSTNAME
+    DOMAINNAME = lib.SV_ATTR_DOMAINNAME
+    RLIMIT = lib.SV_ATTR_RLIMIT
+    UMASK = lib.SV_ATTR_UMASK
+    NO_NEW_PRIVS = lib.SV_ATTR_NO_NEW_PRIVS
+    UID = lib.SV_ATTR_UID
+    GID = lib.SV_ATTR_GID
+    SETGROUPS = lib.SV_ATTR_SETGROUPS
+    GROUP = lib.SV_ATTR_GROUP
+    CAP_BOUNDING = lib.SV_ATTR_CAP_BOUNDING
+    CAP_EFFECTIVE = lib.SV_ATTR_CAP_EFFECTIVE
+    CAP_PERMITTED = lib.SV_ATTR_CAP_PERMITTED
+    CAP_INHERITABLE = lib.SV_ATTR_CAP_INHERITABLE
+    CAP_AMBIENT = lib.SV_ATTR_CAP_AMBIENT
+    PDEATHSIG = lib.SV_ATTR_PDEATHSIG
+    CWD = lib.SV_ATTR_CWD
+    ARG = lib.SV_ATTR_ARG
+    ENV = lib.SV_ATTR_ENV
+    EXEC_PATH = lib.SV_ATTR_EXEC_PATH
+    BECOME_ROOT = lib.SV_ATTR_BECOME_ROOT
+    ROOTFS_BIND = lib.SV_ATTR_ROOTFS_BIND
+    PID1_INIT = lib.SV_ATTR_PID1_INIT
 
 
-Attr = _enum("Attr", "SV_ATTR_")
-NsAttr = _enum("NsAttr", "SV_NS_")
-RlimitAttr = _enum("RlimitAttr", "SV_RLIMIT_")
-StepAttr = _enum("StepAttr", "SV_STEP_")
-Op = _enum("Op", "SV_OP_")
-Mk = _enum("Mk", "SV_MK_")
-Sync = _enum("Sync", "SV_SYNC_")
-Stage = _enum("Stage", "SV_STAGE_")
-PayloadType = _enum("PayloadType", "SV_T_")
+class NsAttr(IntEnum):
+    TYPE = lib.SV_NS_TYPE
+    PATH = lib.SV_NS_PATH
+
+
+class RlimitAttr(IntEnum):
+    RESOURCE = lib.SV_RLIMIT_RESOURCE
+    SOFT = lib.SV_RLIMIT_SOFT
+    HARD = lib.SV_RLIMIT_HARD
+
+
+class StepAttr(IntEnum):
+    OP = lib.SV_STEP_OP
+    SRC = lib.SV_STEP_SRC
+    DST = lib.SV_STEP_DST
+    FSTYPE = lib.SV_STEP_FSTYPE
+    FLAGS = lib.SV_STEP_FLAGS
+    REMOUNT_FLAGS = lib.SV_STEP_REMOUNT_FLAGS
+    PROPAGATION = lib.SV_STEP_PROPAGATION
+    DATA = lib.SV_STEP_DATA
+    MODE = lib.SV_STEP_MODE
+    MAJOR = lib.SV_STEP_MAJOR
+    MINOR = lib.SV_STEP_MINOR
+    UID = lib.SV_STEP_UID
+    GID = lib.SV_STEP_GID
+    MKTYPE = lib.SV_STEP_MKTYPE
+
+
+class Op(IntEnum):
+    MOUNT = lib.SV_OP_MOUNT
+    MKDIR = lib.SV_OP_MKDIR
+    SYMLINK = lib.SV_OP_SYMLINK
+    MKNOD = lib.SV_OP_MKNOD
+    BIND_DEV = lib.SV_OP_BIND_DEV
+    PIVOT = lib.SV_OP_PIVOT
+    CHROOT = lib.SV_OP_CHROOT
+    REMOUNT_RO = lib.SV_OP_REMOUNT_RO
+    READONLY = lib.SV_OP_READONLY
+    MASK = lib.SV_OP_MASK
+    SYSCTL = lib.SV_OP_SYSCTL
+    SETATTR_RO = lib.SV_OP_SETATTR_RO
+    PROPAGATE = lib.SV_OP_PROPAGATE
+
+
+class Mk(IntEnum):
+    NONE = lib.SV_MK_NONE
+    DIR = lib.SV_MK_DIR
+    FILE = lib.SV_MK_FILE
+
+
+class Sync(IntEnum):
+    PID = lib.SV_SYNC_PID
+    CONTINUE = lib.SV_SYNC_CONTINUE
+    ERROR = lib.SV_SYNC_ERROR
+
+
+class Stage(IntEnum):
+    PARSE = lib.SV_STAGE_PARSE
+    BOOTSTRAP = lib.SV_STAGE_BOOTSTRAP
+    INIT = lib.SV_STAGE_INIT
+    EXEC = lib.SV_STAGE_EXEC
+
+
+class PayloadType(IntEnum):
+    U32 = lib.SV_T_U32
+    U64 = lib.SV_T_U64
+    STR = lib.SV_T_STR
+    BOOL = lib.SV_T_BOOL
+    NEST = lib.SV_T_NEST
+
+
+#: each enum and the prefix of its constants in wire.h
+ENUM_PREFIXES: dict[type[IntEnum], str] = {
+    Attr: "SV_ATTR_",
+    NsAttr: "SV_NS_",
+    RlimitAttr: "SV_RLIMIT_",
+    StepAttr: "SV_STEP_",
+    Op: "SV_OP_",
+    Mk: "SV_MK_",
+    Sync: "SV_SYNC_",
+    Stage: "SV_STAGE_",
+    PayloadType: "SV_T_",
+}
 
 #: the enum naming the fields of each nested attribute
 scope_of: dict[int, type[IntEnum]] = {Attr.NS_PATH: NsAttr, Attr.RLIMIT: RlimitAttr, Attr.STEP: StepAttr}
 
 
 def payload_type(scope: int, attr: int) -> PayloadType:
-    return PayloadType(lib.sv_attr_type(scope, attr))  # type: ignore[call-arg]
+    return PayloadType(lib.sv_attr_type(scope, attr))
 
 
 def repeats(scope: int, attr: int) -> bool:

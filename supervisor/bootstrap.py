@@ -14,7 +14,7 @@ from ._wire import MAX_MESSAGE, MSG_BOOTSTRAP, Attr, Mk, PayloadType, payload_ty
 from .errors import SpecError
 from .plan import Plan, Step
 
-__all__ = ["encode", "decode", "BootstrapMessage"]
+__all__ = ["BootstrapMessage", "decode", "encode"]
 
 _NLA_TYPE = {PayloadType.U32: "uint32", PayloadType.BOOL: "uint32", PayloadType.U64: "uint64",
              PayloadType.STR: "asciiz"}
@@ -99,7 +99,7 @@ def encode(plan: Plan) -> bytes:
     add("SETGROUPS", plan.setgroups)
     a += [("GROUP", g) for g in plan.groups]
     if plan.caps is not None:
-        for name, mask in zip(("BOUNDING", "EFFECTIVE", "PERMITTED", "INHERITABLE", "AMBIENT"), plan.caps):
+        for name, mask in zip(("BOUNDING", "EFFECTIVE", "PERMITTED", "INHERITABLE", "AMBIENT"), plan.caps, strict=True):
             a.append((f"CAP_{name}", mask))
     add("PDEATHSIG", plan.pdeathsig or None)
     add("CWD", plan.cwd)

@@ -1,5 +1,11 @@
 """The ``supervisor`` command.
 
+``supervisor run MANIFEST`` runs a manifest's containers in the foreground under the ``Supervisor``:
+their output with the container's name in front, one line on stderr per exit, failure and restart,
+``--events FILE`` appending every event as a JSON line. SIGINT or SIGTERM stops every container
+gracefully (dependents first); a second SIGINT kills them at once. It exits 0 when every container
+ended with code 0 (or was stopped on request) and none failed, 1 otherwise, 2 for a bad manifest.
+
 ``supervisor run --bundle DIR [NAME]`` runs one OCI bundle in the foreground, as ``runc run`` does:
 stdio passed through, signals forwarded to the container's init, and the workload's exit code (or
 128+N when signal N killed it) as ours. A container that cannot start prints
@@ -12,8 +18,15 @@ import argparse
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import BootstrapError, SpecError
+
+if TYPE_CHECKING:
+    import trio
+
+    from .service import Service
+    from .supervise import Supervisor
 
 __all__ = ["main"]
 
@@ -25,9 +38,12 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, sign
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="supervisor", description="Start, watch and stop Linux containers.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run containers in the foreground")
+    run = sub.add_parser("run", help="run containers in the foreground",
+                         usage="supervisor run MANIFEST [--events FILE] | supervisor run --bundle DIR [NAME]")
     run.add_argument("--bundle", metavar="DIR", help="an OCI bundle (DIR/config.json and its rootfs)")
-    run.add_argument("name", nargs="?", help="the container's name (default: the bundle's directory name)")
+    run.add_argument("--events", metavar="FILE", help="append every event to FILE as a JSON line")
+    run.add_argument("target", nargs="?", metavar="MANIFEST|NAME",
+                     help="a manifest (TOML); with --bundle, the container's name (default: the directory's)")
     return parser
 
 
@@ -73,11 +89,83 @@ def run_bundle(bundle: str, name: str | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
-        if args.bundle is None:
-            _err("run: --bundle DIR is required (manifests are not implemented yet)")
+        if args.bundle is not None:
+            return run_bundle(args.bundle, args.target)
+        if args.target is None:
+            _err("run: give a manifest, or --bundle DIR")
             return 2
-        return run_bundle(args.bundle, args.name)
+        return run_manifest(args.target, args.events)
     return 2
+
+
+def run_manifest(path: str, events_path: str | None) -> int:
+    from .manifest import load_manifest
+
+    try:
+        manifest = load_manifest(path)
+    except SpecError as e:
+        _err(str(e))
+        return 2
+    import trio
+
+    return trio.run(_supervise_manifest, manifest.services, events_path)
+
+
+async def _supervise_manifest(services: "tuple[Service, ...]", events_path: str | None) -> int:
+    import trio
+
+    from .logs import PrefixedOutput
+    from .states import State
+    from .supervise import Supervisor
+
+    events_file = open(events_path, "a", encoding="utf-8") if events_path else None
+    try:
+        async with trio.open_nursery() as outer:
+            async with Supervisor(log_sink=PrefixedOutput(sys.stdout.fileno())) as sup:
+                await outer.start(_report_events, sup, events_file)
+                signals = trio.CancelScope()
+                outer.start_soon(_handle_signals, sup, signals, outer)
+                for service in services:
+                    sup.add(service)
+            signals.cancel()
+    finally:
+        if events_file is not None:
+            events_file.close()
+    ok = all(h.state == State.STOPPED or (h.state == State.EXITED and h.last_exit is not None
+                                          and h.last_exit.code == 0) for h in sup.handles.values())
+    return 0 if ok else 1
+
+
+async def _report_events(sup: "Supervisor", events_file: "TextIO | None", task_status: Any) -> None:
+    """Every event to the events file; exits, failures and restarts to stderr too."""
+    async with sup.events() as events:
+        task_status.started()
+        async for e in events:
+            if events_file is not None:
+                events_file.write(e.to_json() + "\n")
+                events_file.flush()
+            if e.event == "exited":
+                how = f"code {e.code}" if e.code is not None else f"signal {signal.Signals(e.signal or 0).name}"
+                _err(f"{e.container}: exited with {how}")
+            elif e.event == "failed":
+                _err(f"{e.container}: {e.error}")
+            elif e.event == "restarting":
+                _err(f"{e.container}: restarting in {e.delay:g}s")
+
+
+async def _handle_signals(sup: "Supervisor", scope: "trio.CancelScope", nursery: "trio.Nursery") -> None:
+    import trio
+
+    with scope, trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        stopping = False
+        async for signum in received:
+            if not stopping:
+                stopping = True
+                _err(f"{signal.Signals(signum).name}: stopping every container (again to kill them)")
+                nursery.start_soon(sup.stop_all)
+            else:
+                _err("killing every container")
+                sup.kill_all()
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ class Container:
         self._waiting = True
         try:
             await trio.lowlevel.wait_readable(self._pidfd)
-            result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)  # type: ignore[arg-type]
+            result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)
             assert result is not None
             self._status = ExitStatus.from_waitid(result)
             os.close(self._pidfd)
@@ -100,13 +100,13 @@ async def _drive(gen: Generator[Send | Recv, bytes | None, int], sock: "trio.soc
             else:
                 request = gen.send(await sock.recv(65536))
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return int(done.value)
 
 
 async def _reap(pidfd: int) -> ExitStatus:
     try:
         await trio.lowlevel.wait_readable(pidfd)
-        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)  # type: ignore[arg-type]
+        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
         assert result is not None
         return ExitStatus.from_waitid(result)
     finally:

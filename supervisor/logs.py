@@ -14,7 +14,7 @@ from typing import Protocol
 
 import trio
 
-__all__ = ["LogSink", "PrefixedOutput", "RotatingFile", "pump_lines", "MAX_LINE"]
+__all__ = ["MAX_LINE", "LogSink", "PrefixedOutput", "RotatingFile", "pump_lines"]
 
 MAX_LINE = 1 << 20
 _COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)

@@ -26,8 +26,17 @@ import attrs
 from ._wire import ERROR_RECORD_SIZE, SYNC_HEADER_SIZE, Stage, Sync
 from .errors import BootstrapError
 
-__all__ = ["SyncConnection", "SyncState", "InitStarted", "SetupFailed", "Execed", "Handshake", "Send", "Recv",
-           "ProtocolError"]
+__all__ = [
+    "Execed",
+    "Handshake",
+    "InitStarted",
+    "ProtocolError",
+    "Recv",
+    "Send",
+    "SetupFailed",
+    "SyncConnection",
+    "SyncState",
+]
 
 _HEADER = struct.Struct("=II")
 _RECORD = struct.Struct("=Ii")
@@ -82,7 +91,7 @@ class SyncConnection:
         if not data:
             return [self._advance("eof", b"")]
         self._buf += data
-        events = []
+        events: list[Event] = []
         while len(self._buf) >= _HEADER.size and self.state not in (SyncState.EXECED, SyncState.FAILED):
             kind, length = _HEADER.unpack_from(self._buf)
             if length > 1 << 16:

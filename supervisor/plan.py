@@ -25,7 +25,7 @@ from ._wire import Mk, Op
 from .errors import SpecError
 from .spec import CAPABILITIES, NAMESPACE_TYPES, ContainerSpec, Device, IdMapping, Mount
 
-__all__ = ["Plan", "Step", "plan", "resolve_in_root", "DEFAULT_PATH"]
+__all__ = ["DEFAULT_PATH", "Plan", "Step", "plan", "resolve_in_root"]
 
 #: the annotation that asks for a pid-1 init in the container
 INIT_ANNOTATION = "supervisor.init"

@@ -11,7 +11,7 @@ import attrs
 
 from .spec import ContainerSpec
 
-__all__ = ["Policy", "LogConfig", "Service", "RESTART_POLICIES"]
+__all__ = ["RESTART_POLICIES", "LogConfig", "Policy", "Service"]
 
 RestartPolicy = Literal["no", "on-failure", "always"]
 RESTART_POLICIES: tuple[RestartPolicy, ...] = ("no", "on-failure", "always")
@@ -40,7 +40,7 @@ class Policy:
 
     def backoff(self, failures_in_a_row: int) -> float:
         """The delay before restart number ``failures_in_a_row`` (1 for the first)."""
-        return min(self.backoff_max, self.backoff_initial * 2 ** max(0, failures_in_a_row - 1))
+        return min(self.backoff_max, self.backoff_initial * 2.0 ** max(0, failures_in_a_row - 1))
 
 
 @attrs.frozen

@@ -21,8 +21,20 @@ import attrs
 
 from .errors import SpecError
 
-__all__ = ["ContainerSpec", "Root", "Process", "User", "Capabilities", "Rlimit", "Mount", "Namespace",
-           "IdMapping", "Device", "NAMESPACE_TYPES", "CAPABILITIES"]
+__all__ = [
+    "CAPABILITIES",
+    "NAMESPACE_TYPES",
+    "Capabilities",
+    "ContainerSpec",
+    "Device",
+    "IdMapping",
+    "Mount",
+    "Namespace",
+    "Process",
+    "Rlimit",
+    "Root",
+    "User",
+]
 
 #: OCI namespace type -> the CLONE_NEW* flag (kernel ABI, include/uapi/linux/sched.h)
 NAMESPACE_TYPES: Mapping[str, int] = {
@@ -408,7 +420,7 @@ def _namespaces(linux: _Obj) -> tuple[Namespace, ...]:
     for path, item in linux.items("namespaces"):
         n = _Obj(item, path)
         kind = n.string("type")
-        if kind not in NAMESPACE_TYPES:
+        if kind is None or kind not in NAMESPACE_TYPES:
             raise SpecError(n.at("type"), f'unknown namespace type "{kind}"')
         if kind in seen:
             raise SpecError(n.at("type"), f'"{kind}" given twice')

@@ -16,7 +16,7 @@ Only five transitions are announced (the names of ``supervisor run --events``): 
 
 import enum
 
-__all__ = ["State", "TRANSITIONS", "EVENT_OF", "TERMINAL", "check_transition", "InvalidTransition"]
+__all__ = ["EVENT_OF", "TERMINAL", "TRANSITIONS", "InvalidTransition", "State", "check_transition"]
 
 
 class State(enum.Enum):

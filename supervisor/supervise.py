@@ -22,6 +22,7 @@ import resource
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from types import TracebackType
 from typing import Any
 
 import attrs
@@ -34,7 +35,7 @@ from .logs import LogSink, RotatingFile, pump_lines
 from .service import Service
 from .states import EVENT_OF, TERMINAL, State, check_transition
 
-__all__ = ["Supervisor", "Handle", "Event"]
+__all__ = ["Event", "Handle", "Supervisor"]
 
 
 @attrs.frozen
@@ -51,7 +52,7 @@ class Event:
     delay: float | None = None
 
     def to_json(self) -> str:
-        stamp = datetime.datetime.fromtimestamp(self.time, datetime.timezone.utc)
+        stamp = datetime.datetime.fromtimestamp(self.time, datetime.UTC)
         record: dict[str, Any] = {"time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                                   "container": self.container, "event": self.event}
         for key in ("pid", "code", "signal", "error", "delay"):
@@ -121,11 +122,12 @@ class Supervisor:
         self._nursery = await self._stack.enter_async_context(trio.open_nursery())
         return self
 
-    async def __aexit__(self, *exc: Any) -> bool | None:
-        if exc[0] is not None:
+    async def __aexit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                        traceback: TracebackType | None) -> bool | None:
+        if kind is not None:
             self.kill_all()
         try:
-            return await self._stack.__aexit__(*exc)
+            return await self._stack.__aexit__(kind, value, traceback)
         finally:
             for f in self._log_files.values():
                 f.close()

@@ -36,7 +36,7 @@ def parse(report: str) -> dict[str, list[str]]:
     for line in report.splitlines():
         key, sep, value = line.partition(":")
         if sep and " " not in key:
-            out[key].append(value[1:] if value.startswith(" ") else value)
+            out[key].append(value.removeprefix(" "))
     return out
 
 

@@ -7,7 +7,16 @@ import pytest
 
 from supervisor._wire import Stage, Sync
 from supervisor.errors import BootstrapError
-from supervisor.pipes import Execed, Handshake, InitStarted, Recv, Send, SetupFailed, SyncConnection, SyncState
+from supervisor.pipes import (
+    Execed,
+    Handshake,
+    InitStarted,
+    Recv,
+    Send,
+    SetupFailed,
+    SyncConnection,
+    SyncState,
+)
 
 
 def msg(kind: int, payload: bytes = b"") -> bytes:

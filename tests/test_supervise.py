@@ -45,12 +45,11 @@ async def collect(sup: Supervisor, into: list[Event], task_status: Any = trio.TA
 
 async def test_exit_statuses_and_events(bundle: Bundle) -> None:
     events: list[Event] = []
-    async with trio.open_nursery() as watch:
-        async with Supervisor() as sup:
-            await watch.start(collect, sup, events)
-            sup.add(service(bundle, "ok", "/bin/true"))
-            sup.add(service(bundle, "three", "/bin/sh", "-c", "exit 3"))
-            sup.add(service(bundle, "nope", "/bin/nope"))
+    async with trio.open_nursery() as watch, Supervisor() as sup:
+        await watch.start(collect, sup, events)
+        sup.add(service(bundle, "ok", "/bin/true"))
+        sup.add(service(bundle, "three", "/bin/sh", "-c", "exit 3"))
+        sup.add(service(bundle, "nope", "/bin/nope"))
     by = {(e.container, e.event): e for e in events}
     assert by["ok", "exited"].code == 0 and by["three", "exited"].code == 3
     assert by["ok", "started"].pid is not None
