@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """report.py [RESULTS_DIR] - markdown report from single.json (hyperfine, single.sh) and
-api_loop.json (api_loop.py): medians, the two targets, and every peer against us. Stdlib only."""
+api_loop.json (api_loop.py): medians, the two targets, and every peer against us; plus, when they
+exist, concurrency.json (concurrency.py: N at once, containers/s) and idle.json (idle.py: what 1000 idle
+containers cost the supervisor). Stdlib only."""
 
 import json
 import os
 import sys
 from typing import Any
 
-TARGETS = {"cli": 1.5, "api": 1.2}
+TARGETS = {"cli": 1.5, "api": 1.2, "concurrency": 1.0}
 
 
 def load(path: str) -> dict[str, Any] | None:
@@ -18,6 +20,10 @@ def load(path: str) -> dict[str, Any] | None:
     except (OSError, ValueError) as e:
         print(f"> missing or unreadable: `{path}` ({e})\n")
         return None
+
+
+def load_optional(path: str) -> dict[str, Any] | None:
+    return load(path) if os.path.exists(path) else None
 
 
 def fmt(x: float | None) -> str:
@@ -41,6 +47,7 @@ def main() -> int:
         return hit[0]["median"] * 1e3 if hit else None
 
     arows: dict[str, dict[str, Any]] = (api or {}).get("rows", {})
+    conc, idle = load_optional(os.path.join(d, "concurrency.json")), load_optional(os.path.join(d, "idle.json"))
 
     def amedian(key: str) -> float | None:
         r = arows.get(key, {})
@@ -73,6 +80,54 @@ def main() -> int:
                 print(f"| {r['label']} | FAILED: {r.get('error')} | | | | |")
         print()
 
+    if conc:
+        print(f"### N containers at once, `/bin/sh -c 'exit 0'` (`concurrency.json`; peers: {conc['method']})\n")
+        print("| row | N | reps | median s | min–max s | containers/s | cpu ms per container (own) | rate ÷ unshare |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for n, rows in conc["results"].items():
+            for r in rows.values():
+                if r.get("ok"):
+                    print(f"| {r['label']} | {n} | {r['reps']} | {r['median_s']:.3f} |"
+                          f" {r['min_s']:.3f}–{r['max_s']:.3f} | {r['rate']:.0f} |"
+                          f" {r['cpu_ms']:.2f} ({r['own_cpu_ms']:.2f}) | {fmt(r.get('rate_vs_unshare'))} |")
+                else:
+                    print(f"| {r['label']} | {n} | FAILED: {r.get('error')} | | | | | |")
+        print(f"\n(cpu: this process's own + its reaped children's; own: the Python process alone. Load average"
+              f" {conc['loadavg_before']} before, {conc['loadavg_after']} after; {conc['nproc']} CPUs. fds leaked by"
+              f" the Supervisor batches: {conc['fd_leaks_supervisor']}; host zombies {conc['zombies_before']} before,"
+              f" {conc['zombies_after']} after.)\n")
+
+    if idle:
+        i = idle.get("idle")
+        print(f"### {idle['n']} idle containers in one Supervisor (`idle.json`, `{' '.join(idle['argv'])}`)\n")
+        if i:
+            b, a = idle["before"], idle["after"]
+            print("| measure | value |")
+            print("|---|---:|")
+            for what, value in (
+                    ("all RUNNING after (s)", f"{idle['start_s']:.2f}"),
+                    ("VmRSS before the Supervisor (MB)", f"{b['VmRSS'] / 1024:.1f}"),
+                    ("VmRSS idle (MB)", f"{i['VmRSS_kb'] / 1024:.1f}"),
+                    ("VmRSS per container (kB)", f"{(i['VmRSS_kb'] - b['VmRSS']) / idle['n']:.1f}"),
+                    ("VmHWM, end of the idle window (MB)", f"{i['VmHWM_kb'] / 1024:.1f}"),
+                    (f"own CPU over {i['seconds']:.1f} s idle (ms)", f"{i['cpu_s'] * 1e3:.1f}"),
+                    ("context switches over the window", f"{i['wakeups']}"),
+                    ("fds / trio tasks / threads while idle", f"{i['fds']} / {i['tasks']} / {i['Threads']}"),
+                    (f"stopped ({idle['stop']}) and reaped in (s)", f"{idle['stop_s']:.2f}"),
+                    ("fds before / after the Supervisor", f"{b['fds']} / {idle.get('fds_after_block')}"),
+                    ("`sleep 3600` processes / host zombies after",
+                     f"{idle['sleep_procs_after']} / {idle['zombies_after']}"),
+                    ("VmRSS after the block (MB)", f"{a['VmRSS'] / 1024:.1f}")):
+                print(f"| {what} | {value} |")
+            t = idle["targets"]
+            print("\n| target | measured | limit | met |")
+            print("|---|---:|---:|---|")
+            print(f"| idle VmRSS | {t['rss_mb']:.1f} MB | < {t['rss_target_mb']:.0f} MB |"
+                  f" {'yes' if t['rss_met'] else 'NO'} |")
+            print(f"| idle CPU, share of one core | {t['cpu_share'] * 100:.3f} % |"
+                  f" < {t['cpu_target_share'] * 100:.0f} % | {'yes' if t['cpu_met'] else 'NO'} |")
+        print(f"\nChecks: {'all passed' if idle.get('ok') else '; '.join(idle.get('problems', []))}\n")
+
     print("### Targets (ratio of medians)\n")
     print("| comparison | ours ms | reference ms | ratio | target | met |")
     print("|---|---:|---:|---:|---:|---|")
@@ -81,6 +136,11 @@ def main() -> int:
                TARGETS["api"]),
               ("API life vs unshare+chroot, subprocess.run (warm Python)", api_ms, amedian("subprocess"),
                TARGETS["api"])]
+    for n, rows in (conc or {}).get("results", {}).items():
+        sup, uns = rows.get("supervisor", {}), rows.get("unshare", {})
+        checks.append((f"{n} containers at once, Supervisor vs unshare+chroot via posix_spawn (wall; ≤ 1× is our rate"
+                       " ≥ theirs)", sup["median_s"] * 1e3 if sup.get("ok") else None,
+                       uns["median_s"] * 1e3 if uns.get("ok") else None, TARGETS["concurrency"]))
     for what, ours, ref, target in checks:
         q = ratio(ours, ref)
         met = "n/a" if q is None else ("yes" if q <= target else "NO")

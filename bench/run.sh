@@ -1,6 +1,9 @@
 #!/bin/bash
-# run.sh - the whole benchmark in order: bundles (if missing), single.sh, api_loop.py, report.
-# Env: RUNS (default 50), WARMUP (5), BASE (/tmp/bench), RESULTS (bench/results), SUP, PY.
+# run.sh - the whole benchmark in order: bundles (if missing), single.sh, api_loop.py, concurrency.py,
+# idle.py, report.
+# Env: RUNS (default 50), WARMUP (5), BASE (/tmp/bench), RESULTS (bench/results), SUP, PY;
+# concurrency.py: CREPS (repetitions per N, "200:5,1000:3"), CSLOW (crun's at N=1000, 2); idle.py: IDLE_N (1000),
+# IDLE_WINDOW (10 s).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 [ -f "$BASE/bundle/config.json" ] || "$SHARED/make-bundles.sh" "$BASE"
@@ -19,9 +22,14 @@ rc=0
 "$BENCH/single.sh" || { rc=$?; echo "single.sh failed (exit $rc)" >&2; }
 "$SHARED/in-bench-ns.sh" "$PY" "$BENCH/api_loop.py" -n "$RUNS" --warmup "$WARMUP" --base "$BASE" \
     --json "$RESULTS/api_loop.json" || { rc=$?; echo "api_loop.py failed (exit $rc)" >&2; }
+"$SHARED/in-bench-ns.sh" "$PY" "$BENCH/concurrency.py" --base "$BASE" --json "$RESULTS/concurrency.json" \
+    || { rc=$?; echo "concurrency.py failed (exit $rc)" >&2; }
+"$SHARED/in-bench-ns.sh" "$PY" "$BENCH/idle.py" --base "$BASE" --json "$RESULTS/idle.json" \
+    || { rc=$?; echo "idle.py failed (exit $rc)" >&2; }
 
 sleep 0.2   # let init reap anything orphaned before counting
-{ check_leaks; echo "zombies: before=$z0 after=$(zombies)"; uptime; } | tee -a "$RESULTS/env.txt"
+{ check_leaks; echo "zombies: before=$z0 after=$(zombies)" \
+      "'/bin/sleep 3600' processes: $(pgrep -cxf '/bin/sleep 3600' || true)"; uptime; } | tee -a "$RESULTS/env.txt"
 echo
 "$PY" "$BENCH/report.py" "$RESULTS" | tee "$RESULTS/report.md"
 exit "$rc"

@@ -101,11 +101,19 @@ def main(argv: list[str] | None = None) -> int:
 def run_manifest(path: str, events_path: str | None) -> int:
     from .manifest import load_manifest
 
+    from .plan import plan
+
     try:
         manifest = load_manifest(path)
     except SpecError as e:
         _err(str(e))
         return 2
+    for service in manifest.services:  # every container is planned before any starts
+        try:
+            plan(service.spec)
+        except SpecError as e:
+            _err(str(manifest.locate(service.name, e)))
+            return 2
     import trio
 
     return trio.run(_supervise_manifest, manifest.services, events_path)

@@ -20,7 +20,7 @@ from ._launch import ExitStatus, host_setup, spawn_bootstrap
 from .bootstrap import encode
 from .errors import BootstrapError
 from .pipes import Handshake, Recv, Send
-from .plan import plan
+from .plan import Plan, plan
 from .spec import ContainerSpec
 
 __all__ = ["Container", "open_container", "run"]
@@ -113,8 +113,9 @@ async def _reap(pidfd: int) -> ExitStatus:
         os.close(pidfd)
 
 
-async def _start(spec: ContainerSpec, name: str, stdio: Stdio) -> Container:
-    the_plan = plan(spec)
+async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | None) -> Container:
+    if the_plan is None:
+        the_plan = plan(spec)
     message = encode(the_plan)
     spawned = spawn_bootstrap(stdio)  # from this (the main) thread: see _launch
     handshake = Handshake(lambda pid: host_setup(the_plan, pid))
@@ -140,14 +141,15 @@ async def _start(spec: ContainerSpec, name: str, stdio: Stdio) -> Container:
 
 @asynccontextmanager
 async def open_container(spec: ContainerSpec, *, name: str, stdin: int | None = None, stdout: int | None = None,
-                         stderr: int | None = None) -> AsyncIterator[Container]:
+                         stderr: int | None = None, plan: Plan | None = None) -> AsyncIterator[Container]:
     """Start ``spec`` as container ``name`` and yield its handle once the workload runs.
 
-    ``stdin``/``stdout``/``stderr`` are file descriptors for the workload (default: ours). Raises
+    ``stdin``/``stdout``/``stderr`` are file descriptors for the workload (default: ours); ``plan``,
+    one already made from ``spec`` (default: made now). Raises
     ``SpecError`` before anything is spawned, or ``BootstrapError`` when the container cannot start.
     On leaving, a container still running is killed (SIGKILL ends its pid namespace) and reaped.
     """
-    container = await _start(spec, name, (stdin, stdout, stderr))
+    container = await _start(spec, name, (stdin, stdout, stderr), plan)
     try:
         yield container
     finally:

@@ -333,13 +333,18 @@ def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool) -> tuple[int,
             raise SpecError("root.readonly", "the host root can only be used read-only")
         steps.append(Step(Op.SETATTR_RO, dst="/"))
     dev_is_bind = False
+    mounted: list[str] = []
     for i, mount in enumerate(spec.mounts):
         field = f"mounts[{i}]"
         dst = _inside(rootfs, _dest(mount.destination, f"{field}.destination"))
         if dst == "/":
             raise SpecError(f"{field}.destination", "cannot mount over the root")
-        if host_root and not os.path.lexists(resolve_in_root(rootfs, dst)):
+        # On the read-only host root a mount point must exist already, unless an earlier mount
+        # (a tmpfs on /dev, say) holds it: the init creates it there, never on the host.
+        if host_root and not os.path.lexists(resolve_in_root(rootfs, dst)) and not any(
+                dst.startswith(earlier.rstrip("/") + "/") for earlier in mounted):
             raise SpecError(f"{field}.destination", f'"{dst}" does not exist on the read-only host root')
+        mounted.append(dst)
         step = _mount_step(mount, dst, spec.bundle or "/", field)
         if dst == "/dev" and step.flags & MS_BIND:
             dev_is_bind = True

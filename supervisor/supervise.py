@@ -32,7 +32,9 @@ from ._launch import ExitStatus
 from .container import Container, open_container
 from .errors import BootstrapError, SpecError
 from .logs import LogSink, RotatingFile, pump_lines
+from .plan import Plan, plan
 from .service import Service
+from .spec import ContainerSpec
 from .states import EVENT_OF, TERMINAL, State, check_transition
 
 __all__ = ["Event", "Handle", "Supervisor"]
@@ -80,6 +82,12 @@ class Handle:
         self._stop = trio.Event()
         self._task_done = trio.Event()
         self._task_done.set()
+        self._wait_scope: trio.CancelScope | None = None  # the wait a stop request interrupts
+
+    def _request_stop(self) -> None:
+        self._stop.set()
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
 
     @property
     def name(self) -> str:
@@ -113,6 +121,8 @@ class Supervisor:
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
         self._log_files: dict[str, RotatingFile] = {}
         self._devnull = -1  # every container's stdin
+        #: plans by spec: a container is planned once, when first started; restarts and replicas reuse it
+        self._plans: dict[ContainerSpec, Plan] = {}
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -163,7 +173,7 @@ class Supervisor:
     async def stop(self, name: str) -> None:
         """Stop one container: its stop signal, the grace period, then SIGKILL. Waits till it ended."""
         handle = self.handles[name]
-        handle._stop.set()
+        handle._request_stop()
         await handle._task_done.wait()
 
     async def stop_all(self) -> None:
@@ -176,7 +186,7 @@ class Supervisor:
     def kill_all(self) -> None:
         """SIGKILL every container at once (a second Ctrl-C); their tasks then end."""
         for handle in self.handles.values():
-            handle._stop.set()
+            handle._request_stop()
             if handle.container is not None:
                 handle.container.kill()
 
@@ -266,8 +276,11 @@ class Supervisor:
         self._transition(handle, State.STARTING)
         began = trio.current_time()
         try:
+            the_plan = self._plans.get(service.spec)
+            if the_plan is None:
+                the_plan = self._plans[service.spec] = plan(service.spec)
             async with open_container(service.spec, name=service.name, stdin=self._devnull, stdout=out_w,
-                                      stderr=err_w) as container:
+                                      stderr=err_w, plan=the_plan) as container:
                 os.close(out_w)
                 os.close(err_w)
                 out_w = err_w = -1
@@ -293,19 +306,19 @@ class Supervisor:
         return status, trio.current_time() - began
 
     async def _wait_or_stop(self, handle: Handle, container: Container) -> ExitStatus:
-        async with trio.open_nursery() as nursery:
-            async def stopper() -> None:
-                await handle._stop.wait()
-                self._transition(handle, State.STOPPING)
-                container.send_signal(handle.service.policy.stop_signal)
-                with trio.move_on_after(handle.service.policy.stop_timeout):
-                    await container.wait()
-                container.kill()
-
-            nursery.start_soon(stopper)
-            status = await container.wait()
-            nursery.cancel_scope.cancel()
-        return status
+        """Wait for the workload to end; a stop request (which cancels the wait) turns it into
+        stop signal, grace period, SIGKILL."""
+        if not handle._stop.is_set():
+            with trio.CancelScope() as handle._wait_scope:
+                return await container.wait()
+        handle._wait_scope = None
+        policy = handle.service.policy
+        self._transition(handle, State.STOPPING)
+        container.send_signal(policy.stop_signal)
+        with trio.move_on_after(policy.stop_timeout):
+            return await container.wait()
+        container.kill()
+        return await container.wait()
 
     async def _supervise(self, handle: Handle, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         policy = handle.service.policy

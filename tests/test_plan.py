@@ -102,6 +102,10 @@ def test_host_root_is_read_only_and_needs_existing_mount_points() -> None:
     config["linux"].update(maskedPaths=[], readonlyPaths=[])
     p = plan(ContainerSpec.from_oci(config, "/"))
     assert p.steps[0].op == Op.SETATTR_RO and p.rootfs_bind == "/tmp"
+    # a mount point inside an earlier mount is made there, not on the host: allowed
+    config["mounts"] += [{"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+                         {"destination": "/dev/nonexistent-sv/mqueue", "type": "mqueue", "source": "mqueue"}]
+    plan(ContainerSpec.from_oci(config, "/"))
     config["mounts"].append({"destination": "/nonexistent-sv", "type": "tmpfs", "source": "tmpfs"})
     with pytest.raises(SpecError, match="does not exist on the read-only host root"):
         plan(ContainerSpec.from_oci(config, "/"))

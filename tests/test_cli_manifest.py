@@ -1,0 +1,140 @@
+"""``supervisor run MANIFEST``: output, events, exit codes, signals, and the supervisor's own death."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .conftest import needs_root
+
+pytestmark = needs_root
+
+CLI = [sys.executable, "-m", "supervisor", "run"]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "manifest.toml"
+    path.write_text(text)
+    return path
+
+
+def test_runs_a_manifest_to_the_end(tmp_path: Path) -> None:
+    manifest = write(tmp_path, """
+[containers.hello]
+args = ["/bin/sh", "-c", "echo hello from $(hostname); echo to stderr >&2"]
+hostname = "hi"
+
+[containers.three]
+args = ["/bin/sh", "-c", "exit 3"]
+""")
+    events = tmp_path / "events.jsonl"
+    result = subprocess.run(CLI + [str(manifest), "--events", str(events)], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 1, result.stderr  # one container ended with a non-zero code
+    lines = result.stdout.splitlines()
+    assert "hello | hello from hi" in lines and "hello | to stderr" in lines
+    assert "supervisor: three: exited with code 3" in result.stderr
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert {(r["container"], r["event"]) for r in records} == {
+        ("hello", "started"), ("hello", "exited"), ("three", "started"), ("three", "exited")}
+    for r in records:
+        assert {"time", "container", "event"} <= r.keys()
+        assert ("pid" in r) == (r["event"] == "started")
+    assert next(r for r in records if r["container"] == "three" and r["event"] == "exited")["code"] == 3
+
+
+def test_all_zero_exits_0(tmp_path: Path) -> None:
+    manifest = write(tmp_path, """
+[defaults]
+restart = "no"
+
+[containers.a]
+args = ["/bin/true"]
+
+[containers.b]
+args = ["/bin/true"]
+replicas = 3
+""")
+    result = subprocess.run(CLI + [str(manifest)], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_bad_manifest_exits_2_and_starts_nothing(tmp_path: Path) -> None:
+    manifest = write(tmp_path, """
+[containers.web]
+args = ["/bin/true"]
+restart = "sometimes"
+""")
+    result = subprocess.run(CLI + [str(manifest)], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"supervisor: {manifest}: line 4: containers.web.restart")
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_sigint_stops_gracefully_and_twice_kills(tmp_path: Path) -> None:
+    manifest = write(tmp_path, """
+[containers.polite]
+args = ["/bin/sh", "-c", "trap 'echo bye; exit 0' TERM; echo up; while :; do sleep 0.05; done"]
+restart = "always"
+
+[containers.stubborn]
+args = ["/bin/sleep", "100"]
+stop_timeout = 60
+""")
+    with subprocess.Popen(CLI + [str(manifest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        assert p.stdout is not None
+        assert p.stdout.readline() == "polite | up\n"
+        p.send_signal(signal.SIGINT)
+        assert p.stdout.readline() == "polite | bye\n"
+        time.sleep(0.3)
+        assert p.poll() is None  # stubborn ignores SIGTERM and has 60 s of grace
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0  # stopped on request is not a failure
+        err = p.stderr.read() if p.stderr else ""
+    assert "stopping every container" in err and "killing every container" in err
+
+
+def test_supervisor_killed_takes_its_containers_along(tmp_path: Path) -> None:
+    manifest = write(tmp_path, """
+[containers.sleeper]
+args = ["/bin/sleep", "100"]
+replicas = 3
+""")
+    with subprocess.Popen(CLI + [str(manifest)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as p:
+        deadline = time.monotonic() + 10
+        while len(inits := _children_of(p.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(inits) == 3
+        p.kill()
+        p.wait(10)
+    deadline = time.monotonic() + 1.0
+    alive = inits
+    while alive and time.monotonic() < deadline:
+        alive = {pid for pid in alive if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"}
+        time.sleep(0.01)
+    assert not alive
+
+
+def _children_of(pid: int) -> set[int]:
+    """Container inits: the supervisor's children other than bootstraps."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[1] == str(pid) and "bootstrap" not in stat and fields[0] != "Z":
+                out.add(int(entry))
+    return out
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
