@@ -109,7 +109,7 @@ def test_readme_commands_are_what_ci_runs() -> None:
     readme = (root / "README.md").read_text()
     ci_command = (root / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci_command in readme
-    assert "pip install . && supervisor run --bundle examples/hello" in readme
+    assert "pip install . && supervisor run examples/manifest.toml" in readme
 
 
 def test_example_runs() -> None:
