@@ -63,6 +63,7 @@ class Attr(IntEnum):
     BECOME_ROOT = lib.SV_ATTR_BECOME_ROOT
     ROOTFS_BIND = lib.SV_ATTR_ROOTFS_BIND
     PID1_INIT = lib.SV_ATTR_PID1_INIT
+    LOOPBACK_UP = lib.SV_ATTR_LOOPBACK_UP
 
 
 class NsAttr(IntEnum):

@@ -108,6 +108,7 @@ def encode(plan: Plan) -> bytes:
     a += [("EXEC_PATH", _check_str(path, "process.args[0]")) for path in plan.exec_paths]
     add("BECOME_ROOT", plan.become_root)
     add("PID1_INIT", plan.pid1_init)
+    add("LOOPBACK_UP", plan.loopback_up)
 
     msg = BootstrapMessage()
     msg["header"]["type"] = MSG_BOOTSTRAP

@@ -133,6 +133,8 @@ class Plan:
     become_root: bool = False
     #: keep a minimal init as pid 1 (annotation ``supervisor.init = "true"``)
     pid1_init: bool = False
+    #: bring "lo" up, as runc does in a new network namespace
+    loopback_up: bool = False
     # host-side work, done by the supervisor between the init's pid and its go-ahead
     uid_map: str | None = None
     gid_map: str | None = None
@@ -219,6 +221,7 @@ def plan(spec: ContainerSpec) -> Plan:
         pdeathsig=int(signal.SIGKILL),
         become_root=in_userns,
         pid1_init=spec.annotations.get(INIT_ANNOTATION) == "true",
+        loopback_up="network" in new,
         uid_map=_id_map(spec.uid_mappings),
         gid_map=_id_map(spec.gid_mappings),
         setgroups_deny=False,

@@ -88,6 +88,7 @@ async def test_runc_spec_default(bundle: Bundle) -> None:
     assert cgroups and all(opts == "ro,nosuid,nodev,noexec,relatime" and fs == "cgroup" for _, opts, fs in cgroups)
     assert report["dev"] == RUNC_DEFAULT_DEV
     assert one(report, "root") == "ro"
+    assert one(report, "lo") == "0x9"  # up, as runc leaves it
 
 
 async def test_non_root_user_with_groups(bundle: Bundle) -> None:

@@ -16,6 +16,9 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
 #include <poll.h>
@@ -377,6 +380,24 @@ static void run_step(const struct sv_step *s)
     }
 }
 
+/* -- the network -------------------------------------------------------------------------- */
+
+static void bring_up_loopback(void)
+{
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    strcpy(ifr.ifr_name, "lo");
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        sv_fail(errno, "socket", "for lo");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        sv_fail(errno, "get flags", "lo");
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        sv_fail(errno, "bring up", "lo");
+    close(s);
+}
+
 /* -- the root ------------------------------------------------------------------------------- */
 
 static void prepare_root(const struct sv_config *cfg)
@@ -570,6 +591,8 @@ void sv_run_init(const struct sv_config *cfg)
     }
     if (setsid() < 0)
         sv_fail(errno, "setsid", "init");
+    if (cfg->loopback_up)
+        bring_up_loopback();
     umask(0); /* modes of what we create are the planned ones */
     if (cfg->rootfs)
         prepare_root(cfg);

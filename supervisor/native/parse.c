@@ -51,6 +51,7 @@ static const struct attr_def top_attrs[SV_ATTR_MAX + 1] = {
     [SV_ATTR_BECOME_ROOT] = {SV_T_BOOL, 0},
     [SV_ATTR_ROOTFS_BIND] = {SV_T_STR, 0},
     [SV_ATTR_PID1_INIT] = {SV_T_BOOL, 0},
+    [SV_ATTR_LOOPBACK_UP] = {SV_T_BOOL, 0},
 };
 
 static const struct attr_def ns_attrs[SV_NS_MAX + 1] = {
@@ -433,6 +434,7 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
         case SV_ATTR_BECOME_ROOT: out->become_root = (int)u32_of(&a); break;
         case SV_ATTR_ROOTFS_BIND: out->rootfs_bind = str_of(&a); break;
         case SV_ATTR_PID1_INIT: out->pid1_init = (int)u32_of(&a); break;
+        case SV_ATTR_LOOPBACK_UP: out->loopback_up = (int)u32_of(&a); break;
         }
     }
     if (out->n_steps > 0 && out->rootfs == NULL) {

@@ -58,7 +58,8 @@
                                      * itself: a bind over "/" would not change what "/" opens */
 #define SV_ATTR_PID1_INIT 28        /* bool: stay as a minimal init (pid 1): forward signals to the
                                      * workload, reap orphans, exit with the workload's status */
-#define SV_ATTR_MAX 28
+#define SV_ATTR_LOOPBACK_UP 29      /* bool: bring "lo" up (a new network namespace has it down) */
+#define SV_ATTR_MAX 29
 
 /* SV_ATTR_NS_PATH */
 #define SV_NS_TYPE 1                /* u32: the CLONE_NEW* flag of the namespace */
@@ -194,6 +195,7 @@ struct sv_config {
     const char *cwd;
     int become_root;
     int pid1_init;
+    int loopback_up;
     const char **argv;      /* NULL-terminated */
     size_t n_args;
     const char **envp;      /* NULL-terminated */

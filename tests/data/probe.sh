@@ -18,4 +18,5 @@ awk '{ for (i = 7; $i != "-"; i++); print "mount: " $5 " " $6 " " $(i+1) " " $(i
 for f in /dev/* /dev/pts/*; do
     if [ -L "$f" ]; then echo "dev: $f -> $(readlink "$f")"; else echo "dev: $(stat -c '%n %F %t,%T %a %u:%g' "$f")"; fi
 done
+echo "lo: $(cat /sys/class/net/lo/flags 2>/dev/null)"
 if touch /.probe-rw 2>/dev/null; then rm -f /.probe-rw; echo "root: rw"; else echo "root: ro"; fi
