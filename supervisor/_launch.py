@@ -16,11 +16,15 @@ from collections.abc import Generator
 import attrs
 
 from .bootstrap import encode
+from .cgroups import Cgroup
 from .errors import BootstrapError
 from .pipes import Handshake, Recv, Send
 from .plan import Plan
 
 __all__ = [
+    "finish_cgroup",
+    "make_cgroup",
+    "spawn_into",
     "BOOTSTRAP",
     "INITPIPE_FD",
     "ExitStatus",
@@ -46,12 +50,14 @@ class ExitStatus:
 
     code: int | None = None
     signal: int | None = None
+    #: the kernel's OOM killer killed a process of the container (read from its cgroup)
+    oom_killed: bool = False
 
     @classmethod
-    def from_waitid(cls, result: "os.waitid_result") -> "ExitStatus":
+    def from_waitid(cls, result: "os.waitid_result", oom_killed: bool = False) -> "ExitStatus":
         if result.si_code == os.CLD_EXITED:
-            return cls(code=result.si_status)
-        return cls(signal=result.si_status)
+            return cls(code=result.si_status, oom_killed=oom_killed)
+        return cls(signal=result.si_status, oom_killed=oom_killed)
 
     @property
     def shell_code(self) -> int:
@@ -59,9 +65,10 @@ class ExitStatus:
         return self.code if self.code is not None else 128 + (self.signal or 0)
 
     def __str__(self) -> str:
+        oom = " (out of memory)" if self.oom_killed else ""
         if self.code is not None:
-            return f"exited with code {self.code}"
-        return f"killed by {signal.Signals(self.signal or 0).name if self.signal else 'a signal'}"
+            return f"exited with code {self.code}{oom}"
+        return f"killed by {signal.Signals(self.signal or 0).name if self.signal else 'a signal'}{oom}"
 
 
 @attrs.define(eq=False)
@@ -152,23 +159,60 @@ def _drive_blocking(gen: Generator[Send | Recv, bytes | None, int], sock: socket
             return int(done.value)
 
 
-def wait_blocking(pidfd: int) -> ExitStatus:
-    """Reap the process behind a pidfd (blocking) and close the pidfd."""
+def wait_blocking(pidfd: int, cgroup: Cgroup | None = None) -> ExitStatus:
+    """Reap the process behind a pidfd (blocking), close the pidfd, remove the cgroup."""
     try:
-        return ExitStatus.from_waitid(os.waitid(os.P_PIDFD, pidfd, os.WEXITED))  # type: ignore[arg-type]
+        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        assert result is not None
+        return ExitStatus.from_waitid(result, finish_cgroup(cgroup))
     finally:
         os.close(pidfd)
 
 
-def launch_blocking(plan: Plan, name: str,
-                    stdio: tuple[int | None, int | None, int | None] = (None, None, None)) -> tuple[int, int]:
-    """Start a container and return (pid, pidfd) of its init once the workload is exec'd."""
-    message = encode(plan)
+def finish_cgroup(cgroup: Cgroup | None) -> bool:
+    """After the init was reaped: whether the OOM killer struck, then the cgroup removed."""
+    if cgroup is None:
+        return False
+    oom = cgroup.oom_kills() > 0
+    cgroup.remove()
+    return oom
+
+
+def make_cgroup(plan: Plan) -> Cgroup | None:
+    """The container's cgroup, made and limited before anything is spawned."""
+    return Cgroup.create(plan.cgroup, plan.resources) if plan.cgroup is not None else None
+
+
+def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int | None]) -> Spawned:
+    """Spawn the bootstrap and put it into the cgroup before it reads its message, so the init and
+    everything it forks are born inside."""
     spawned = spawn_bootstrap(stdio)
+    if cgroup is not None:
+        try:
+            cgroup.add(spawned.pid)
+        except BaseException:
+            os.kill(spawned.pid, signal.SIGKILL)
+            os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)
+            spawned.close()
+            raise
+    return spawned
+
+
+def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, int | None] = (None, None, None)
+                    ) -> tuple[int, int, Cgroup | None]:
+    """Start a container and return pid, pidfd and cgroup of its init once the workload is exec'd."""
+    message = encode(plan)
+    cgroup = make_cgroup(plan)
+    try:
+        spawned = spawn_into(cgroup, stdio)
+    except BaseException:
+        if cgroup is not None:
+            cgroup.remove()
+        raise
     handshake = Handshake(lambda pid: host_setup(plan, pid))
     try:
         pid = _drive_blocking(handshake.run(message), spawned.sock)
-        return pid, os.pidfd_open(pid)
+        return pid, os.pidfd_open(pid), cgroup
     except BaseException as e:
         if isinstance(e, BootstrapError):
             e.container = name
@@ -176,6 +220,8 @@ def launch_blocking(plan: Plan, name: str,
             fd = os.pidfd_open(handshake.init_pid)
             signal.pidfd_send_signal(fd, signal.SIGKILL)
             wait_blocking(fd)
+        if cgroup is not None:
+            cgroup.remove()
         raise
     finally:
         os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)

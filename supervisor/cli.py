@@ -60,14 +60,12 @@ def run_bundle(bundle: str, name: str | None) -> int:
     config = os.path.join(bundle, "config.json")
     try:
         spec = ContainerSpec.from_bundle(bundle)
-        the_plan = plan(spec)
+        the_plan = plan(spec, name)
     except SpecError as e:
         _err(str(e if e.file else e.with_file(config)))
         return 2
-    for field in spec.unapplied_resources():
-        _err(f"warning: {name}: {field} is not applied (cgroup limits are not implemented yet)")
     try:
-        pid, pidfd = launch_blocking(the_plan, name)
+        pid, pidfd, cgroup = launch_blocking(the_plan, name)
     except BootstrapError as e:
         _err(f"{name}: {e.message}")
         return e.exit_code
@@ -83,7 +81,10 @@ def run_bundle(bundle: str, name: str | None) -> int:
 
     for sig in _FORWARDED:
         signal.signal(sig, forward)
-    return wait_blocking(pidfd).shell_code
+    status = wait_blocking(pidfd, cgroup)
+    if status.oom_killed:
+        _err(f"{name}: {status}")
+    return status.shell_code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,12 +16,13 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ._launch import ExitStatus, host_setup, spawn_bootstrap
+from ._launch import ExitStatus, finish_cgroup, host_setup, make_cgroup, spawn_into
 from .bootstrap import encode
 from .errors import BootstrapError
 from .pipes import Handshake, Recv, Send
 from .plan import Plan, plan
-from .spec import ContainerSpec
+from .cgroups import Cgroup, Stats
+from .spec import NAMESPACE_TYPES, ContainerSpec
 
 __all__ = ["Container", "open_container", "run"]
 
@@ -31,11 +32,14 @@ Stdio = tuple[int | None, int | None, int | None]
 class Container:
     """A running (or exited, not yet closed) container. Made by ``open_container``."""
 
-    def __init__(self, name: str, pid: int, pidfd: int, _token: object = None) -> None:
+    def __init__(self, name: str, pid: int, pidfd: int, cgroup: Cgroup | None = None, own_pid_ns: bool = True,
+                 _token: object = None) -> None:
         if _token is not _TOKEN:
             raise TypeError("containers are made by supervisor.open_container()")
         self.name = name
         self.pid = pid
+        self.cgroup = cgroup
+        self._own_pid_ns = own_pid_ns
         self._pidfd = pidfd
         self._status: ExitStatus | None = None
         self._reaped = trio.Event()
@@ -59,7 +63,9 @@ class Container:
             await trio.lowlevel.wait_readable(self._pidfd)
             result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)
             assert result is not None
-            self._status = ExitStatus.from_waitid(result)
+            if not self._own_pid_ns and self.cgroup is not None:
+                self.cgroup.kill()  # without a pid namespace, the init's end is not everyone's
+            self._status = ExitStatus.from_waitid(result, finish_cgroup(self.cgroup))
             os.close(self._pidfd)
             self._pidfd = -1
             self._reaped.set()
@@ -76,7 +82,15 @@ class Container:
                 pass  # exited, not yet reaped
 
     def kill(self) -> None:
+        """SIGKILL the whole container: its init, whose end ends its pid namespace, or without one
+        every process in its cgroup."""
+        if not self._own_pid_ns and self.cgroup is not None and self._status is None:
+            self.cgroup.kill()
         self.send_signal(_signal.SIGKILL)
+
+    def stats(self) -> Stats | None:
+        """Memory, pids and CPU use from the container's cgroup (None without one)."""
+        return self.cgroup.stats() if self.cgroup is not None and self._status is None else None
 
     def __repr__(self) -> str:
         return f"<Container {self.name} pid={self.pid} {self._status or 'running'}>"
@@ -115,14 +129,24 @@ async def _reap(pidfd: int) -> ExitStatus:
 
 async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | None) -> Container:
     if the_plan is None:
-        the_plan = plan(spec)
+        the_plan = plan(spec, name)
     message = encode(the_plan)
-    spawned = spawn_bootstrap(stdio)  # from this (the main) thread: see _launch
+    try:
+        cgroup = make_cgroup(the_plan)
+    except BootstrapError as e:
+        e.container = name
+        raise
+    try:
+        spawned = spawn_into(cgroup, stdio)  # from this (the main) thread: see _launch
+    except BaseException:
+        finish_cgroup(cgroup)
+        raise
     handshake = Handshake(lambda pid: host_setup(the_plan, pid))
     sock = trio.socket.from_stdlib_socket(spawned.sock)
     try:
         pid = await _drive(handshake.run(message), sock)
-        return Container(name, pid, os.pidfd_open(pid), _TOKEN)
+        own_pid_ns = bool(the_plan.clone_flags & NAMESPACE_TYPES["pid"])
+        return Container(name, pid, os.pidfd_open(pid), cgroup, own_pid_ns, _TOKEN)
     except BaseException as e:
         if isinstance(e, BootstrapError):
             e.container = name
@@ -131,6 +155,7 @@ async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | 
                 fd = os.pidfd_open(handshake.init_pid)
                 _signal.pidfd_send_signal(fd, _signal.SIGKILL)
                 await _reap(fd)
+        finish_cgroup(cgroup)
         raise
     finally:
         sock.close()

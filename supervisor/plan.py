@@ -17,12 +17,14 @@ import posixpath
 import resource
 import signal
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import attrs
 
 from ._wire import Mk, Op
+from .cgroups import cgroup_dirs, default_path, hierarchies
 from .errors import SpecError
+from .resources import Resources
 from .spec import CAPABILITIES, NAMESPACE_TYPES, ContainerSpec, Device, IdMapping, Mount
 
 __all__ = ["DEFAULT_PATH", "Plan", "Step", "plan", "resolve_in_root"]
@@ -131,6 +133,9 @@ class Plan:
     caps: tuple[int, int, int, int, int] | None = None
     pdeathsig: int = 0
     become_root: bool = False
+    #: the container's cgroup (relative: below the supervisor's own) and its limits
+    cgroup: str | None = None
+    resources: Resources | None = None
     #: keep a minimal init as pid 1 (annotation ``supervisor.init = "true"``)
     pid1_init: bool = False
     #: bring "lo" up, as runc does in a new network namespace
@@ -141,8 +146,10 @@ class Plan:
     setgroups_deny: bool = False
 
 
-def plan(spec: ContainerSpec) -> Plan:
-    """Resolve a spec into a plan. Raises ``SpecError`` naming the field at fault."""
+def plan(spec: ContainerSpec, name: str = "container") -> Plan:
+    """Resolve a spec into a plan for container ``name`` (which names its cgroup unless the spec's
+    ``cgroupsPath`` does). Raises ``SpecError`` naming the field at fault."""
+    cgroup = spec.cgroups_path or default_path(name)
     new = {ns.type for ns in spec.namespaces if ns.path is None}
     joined = {ns.type: ns.path for ns in spec.namespaces if ns.path is not None}
     if "time" in new or "time" in joined:
@@ -172,7 +179,7 @@ def plan(spec: ContainerSpec) -> Plan:
     steps: list[Step] = []
     root_propagation = 0
     if "mount" in new:
-        root_propagation, steps = _filesystem(spec, rootfs, in_userns)
+        root_propagation, steps = _filesystem(spec, rootfs, in_userns, cgroup)
     elif "mount" in joined:
         if spec.mounts or spec.masked_paths or spec.readonly_paths:
             raise SpecError("mounts", "a joined mount namespace takes no mounts")
@@ -222,6 +229,8 @@ def plan(spec: ContainerSpec) -> Plan:
         become_root=in_userns,
         pid1_init=spec.annotations.get(INIT_ANNOTATION) == "true",
         loopback_up="network" in new,
+        cgroup=cgroup,
+        resources=spec.resources,
         uid_map=_id_map(spec.uid_mappings),
         gid_map=_id_map(spec.gid_mappings),
         setgroups_deny=False,
@@ -328,7 +337,7 @@ def _exec_paths(program: str, env: tuple[str, ...]) -> tuple[str, ...]:
 
 # -- filesystem ----------------------------------------------------------------------------------
 
-def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool) -> tuple[int, list[Step]]:
+def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str) -> tuple[int, list[Step]]:
     host_root = rootfs == "/"
     steps: list[Step] = []
     if host_root:
@@ -352,7 +361,7 @@ def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool) -> tuple[int,
         if dst == "/dev" and step.flags & MS_BIND:
             dev_is_bind = True
         if mount.type == "cgroup":
-            steps += _cgroup_steps(dst, step)
+            steps += _cgroup_steps(dst, step, cgroup)
         else:
             steps.append(step)
     if not dev_is_bind:
@@ -400,55 +409,22 @@ def _mount_step(mount: Mount, dst: str, bundle: str, field: str) -> Step:
                 propagation=propagation, data=",".join(data) or None, mktype=Mk.DIR)
 
 
-def _cgroup_steps(dst: str, step: Step) -> list[Step]:
+def _cgroup_steps(dst: str, step: Step, cgroup: str) -> list[Step]:
     """runc's cgroup mount without a cgroup namespace: a tmpfs holding a read-only bind of the
-    container's cgroup in each hierarchy (v1), or one bind of it (v2). Until the supervisor gives a
-    container a cgroup of its own, that is the supervisor's."""
+    container's cgroup in each v1 hierarchy, or one bind of it on a pure v2 host."""
     flags = step.flags
-    hierarchies = list(_cgroup_hierarchies())
+    dirs = cgroup_dirs(cgroup, hierarchies())
     ro = MS_BIND | MS_REMOUNT | (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME))
-    if len(hierarchies) == 1 and hierarchies[0][0] == "":
-        return [Step(Op.MOUNT, dst=dst, src=hierarchies[0][1], flags=MS_BIND | MS_REC, remount_flags=ro,
-                     mktype=Mk.DIR)]
+    v1 = {h: d for h, d in dirs.items() if h.version == 1}
+    if not v1:
+        return [Step(Op.MOUNT, dst=dst, src=d, flags=MS_BIND | MS_REC, remount_flags=ro, mktype=Mk.DIR)
+                for d in list(dirs.values())[:1]]
     steps = [Step(Op.MOUNT, dst=dst, src="tmpfs", fstype="tmpfs", flags=flags & ~MS_RDONLY,
                   data="mode=755", mktype=Mk.DIR)]
-    for name, host_path in hierarchies:
-        if name:
-            steps.append(Step(Op.MOUNT, dst=f"{dst}/{name}", src=host_path, flags=MS_BIND | MS_REC,
-                              remount_flags=ro, mktype=Mk.DIR))
+    for h, d in v1.items():
+        steps.append(Step(Op.MOUNT, dst=f"{dst}/{os.path.basename(h.mountpoint)}", src=d, flags=MS_BIND | MS_REC,
+                          remount_flags=ro, mktype=Mk.DIR))
     return steps
-
-
-def _cgroup_hierarchies() -> Iterator[tuple[str, str]]:
-    """(name, host path of our cgroup) for each v1 hierarchy; ("", path) alone on a pure v2 host."""
-    own: dict[str, str] = {}
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            own[controllers] = path
-    mounts = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, right = line.split(" - ", 1)
-            fields = left.split()
-            fstype, _source, options = right.split()[:3]
-            if fstype in ("cgroup", "cgroup2"):
-                mounts.append((fstype, fields[3], fields[4], options))
-    v1 = [m for m in mounts if m[0] == "cgroup"]
-    if not v1:
-        for _, root, mountpoint, _ in mounts[:1]:
-            yield "", _join_cgroup(mountpoint, root, own.get("", "/"))
-        return
-    for _, root, mountpoint, options in v1:
-        opts = set(options.split(","))
-        key = next((k for k in own if k and set(k.split(",")) <= opts), None)
-        if key is not None:
-            yield os.path.basename(mountpoint), _join_cgroup(mountpoint, root, own[key])
-
-
-def _join_cgroup(mountpoint: str, root: str, path: str) -> str:
-    rel = posixpath.relpath(path, root) if path.startswith(root) else path
-    return posixpath.normpath(posixpath.join(mountpoint, rel.lstrip("/") if rel != "." else ""))
 
 
 def _device_steps(devices: Iterable[Device], in_userns: bool) -> list[Step]:

@@ -8,7 +8,7 @@ it is read, and a bad one is a ``SpecError`` carrying its JSON path
 A field of the OCI spec that is not implemented yet is an error that names it, and so is a field the
 OCI spec does not have: a typo must not be silently ignored. (The OCI spec asks runtimes to ignore
 unknown properties; we prefer to be told.) ``annotations`` are kept and not interpreted.
-``linux.resources`` is kept; ``unapplied_resources()`` lists what nothing applies yet.
+``linux.resources`` becomes a typed ``Resources`` (``resources.py``), applied through cgroups.
 """
 
 import json
@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from .errors import SpecError
+from .resources import Resources, parse_resources
 
 __all__ = [
     "CAPABILITIES",
@@ -166,7 +167,7 @@ class ContainerSpec:
     devices: tuple[Device, ...] = ()
     rootfs_propagation: str | None = None
     cgroups_path: str | None = None
-    resources: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+    resources: Resources | None = None
     annotations: Mapping[str, str] = attrs.field(factory=dict, eq=False)
     #: where relative paths (root.path, bind sources) were resolved from
     bundle: str | None = None
@@ -193,9 +194,6 @@ class ContainerSpec:
         """Build a spec from a parsed ``config.json`` document."""
         return _load(_Obj(config, ""), os.path.abspath(bundle))
 
-    def unapplied_resources(self) -> list[str]:
-        """The ``linux.resources`` fields that nothing applies yet (cgroups are not implemented)."""
-        return [f"linux.resources.{key}" for key, value in self.resources.items() if value not in (None, [], {})]
 
 
 # -- reading JSON with paths ---------------------------------------------------------------------
@@ -485,12 +483,9 @@ def _propagation(linux: _Obj) -> str | None:
     return value
 
 
-def _resources(linux: _Obj) -> Mapping[str, Any]:
-    r = linux.obj("resources")
-    if r is None:
-        return {}
-    r.used.update(r.value)
-    return dict(r.value)
+def _resources(linux: _Obj) -> Resources | None:
+    value = linux.get("resources")
+    return None if value is None else parse_resources(value, linux.at("resources"))
 
 
 def _annotations(top: _Obj) -> Mapping[str, str]:

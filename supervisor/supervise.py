@@ -52,12 +52,13 @@ class Event:
     signal: int | None = None
     error: str | None = None
     delay: float | None = None
+    oom: bool | None = None
 
     def to_json(self) -> str:
         stamp = datetime.datetime.fromtimestamp(self.time, datetime.UTC)
         record: dict[str, Any] = {"time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                                   "container": self.container, "event": self.event}
-        for key in ("pid", "code", "signal", "error", "delay"):
+        for key in ("pid", "code", "signal", "error", "delay", "oom"):
             value = getattr(self, key)
             if value is not None:
                 record[key] = value
@@ -121,8 +122,8 @@ class Supervisor:
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
         self._log_files: dict[str, RotatingFile] = {}
         self._devnull = -1  # every container's stdin
-        #: plans by spec: a container is planned once, when first started; restarts and replicas reuse it
-        self._plans: dict[ContainerSpec, Plan] = {}
+        #: a container is planned once, when first started; its restarts reuse the plan
+        self._plans: dict[tuple[str, ContainerSpec], Plan] = {}
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -225,8 +226,10 @@ class Supervisor:
         changed, handle._changed = handle._changed, trio.Event()
         changed.set()
         name = EVENT_OF.get(new)
-        if name is None:
-            return
+        if name is not None:
+            self._announce(handle, name, **details)
+
+    def _announce(self, handle: Handle, name: str, **details: Any) -> None:
         event = Event(time=time.time(), container=handle.name, event=name, **details)
         for channel in list(self._subscribers):
             try:
@@ -276,9 +279,10 @@ class Supervisor:
         self._transition(handle, State.STARTING)
         began = trio.current_time()
         try:
-            the_plan = self._plans.get(service.spec)
+            key = (service.name, service.spec)
+            the_plan = self._plans.get(key)
             if the_plan is None:
-                the_plan = self._plans[service.spec] = plan(service.spec)
+                the_plan = self._plans[key] = plan(service.spec, service.name)
             async with open_container(service.spec, name=service.name, stdin=self._devnull, stdout=out_w,
                                       stderr=err_w, plan=the_plan) as container:
                 os.close(out_w)
@@ -345,7 +349,10 @@ class Supervisor:
                     status, ran = await self._run_once(handle, report)
                     handle.last_exit = status
                     handle.pid = None
-                    self._transition(handle, State.EXITED, code=status.code, signal=status.signal)
+                    if status.oom_killed:
+                        self._announce(handle, "oom")
+                    self._transition(handle, State.EXITED, code=status.code, signal=status.signal,
+                                     oom=status.oom_killed or None)
                     failed = status.code != 0
                 except (BootstrapError, SpecError) as e:
                     ran = 0.0

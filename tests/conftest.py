@@ -105,11 +105,17 @@ def _mounts() -> list[str]:
     return [line.split(" - ")[0].split(" ", 4)[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
 
 
+def _cgroups() -> set[str]:
+    """The cgroups this test process made for its containers (``supervisor-<our pid>``)."""
+    return {str(p) for p in Path("/sys/fs/cgroup").glob(f"**/supervisor-{os.getpid()}/*") if p.is_dir()}
+
+
 @pytest.fixture(autouse=True)
 def nothing_left_behind() -> Iterator[None]:
-    """Every test leaves no fd, child process (zombie or not) or mount behind in the test process."""
+    """Every test leaves no fd, child process (zombie or not), mount or container cgroup behind."""
     fds, mounts = _fds(), _mounts()
     yield
     assert _children() == [], "child processes left behind"
     assert _fds() - fds == set(), "file descriptors left open"
     assert _mounts() == mounts, "mounts changed on the host"
+    assert _cgroups() == set(), "container cgroups left behind"

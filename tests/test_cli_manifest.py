@@ -116,6 +116,12 @@ replicas = 3
         alive = {pid for pid in alive if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"}
         time.sleep(0.01)
     assert not alive
+    # nobody was left to remove their cgroups: the next supervisor sweeps them away
+    stale = list(Path("/sys/fs/cgroup").glob(f"*/supervisor-{p.pid}"))
+    assert stale
+    one_shot = write(tmp_path, '[containers.x]\nargs = ["/bin/true"]\n')
+    subprocess.run(CLI + [str(one_shot)], capture_output=True, timeout=30, check=True)
+    assert not any(s.exists() for s in stale)
 
 
 def _children_of(pid: int) -> set[int]:

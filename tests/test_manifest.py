@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from supervisor.resources import Memory, Resources
 from supervisor import ContainerSpec, SpecError
 from supervisor.manifest import DEFAULT_CAPABILITIES, Manifest, ManifestError, _Locator, load_manifest
 from supervisor.plan import DEFAULT_PATH, plan
@@ -134,7 +135,7 @@ def test_the_full_data_manifest() -> None:
     assert spec.process.no_new_privileges and spec.process.oom_score_adj == 100
     assert [(r.type, r.soft, r.hard) for r in spec.process.rlimits] == [("RLIMIT_NOFILE", 1024, 4096)]
     assert spec.sysctl == (("net.core.somaxconn", "1024"), ("net.ipv4.ip_forward", "1"))
-    assert spec.resources == {"memory": {"limit": 1000000, "reservation": 5000}, "pids": {"limit": 64}}
+    assert spec.resources == Resources(memory=Memory(limit=1000000, reservation=5000), pids_limit=64)
     assert spec.annotations == {"team": "web", "tier": "front", "supervisor.init": "true"}
     assert spec.masked_paths == ("/proc/kcore",) and spec.readonly_paths == ()
     assert spec.devices[0].path == "/dev/fuse" and spec.rootfs_propagation == "rprivate"

@@ -1,0 +1,408 @@
+"""Cgroups: one per container, in every hierarchy the host mounts, v1 and v2 alike.
+
+Theory of operation. ``hierarchies()`` reads what the host mounts (``/proc/self/mountinfo``) and where
+the supervisor itself sits in each hierarchy (``/proc/self/cgroup``). A container's cgroup is the same
+relative path in each of them: the OCI ``cgroupsPath`` (absolute: from the hierarchy's root; relative:
+below the supervisor's own cgroup), or ``supervisor-<pid>/<name>`` below the supervisor's own cgroup.
+Each limit is written to the hierarchy that carries its controller, so a v1 host, a pure v2 host and a
+hybrid (v1 controllers plus a cgroup2 mount, as on the machine this was written on) take the same
+code. The supervisor creates the cgroup and writes the limits before spawning the bootstrap, adds the
+bootstrap to it before sending the bootstrap message (the bootstrap blocks reading it), so the init
+and everything it forks are born inside. After the container ended the cgroup is removed.
+
+v2 has no devices controller: its device rules are a BPF program, which we don't load yet, so device
+rules on a pure v2 host are an error that says so.
+"""
+
+import errno
+import os
+import signal
+import time
+from collections.abc import Iterable
+
+import attrs
+
+from .errors import BootstrapError
+from .resources import DeviceRule, Resources
+
+__all__ = ["Hierarchy", "Cgroup", "Stats", "hierarchies", "default_path", "DEFAULT_DEVICE_RULES"]
+
+#: what every container may use whatever its device rules say (runc's list): mknod of anything,
+#: and the default devices, the ptys and tun
+DEFAULT_DEVICE_RULES = (
+    DeviceRule(True, "c", None, None, "m"), DeviceRule(True, "b", None, None, "m"),
+    DeviceRule(True, "c", 1, 3), DeviceRule(True, "c", 1, 5), DeviceRule(True, "c", 1, 7),
+    DeviceRule(True, "c", 1, 8), DeviceRule(True, "c", 1, 9), DeviceRule(True, "c", 5, 0),
+    DeviceRule(True, "c", 5, 1), DeviceRule(True, "c", 5, 2), DeviceRule(True, "c", 136, None),
+    DeviceRule(True, "c", 10, 200),
+)
+
+
+@attrs.frozen
+class Hierarchy:
+    version: int                  # 1 or 2
+    mountpoint: str
+    controllers: frozenset[str]   # v1: its controllers (and "name=..."); v2: cgroup.controllers
+    own: str                      # the supervisor's cgroup in it, relative to the mountpoint
+
+
+@attrs.frozen
+class Stats:
+    memory_bytes: int | None
+    pids: int | None
+    cpu_ns: int | None
+
+
+def hierarchies() -> list[Hierarchy]:
+    own: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, names, path = line.rstrip("\n").split(":", 2)
+            own[names] = path
+    seen: set[frozenset[str]] = set()
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            fields = left.split()
+            fstype, _, options = right.split()[:3]
+            root, mountpoint = fields[3], fields[4]
+            if fstype == "cgroup":
+                controllers = frozenset(o for o in options.split(",") if o not in ("rw", "ro"))
+                key = next((k for k in own if k and set(k.split(",")) <= controllers), None)
+                version = 1
+            elif fstype == "cgroup2":
+                try:
+                    with open(os.path.join(mountpoint, "cgroup.controllers")) as c:
+                        controllers = frozenset(c.read().split()) | {"cgroup2"}
+                except OSError:
+                    continue
+                key = ""
+                version = 2
+            else:
+                continue
+            if key is None or controllers in seen:
+                continue
+            seen.add(controllers)
+            path = own.get(key, "/")
+            rel = os.path.relpath(path, root) if path.startswith(root) else path.lstrip("/")
+            out.append(Hierarchy(version, mountpoint, controllers, "" if rel == "." else rel))
+    return out
+
+
+def cgroup_dirs(path: str, hier: Iterable[Hierarchy]) -> dict[Hierarchy, str]:
+    """The host directory of cgroup ``path`` in each hierarchy (absolute: from the hierarchy's root;
+    relative: below the supervisor's own cgroup). It never leaves the hierarchy."""
+    dirs = {}
+    for h in hier:
+        base = h.mountpoint if path.startswith("/") else os.path.join(h.mountpoint, h.own)
+        target = os.path.normpath(os.path.join(base, path.lstrip("/")))
+        if target != h.mountpoint and not target.startswith(h.mountpoint.rstrip("/") + "/"):
+            raise BootstrapError(errno.EINVAL, "cgroup", "resolve", path)
+        dirs[h] = target
+    return dirs
+
+
+def default_path(name: str) -> str:
+    """A container's cgroup, relative to the supervisor's own."""
+    return f"supervisor-{os.getpid()}/{name}"
+
+
+def _controller(filename: str) -> str:
+    return filename.split(".", 1)[0]
+
+
+class Cgroup:
+    """One container's cgroup directories, one per hierarchy. Made by ``create``."""
+
+    def __init__(self, dirs: dict[Hierarchy, str]) -> None:
+        self.dirs = dirs
+
+    @classmethod
+    def create(cls, path: str, resources: Resources | None, hier: Iterable[Hierarchy] | None = None) -> "Cgroup":
+        """Make the cgroup and write its limits; on any failure, remove what was made."""
+        hier = list(hier if hier is not None else hierarchies())
+        _sweep_once(hier)
+        cgroup = cls(cgroup_dirs(path, hier))
+        try:
+            for h, target in cgroup.dirs.items():
+                cgroup._make_dirs(h, target)
+            if resources is not None:
+                cgroup.apply(resources)
+        except OSError as e:
+            cgroup.remove()
+            if isinstance(e, BootstrapError):
+                raise
+            raise BootstrapError(e.errno or 0, "cgroup", "create", e.filename or path) from None
+        return cgroup
+
+    def _make_dirs(self, h: Hierarchy, target: str) -> None:
+        missing = []
+        d = target
+        while not os.path.isdir(d):
+            missing.append(d)
+            d = os.path.dirname(d)
+        for d in reversed(missing):
+            os.mkdir(d)
+            _MADE.add(d)
+            if h.version == 1 and "cpuset" in h.controllers:
+                # a new v1 cpuset is empty, and no task may join an empty one: inherit the parent's
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    with open(os.path.join(os.path.dirname(d), name)) as f:
+                        _write(os.path.join(d, name), f.read().strip())
+
+    # -- limits --------------------------------------------------------------------------------
+
+    def _hierarchy_of(self, controller: str) -> Hierarchy | None:
+        return next((h for h in self.dirs if controller in h.controllers), None)
+
+    def _set(self, filename: str, value: str) -> None:
+        h = self._hierarchy_of(_controller(filename))
+        if h is None:
+            raise BootstrapError(errno.ENOTSUP, "cgroup", "set", f"{filename} (no {_controller(filename)} "
+                                 f"controller on this host)")
+        if h.version == 2:
+            self._enable(h, _controller(filename))
+        _write(os.path.join(self.dirs[h], filename), value)
+
+    def _enable(self, h: Hierarchy, controller: str) -> None:
+        """v2: a controller's files exist in a cgroup only when every ancestor delegates it."""
+        target = self.dirs[h]
+        chain = []
+        d = os.path.dirname(target)
+        while d.startswith(h.mountpoint) and len(d) >= len(h.mountpoint):
+            chain.append(d)
+            if d == h.mountpoint:
+                break
+            d = os.path.dirname(d)
+        for d in reversed(chain):
+            with open(os.path.join(d, "cgroup.subtree_control")) as f:
+                if controller in f.read().split():
+                    continue
+            _write(os.path.join(d, "cgroup.subtree_control"), f"+{controller}")
+
+    def apply(self, r: Resources) -> None:
+        memory = self._hierarchy_of("memory")
+        v2 = memory is not None and memory.version == 2
+        if r.memory is not None:
+            m = r.memory
+            if v2:
+                if m.limit is not None:
+                    self._set("memory.max", _max(m.limit))
+                if m.reservation is not None:
+                    self._set("memory.low", _max(m.reservation))
+                if m.swap is not None:
+                    swap = m.swap if m.swap < 0 or m.limit is None or m.limit < 0 else m.swap - m.limit
+                    self._set("memory.swap.max", _max(swap))
+                if m.swappiness is not None or m.disable_oom_killer:
+                    raise BootstrapError(errno.ENOTSUP, "cgroup", "set", "memory.swappiness/disableOOMKiller "
+                                         "(not on cgroup v2)")
+            else:
+                if m.limit is not None:
+                    self._set("memory.limit_in_bytes", str(m.limit))
+                if m.swap is not None:
+                    self._set("memory.memsw.limit_in_bytes", str(m.swap))
+                if m.reservation is not None:
+                    self._set("memory.soft_limit_in_bytes", str(m.reservation))
+                if m.swappiness is not None:
+                    self._set("memory.swappiness", str(m.swappiness))
+                if m.disable_oom_killer:
+                    self._set("memory.oom_control", "1")
+        if r.cpu is not None:
+            c = r.cpu
+            cpu_v2 = (h := self._hierarchy_of("cpu")) is not None and h.version == 2
+            if c.shares is not None:
+                if cpu_v2:
+                    self._set("cpu.weight", str(1 + ((c.shares - 2) * 9999) // 262142))
+                else:
+                    self._set("cpu.shares", str(c.shares))
+            if c.quota is not None or c.period is not None:
+                if cpu_v2:
+                    self._set("cpu.max", f"{_max(c.quota if c.quota is not None else -1)} {c.period or 100000}")
+                else:
+                    if c.period is not None:
+                        self._set("cpu.cfs_period_us", str(c.period))
+                    if c.quota is not None:
+                        self._set("cpu.cfs_quota_us", str(c.quota))
+            if c.cpus is not None:
+                self._set("cpuset.cpus", c.cpus)
+            if c.mems is not None:
+                self._set("cpuset.mems", c.mems)
+        if r.pids_limit is not None:
+            self._set("pids.max", "max" if r.pids_limit <= 0 else str(r.pids_limit))
+        if r.blkio_weight is not None:
+            h = self._hierarchy_of("blkio") or self._hierarchy_of("io")
+            prefix = "blkio" if h is not None and h.version == 1 else "io"
+            for name in (f"{prefix}.bfq.weight", f"{prefix}.weight"):
+                if h is not None and os.path.exists(os.path.join(self.dirs[h], name)):
+                    self._set(name, str(r.blkio_weight))
+                    break
+            else:
+                raise BootstrapError(errno.ENOTSUP, "cgroup", "set", f"{prefix}.weight (no weight file here)")
+        for limit in r.hugepage_limits:
+            h = self._hierarchy_of("hugetlb")
+            suffix = "max" if h is not None and h.version == 2 else "limit_in_bytes"
+            self._set(f"hugetlb.{limit.page_size}.{suffix}", str(limit.limit))
+        if r.devices:
+            self._set_devices(r.devices)
+
+    def _set_devices(self, rules: tuple[DeviceRule, ...]) -> None:
+        h = self._hierarchy_of("devices")
+        if h is None or h.version == 2:
+            raise BootstrapError(errno.ENOTSUP, "cgroup", "set", "device rules (cgroup v2 needs a BPF program, "
+                                 "which is not supported yet)")
+        for rule in (*rules, *DEFAULT_DEVICE_RULES):
+            self._set("devices.allow" if rule.allow else "devices.deny", rule.v1())
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def add(self, pid: int) -> None:
+        for d in self.dirs.values():
+            try:
+                _write(os.path.join(d, "cgroup.procs"), str(pid))
+            except OSError as e:
+                raise BootstrapError(e.errno or 0, "cgroup", "join", d) from None
+
+    def procs(self) -> set[int]:
+        pids: set[int] = set()
+        for d in self.dirs.values():
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    pids.update(int(p) for p in f.read().split())
+            except FileNotFoundError:
+                pass
+        return pids
+
+    def kill(self) -> None:
+        """SIGKILL every process in the cgroup (for a container without a pid namespace)."""
+        v2 = next((h for h in self.dirs if h.version == 2), None)
+        if v2 is not None and os.path.exists(os.path.join(self.dirs[v2], "cgroup.kill")):
+            _write(os.path.join(self.dirs[v2], "cgroup.kill"), "1")
+            return
+        freezer = self._hierarchy_of("freezer")
+        state = os.path.join(self.dirs[freezer], "freezer.state") if freezer is not None else None
+        if state is not None:
+            _write(state, "FROZEN")  # nothing forks while we kill
+        try:
+            for pid in self.procs():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        finally:
+            if state is not None:
+                _write(state, "THAWED")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read(self, controller: str, *names: str) -> str | None:
+        h = self._hierarchy_of(controller)
+        if h is None:
+            return None
+        for name in names:
+            try:
+                with open(os.path.join(self.dirs[h], name)) as f:
+                    return f.read()
+            except FileNotFoundError:
+                continue
+        return None
+
+    def oom_kills(self) -> int:
+        text = self._read("memory", "memory.events", "memory.oom_control") or ""
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+    def stats(self) -> Stats:
+        memory = self._read("memory", "memory.current", "memory.usage_in_bytes")
+        pids = self._read("pids", "pids.current")
+        cpu_ns = None
+        usage = self._read("cpuacct", "cpuacct.usage")
+        if usage is not None:
+            cpu_ns = int(usage)
+        else:
+            stat = self._read("cpu", "cpu.stat") or ""
+            for line in stat.splitlines():
+                if line.startswith("usage_usec "):
+                    cpu_ns = int(line.split()[1]) * 1000
+        return Stats(int(memory) if memory else None, int(pids) if pids else None, cpu_ns)
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def remove(self, attempts: int = 50) -> bool:
+        """Remove the container's directories, and the parents this process made once no container
+        uses them; True when the container's are gone. A cgroup whose last processes are still
+        exiting says EBUSY for a moment: try again a few times."""
+        for d in self.dirs.values():
+            if d not in _MADE:
+                continue  # an existing cgroup we were pointed at (cgroupsPath): not ours to remove
+            for attempt in range(attempts):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EBUSY, errno.ENOTEMPTY) or attempt == attempts - 1:
+                        return False
+                    time.sleep(0.002)
+            _MADE.discard(d)
+            parent = os.path.dirname(d)
+            while parent in _MADE:
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    break  # another container still uses it: the last one out removes it
+                _MADE.discard(parent)
+                parent = os.path.dirname(parent)
+        return not any(os.path.isdir(d) for d in self.dirs.values())
+
+
+#: the cgroup directories this process created and has not removed yet
+_MADE: set[str] = set()
+_swept = False
+
+
+def _sweep_once(hier: Iterable[Hierarchy]) -> None:
+    """Remove what a supervisor that was killed (SIGKILL leaves no time to clean up) left: the empty
+    ``supervisor-<pid>`` cgroups of processes that are gone. Its containers died with it."""
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    for h in hier:
+        base = os.path.join(h.mountpoint, h.own)
+        try:
+            entries = os.listdir(base)
+        except OSError:
+            continue
+        for entry in entries:
+            pid = entry.removeprefix("supervisor-")
+            if entry == pid or not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+                continue
+            stale = os.path.join(base, entry)
+            for child in os.listdir(stale):
+                if os.path.isdir(os.path.join(stale, child)):
+                    try:
+                        os.rmdir(os.path.join(stale, child))
+                    except OSError:
+                        pass  # still has processes: leave it
+            try:
+                os.rmdir(stale)
+            except OSError:
+                pass
+
+
+def _max(value: int) -> str:
+    return "max" if value < 0 else str(value)
+
+
+def _write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+

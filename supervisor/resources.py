@@ -1,0 +1,144 @@
+"""The OCI ``linux.resources`` block, checked and typed: what a container's cgroup limits are.
+
+Pure data. ``cgroups.py`` writes it to whichever cgroup version the host has. Fields of the OCI
+spec that no driver applies yet are a ``SpecError`` naming them, never ignored.
+"""
+
+from typing import Any
+
+import attrs
+
+from .errors import SpecError
+
+__all__ = ["Resources", "Memory", "Cpu", "DeviceRule", "HugepageLimit", "parse_resources"]
+
+_I64 = 2**63 - 1
+
+
+@attrs.frozen
+class Memory:
+    limit: int | None = None          # bytes; -1 unlimited
+    reservation: int | None = None    # soft limit
+    swap: int | None = None           # memory + swap (OCI's v1 meaning); -1 unlimited
+    swappiness: int | None = None
+    disable_oom_killer: bool = False
+
+
+@attrs.frozen
+class Cpu:
+    shares: int | None = None
+    quota: int | None = None          # microseconds per period; -1 unlimited
+    period: int | None = None
+    cpus: str | None = None           # cpuset list, "0-1,3"
+    mems: str | None = None
+
+
+@attrs.frozen
+class DeviceRule:
+    allow: bool
+    type: str = "a"                   # a, c or b
+    major: int | None = None          # None: any
+    minor: int | None = None
+    access: str = "rwm"
+
+    def v1(self) -> str:
+        """The rule as the v1 devices controller takes it: ``c 1:3 rwm``."""
+        if self.type == "a":
+            return "a"
+        major = "*" if self.major is None else str(self.major)
+        minor = "*" if self.minor is None else str(self.minor)
+        return f"{self.type} {major}:{minor} {self.access}"
+
+
+@attrs.frozen
+class HugepageLimit:
+    page_size: str                    # "2MB", "1GB"
+    limit: int
+
+
+@attrs.frozen
+class Resources:
+    memory: Memory | None = None
+    cpu: Cpu | None = None
+    pids_limit: int | None = None     # -1 or 0: unlimited
+    blkio_weight: int | None = None
+    hugepage_limits: tuple[HugepageLimit, ...] = ()
+    devices: tuple[DeviceRule, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return self == Resources()
+
+
+_SUPPORTED = {
+    "memory": {"limit", "reservation", "swap", "swappiness", "disableOOMKiller"},
+    "cpu": {"shares", "quota", "period", "cpus", "mems"},
+    "pids": {"limit"},
+    "blockIO": {"weight"},
+}
+
+
+def parse_resources(value: Any, path: str = "linux.resources") -> Resources:
+    if not isinstance(value, dict):
+        raise SpecError(path, "expected an object")
+    for key in value:
+        if key not in (*_SUPPORTED, "hugepageLimits", "devices"):
+            raise SpecError(f"{path}.{key}", "not supported yet")
+    for section, keys in _SUPPORTED.items():
+        block = value.get(section)
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            raise SpecError(f"{path}.{section}", "expected an object")
+        for key in block:
+            if key not in keys:
+                raise SpecError(f"{path}.{section}.{key}", "not supported yet")
+
+    def num(section: str, key: str, lo: int = -1, hi: int = _I64) -> int | None:
+        v = (value.get(section) or {}).get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise SpecError(f"{path}.{section}.{key}", f"expected an integer in {lo}..{hi}, got {v!r}")
+        return v
+
+    def text(section: str, key: str) -> str | None:
+        v = (value.get(section) or {}).get(key)
+        if v is not None and (not isinstance(v, str) or not all(c.isdigit() or c in ",-" for c in v)):
+            raise SpecError(f"{path}.{section}.{key}", f'expected a list like "0-1,3", got {v!r}')
+        return v
+
+    memory = None
+    if "memory" in value:
+        oom = value["memory"].get("disableOOMKiller", False)
+        if not isinstance(oom, bool):
+            raise SpecError(f"{path}.memory.disableOOMKiller", "expected true or false")
+        memory = Memory(num("memory", "limit"), num("memory", "reservation"), num("memory", "swap"),
+                        num("memory", "swappiness", 0, 100), oom)
+    cpu = None
+    if "cpu" in value:
+        cpu = Cpu(num("cpu", "shares", 2, 262144), num("cpu", "quota"), num("cpu", "period", 1000, 1000000),
+                  text("cpu", "cpus"), text("cpu", "mems"))
+    hugepages = []
+    for i, item in enumerate(value.get("hugepageLimits") or []):
+        where = f"{path}.hugepageLimits[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("pageSize"), str) or not isinstance(
+                item.get("limit"), int):
+            raise SpecError(where, "expected {pageSize: string, limit: integer}")
+        hugepages.append(HugepageLimit(item["pageSize"], item["limit"]))
+    devices = []
+    for i, item in enumerate(value.get("devices") or []):
+        where = f"{path}.devices[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("allow"), bool):
+            raise SpecError(where, "expected {allow: bool, type, major, minor, access}")
+        kind = item.get("type", "a")
+        access = item.get("access", "rwm")
+        if kind not in ("a", "c", "b") or not isinstance(access, str) or not access or set(access) - set("rwm"):
+            raise SpecError(where, f"bad type {kind!r} or access {access!r}")
+        for key in ("major", "minor"):
+            if item.get(key) is not None and (not isinstance(item[key], int) or item[key] < 0):
+                raise SpecError(f"{where}.{key}", "expected a number >= 0")
+        devices.append(DeviceRule(item["allow"], kind, item.get("major"), item.get("minor"), access))
+    return Resources(memory=memory, cpu=cpu, pids_limit=num("pids", "limit"),
+                     blkio_weight=num("blockIO", "weight", 10, 1000), hugepage_limits=tuple(hugepages),
+                     devices=tuple(devices))

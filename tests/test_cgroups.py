@@ -1,0 +1,120 @@
+"""Cgroup limits on real containers: what the kernel enforces, seen from inside and outside."""
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import supervisor
+from supervisor import ContainerSpec, SpecError
+
+from .conftest import Bundle, needs_root
+from .probe import run_capture
+
+pytestmark = needs_root
+
+MB = 1024 * 1024
+
+
+def limits(**resources: Any) -> Any:
+    def edit(c: dict[str, Any]) -> None:
+        c["linux"]["resources"] = {**c["linux"].get("resources", {}), **resources}
+    return edit
+
+
+async def test_memory_limit_and_oom_kill(bundle: Bundle) -> None:
+    hog = "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"
+    spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", hog,
+                                            edit=limits(memory={"limit": 32 * MB, "swap": 32 * MB})))
+    status, out = await run_capture(spec)
+    assert status.oom_killed and "survived" not in out
+    assert "out of memory" in str(status)
+
+
+async def test_pids_limit(bundle: Bundle) -> None:
+    script = "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.5 & done; wait"
+    status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/sh", "-c", script,
+                                                                     edit=limits(pids={"limit": 4}))))
+    assert "can't fork" in out  # the shell and three sleeps are the most it may have
+
+
+async def test_limits_as_the_container_sees_them(bundle: Bundle) -> None:
+    script = ("cat /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us "
+              "/sys/fs/cgroup/cpuset/cpuset.cpus /sys/fs/cgroup/memory/memory.limit_in_bytes; "
+              "grep -c ':/$' /proc/self/cgroup || true")
+    edit = limits(cpu={"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"}, memory={"limit": 64 * MB})
+    status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/sh", "-c", script, edit=edit)), "lim")
+    assert status.code == 0, out
+    assert out.split()[:4] == ["512", "50000", "0", str(64 * MB)]
+
+
+async def test_born_inside_its_cgroup(bundle: Bundle) -> None:
+    status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/cat", "/proc/self/cgroup")), "inside")
+    assert status.code == 0
+    paths = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in out.splitlines()}
+    assert paths["pids"] == f"/supervisor-{os.getpid()}/inside"
+    assert paths["memory"].endswith(f"/supervisor-{os.getpid()}/inside")
+
+
+async def test_device_rules(bundle: Bundle) -> None:
+    def edit(c: dict[str, Any]) -> None:
+        c["linux"]["devices"] = [{"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 0o666}]
+
+    # writing to /dev/kmsg needs no capability, so an EPERM on opening it is the devices cgroup's
+    reader = ("(: > /dev/kmsg) 2>/dev/null && echo kmsg-ok || echo kmsg-denied; "
+              "head -c1 /dev/null; echo null-ok")
+    status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/sh", "-c", reader, edit=edit)))
+    assert "kmsg-denied" in out and "null-ok" in out  # runc's default: deny all but the default devices
+
+    def allow(c: dict[str, Any]) -> None:
+        edit(c)
+        c["linux"]["resources"]["devices"].append({"allow": True, "type": "c", "major": 1, "minor": 11,
+                                                   "access": "w"})
+
+    status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/sh", "-c", reader, edit=allow)))
+    assert "kmsg-ok" in out
+
+
+async def test_stats_while_running(bundle: Bundle) -> None:
+    spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", "sleep 100 & sleep 100 & wait"))
+    async with supervisor.open_container(spec, name="stats") as c:
+        await trio.sleep(0.2)
+        stats = c.stats()
+        assert stats is not None
+        assert stats.pids == 3 and stats.memory_bytes and stats.memory_bytes > 0 and stats.cpu_ns is not None
+        c.kill()
+
+
+async def test_kill_through_the_cgroup_without_a_pid_namespace(bundle: Bundle) -> None:
+    def edit(c: dict[str, Any]) -> None:
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "pid"]
+        c["mounts"] = [m for m in c["mounts"] if m["destination"] != "/proc"]
+        c["linux"]["maskedPaths"] = []
+        c["linux"]["readonlyPaths"] = []
+
+    spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", "sleep 100 & sleep 100 & wait", edit=edit))
+    async with supervisor.open_container(spec, name="nopidns") as c:
+        await trio.sleep(0.2)
+        assert c.cgroup is not None
+        pids = c.cgroup.procs()
+        assert len(pids) == 3
+        c.kill()
+        assert (await c.wait()).signal == signal.SIGKILL
+    assert not any(os.path.exists(f"/proc/{pid}") and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+                   for pid in pids)
+
+
+def test_bad_resources_are_spec_errors(bundle: Bundle) -> None:
+    for edit, message in [
+        (limits(memory={"limit": "lots"}), "linux.resources.memory.limit: expected an integer"),
+        (limits(cpu={"realtimeRuntime": 5}), "linux.resources.cpu.realtimeRuntime: not supported yet"),
+        (limits(rdma={}), "linux.resources.rdma: not supported yet"),
+    ]:
+        try:
+            ContainerSpec.from_bundle(bundle(edit=edit))
+        except SpecError as e:
+            assert message in str(e)
+        else:
+            raise AssertionError(message)
