@@ -92,7 +92,29 @@ def _dup_above(fd: int, low: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low)
 
 
-def spawn_bootstrap(stdio: tuple[int | None, int | None, int | None] = (None, None, None)) -> Spawned:
+def sealed_bootstrap() -> int:
+    """A sealed in-memory copy of the bootstrap (a memfd; the caller closes it). A bootstrap that
+    enters a running container's namespaces is exec'd from this, so nothing in the container can
+    reach the host's binary through /proc/PID/exe and overwrite it (CVE-2019-5736)."""
+    fd = os.memfd_create("supervisor-bootstrap", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        with open(BOOTSTRAP, "rb") as f:
+            data = f.read()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def spawn_bootstrap(stdio: tuple[int | None, int | None, int | None] = (None, None, None),
+                    executable: str = BOOTSTRAP) -> Spawned:
     """Spawn the bootstrap with the sync socket at fd 3 and ``stdio`` (None: ours) at 0-2."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     temps: list[int] = []
@@ -109,7 +131,7 @@ def spawn_bootstrap(stdio: tuple[int | None, int | None, int | None] = (None, No
             if fd is not None and fd != target:
                 actions.append((os.POSIX_SPAWN_DUP2, source(fd), target))
         actions.append((os.POSIX_SPAWN_DUP2, source(child.fileno()), INITPIPE_FD))
-        pid = os.posix_spawn(BOOTSTRAP, [BOOTSTRAP], {"_LIBCONTAINER_INITPIPE": str(INITPIPE_FD)},
+        pid = os.posix_spawn(executable, [BOOTSTRAP], {"_LIBCONTAINER_INITPIPE": str(INITPIPE_FD)},
                              file_actions=actions, setsigdef=_DEFAULT_SIGNALS, setsigmask=())
     except BaseException:
         parent.close()
@@ -183,10 +205,19 @@ def make_cgroup(plan: Plan) -> Cgroup | None:
     return Cgroup.create(plan.cgroup, plan.resources) if plan.cgroup is not None else None
 
 
-def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int | None]) -> Spawned:
+def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int | None],
+               sealed: bool = False) -> Spawned:
     """Spawn the bootstrap and put it into the cgroup before it reads its message, so the init and
-    everything it forks are born inside."""
-    spawned = spawn_bootstrap(stdio)
+    everything it forks are born inside. ``sealed``: from a sealed copy (see ``sealed_bootstrap``)."""
+    if sealed:
+        memfd = sealed_bootstrap()
+        try:
+            # exec resolves /proc/self/fd/N before it closes the close-on-exec descriptors
+            spawned = spawn_bootstrap(stdio, f"/proc/self/fd/{memfd}")
+        finally:
+            os.close(memfd)
+    else:
+        spawned = spawn_bootstrap(stdio)
     if cgroup is not None:
         try:
             cgroup.add(spawned.pid)

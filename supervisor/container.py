@@ -9,9 +9,10 @@ Waiting uses the init's pidfd: ``trio.lowlevel.wait_readable(pidfd)`` wakes when
 other children from trio.
 """
 
+import errno
 import os
 import signal as _signal
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -20,7 +21,7 @@ from ._launch import ExitStatus, finish_cgroup, host_setup, make_cgroup, spawn_i
 from .bootstrap import encode
 from .errors import BootstrapError
 from .pipes import Handshake, Recv, Send
-from .plan import Plan, plan
+from .plan import Plan, plan, plan_exec
 from .cgroups import Cgroup, Stats
 from .spec import NAMESPACE_TYPES, ContainerSpec
 
@@ -32,12 +33,14 @@ Stdio = tuple[int | None, int | None, int | None]
 class Container:
     """A running (or exited, not yet closed) container. Made by ``open_container``."""
 
-    def __init__(self, name: str, pid: int, pidfd: int, cgroup: Cgroup | None = None, own_pid_ns: bool = True,
-                 _token: object = None) -> None:
+    def __init__(self, name: str, pid: int, pidfd: int, spec: ContainerSpec, plan: Plan, cgroup: Cgroup | None,
+                 own_pid_ns: bool, _token: object = None) -> None:
         if _token is not _TOKEN:
             raise TypeError("containers are made by supervisor.open_container()")
         self.name = name
         self.pid = pid
+        self.spec = spec
+        self.plan = plan
         self.cgroup = cgroup
         self._own_pid_ns = own_pid_ns
         self._pidfd = pidfd
@@ -88,6 +91,24 @@ class Container:
             self.cgroup.kill()
         self.send_signal(_signal.SIGKILL)
 
+    async def exec(self, args: Sequence[str], *, env: Sequence[str] | None = None, cwd: str | None = None,
+                   stdin: int | None = None, stdout: int | None = None, stderr: int | None = None) -> ExitStatus:
+        """Run another process inside the running container and wait for it: in all its namespaces
+        and its cgroup, as its user with its capabilities, env and cwd unless given. Cancelling kills
+        it. A container that has ended raises ``BootstrapError`` (ESRCH), it never hangs."""
+        if self._status is not None or self._pidfd < 0:
+            raise BootstrapError(errno.ESRCH, "exec", "exec into", "a container that has exited", self.name)
+        the_plan = plan_exec(self.plan, self.spec, self.pid, tuple(args), None if env is None else tuple(env), cwd)
+        pid = await _launch(the_plan, self.name, (stdin, stdout, stderr), self.cgroup, sealed=True)
+        fd = os.pidfd_open(pid)
+        try:
+            return await _reap_cancellable(fd)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                _signal.pidfd_send_signal(fd, _signal.SIGKILL)
+                await _reap(fd)
+            raise
+
     def stats(self) -> Stats | None:
         """Memory, pids and CPU use from the container's cgroup (None without one)."""
         return self.cgroup.stats() if self.cgroup is not None and self._status is None else None
@@ -117,6 +138,12 @@ async def _drive(gen: Generator[Send | Recv, bytes | None, int], sock: "trio.soc
             return int(done.value)
 
 
+async def _reap_cancellable(pidfd: int) -> ExitStatus:
+    """Wait for a process and reap it; a cancellation leaves it running and the pidfd open."""
+    await trio.lowlevel.wait_readable(pidfd)
+    return await _reap(pidfd)
+
+
 async def _reap(pidfd: int) -> ExitStatus:
     try:
         await trio.lowlevel.wait_readable(pidfd)
@@ -127,26 +154,14 @@ async def _reap(pidfd: int) -> ExitStatus:
         os.close(pidfd)
 
 
-async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | None) -> Container:
-    if the_plan is None:
-        the_plan = plan(spec, name)
+async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None, sealed: bool) -> int:
+    """Spawn a bootstrap for a plan and run the handshake; the init's pid once it exec'd."""
     message = encode(the_plan)
-    try:
-        cgroup = make_cgroup(the_plan)
-    except BootstrapError as e:
-        e.container = name
-        raise
-    try:
-        spawned = spawn_into(cgroup, stdio)  # from this (the main) thread: see _launch
-    except BaseException:
-        finish_cgroup(cgroup)
-        raise
+    spawned = spawn_into(cgroup, stdio, sealed)  # from this (the main) thread: see _launch
     handshake = Handshake(lambda pid: host_setup(the_plan, pid))
     sock = trio.socket.from_stdlib_socket(spawned.sock)
     try:
-        pid = await _drive(handshake.run(message), sock)
-        own_pid_ns = bool(the_plan.clone_flags & NAMESPACE_TYPES["pid"])
-        return Container(name, pid, os.pidfd_open(pid), cgroup, own_pid_ns, _TOKEN)
+        return await _drive(handshake.run(message), sock)
     except BaseException as e:
         if isinstance(e, BootstrapError):
             e.container = name
@@ -155,13 +170,29 @@ async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | 
                 fd = os.pidfd_open(handshake.init_pid)
                 _signal.pidfd_send_signal(fd, _signal.SIGKILL)
                 await _reap(fd)
-        finish_cgroup(cgroup)
         raise
     finally:
         sock.close()
         with trio.CancelScope(shield=True):
             stage0, spawned.pidfd = spawned.pidfd, -1
             await _reap(stage0)
+
+
+async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | None) -> Container:
+    if the_plan is None:
+        the_plan = plan(spec, name)
+    try:
+        cgroup = make_cgroup(the_plan)
+    except BootstrapError as e:
+        e.container = name
+        raise
+    try:
+        pid = await _launch(the_plan, name, stdio, cgroup, sealed=False)
+    except BaseException:
+        finish_cgroup(cgroup)
+        raise
+    own_pid_ns = bool(the_plan.clone_flags & NAMESPACE_TYPES["pid"])
+    return Container(name, pid, os.pidfd_open(pid), spec, the_plan, cgroup, own_pid_ns, _TOKEN)
 
 
 @asynccontextmanager

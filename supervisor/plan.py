@@ -480,3 +480,49 @@ def _id_map(mappings: tuple[IdMapping, ...]) -> str | None:
     if not mappings:
         return None
     return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
+
+
+# -- exec into a running container ----------------------------------------------------------------
+
+#: the order /proc/PID/ns/* are listed in (the bootstrap joins the user namespace between passes)
+_NS_FILES = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid": "pid", "mount": "mnt",
+             "cgroup": "cgroup"}
+
+
+def plan_exec(container: Plan, spec: ContainerSpec, init_pid: int, args: tuple[str, ...],
+              env: tuple[str, ...] | None = None, cwd: str | None = None) -> Plan:
+    """A process to run inside a running container: every namespace the container has, joined
+    through its init's ``/proc/PID/ns/*``; the container's user, groups, capabilities, no_new_privs,
+    rlimits and umask; its environment and cwd unless given. Nothing is mounted: joining the mount
+    namespace puts the process in the container's root."""
+    if not args:
+        raise SpecError("args", "required: at least the program to run")
+    env = container.env if env is None else env
+    for i, entry in enumerate(env):
+        if "=" not in entry:
+            raise SpecError(f"env[{i}]", f'"{entry}" is not NAME=VALUE')
+    ns_paths = tuple((NAMESPACE_TYPES[ns.type], f"/proc/{init_pid}/ns/{_NS_FILES[ns.type]}")
+                     for ns in spec.namespaces if ns.type in _NS_FILES)
+    return attrs.evolve(
+        container,
+        args=args,
+        exec_paths=_exec_paths(args[0], env),
+        env=env,
+        cwd=cwd or container.cwd,
+        clone_flags=0,
+        ns_paths=ns_paths,
+        oom_score_adj=None,
+        rootfs=None,
+        rootfs_bind=None,
+        root_propagation=0,
+        steps=(),
+        hostname=None,
+        domainname=None,
+        uid_map=None,
+        gid_map=None,
+        setgroups_deny=False,
+        pid1_init=False,
+        loopback_up=False,
+        cgroup=None,
+        resources=None,
+    )

@@ -397,3 +397,80 @@ async def test_pid1_init_reaps_orphans_and_forwards_signals(bundle: Bundle) -> N
 
     with pytest.raises(BootstrapError, match='exec "/bin/nope"'):
         await supervisor.run(ContainerSpec.from_bundle(bundle("/bin/nope", edit=edit)), name="init3")
+
+
+async def test_exec_sees_the_container(bundle: Bundle) -> None:
+    def edit(c: dict[str, Any]) -> None:
+        c["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [29]}
+        c["process"]["env"].append("FROM_CONFIG=yes")
+        c["process"]["cwd"] = "/home/alice"
+
+    spec = ContainerSpec.from_bundle(bundle("/bin/sleep", "100", edit=edit))
+    async with supervisor.open_container(spec, name="target") as c:
+        r, w = os.pipe()
+        try:
+            status = await c.exec(["/bin/sh", "-c", "hostname; echo $$; id -u; id -G; pwd; echo $FROM_CONFIG; "
+                                   "grep CapEff /proc/self/status; ls /proc | grep -c '^[0-9]'; exit 4"],
+                                  stdout=w)
+        finally:
+            os.close(w)
+        with os.fdopen(r) as f:
+            lines = f.read().split("\n")
+        assert status.code == 4
+        # the container's hostname and pid namespace (its sleep is pid 1), user, groups, cwd, env, caps
+        assert lines[:6] == ["runc", "2", "1000", "1000 29", "/home/alice", "yes"]
+        assert lines[6].split() == ["CapEff:", "0000000000000000"]
+        assert lines[7] == "4"  # sleep, sh, ls and grep: nothing of the host
+
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            status = await c.exec(["pwd"], cwd="/tmp", env=["PATH=/bin"], stdout=null)
+        finally:
+            os.close(null)
+        assert status.code == 0
+        with pytest.raises(BootstrapError, match='exec "nope"'):
+            await c.exec(["nope"])
+        c.kill()
+        await c.wait()
+        with pytest.raises(BootstrapError) as info:
+            await c.exec(["/bin/true"])
+        assert info.value.errno == errno.ESRCH
+
+
+async def test_exec_cannot_be_used_to_overwrite_the_bootstrap(bundle: Bundle) -> None:
+    """CVE-2019-5736 from the container's side: a root process with every capability watches for
+    processes entering the container and writes to their /proc/PID/exe. The bootstrap that enters
+    runs from a sealed in-memory copy, so the host's binary stays as it was."""
+    from supervisor._launch import BOOTSTRAP
+
+    before = Path(BOOTSTRAP).read_bytes()
+    watcher = ("while :; do for e in /proc/[0-9]*/exe; do x=$(readlink $e); "
+               "case $x in *bootstrap*) echo \"seen $x\"; (echo pwned > $e) 2>/dev/null && echo WROTE;; esac; "
+               "done; done")
+
+    ours = int(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("CapEff:")), 16)
+    every = [name for name, bit in supervisor.spec.CAPABILITIES.items() if ours >> bit & 1]
+
+    def edit(c: dict[str, Any]) -> None:
+        c["process"]["capabilities"] = {k: every for k in ("bounding", "effective", "permitted")}
+        c["process"]["noNewPrivileges"] = False
+
+    spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", watcher, edit=edit))
+    r, w = os.pipe()
+    with os.fdopen(r) as out:
+        try:
+            async with supervisor.open_container(spec, name="attacker", stdout=w) as c:
+                os.close(w)
+                w = -1
+                for _ in range(200):
+                    assert (await c.exec(["/bin/true"])).code == 0
+                c.kill()
+        finally:
+            if w >= 0:
+                os.close(w)
+        report = out.read()
+    assert "WROTE" not in report
+    assert Path(BOOTSTRAP).read_bytes() == before
+    # whenever the container caught a bootstrap inside, it was the sealed copy, never the host's file
+    assert all(line.startswith("seen /memfd:supervisor-bootstrap") for line in report.splitlines()), report
