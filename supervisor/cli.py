@@ -15,11 +15,13 @@ one-shot run.
 """
 
 import argparse
+import json
 import os
 import signal
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .control import DEFAULT_STATE_DIR, ControlError, acquire_state_dir, release_state_dir, request
 from .errors import BootstrapError, SpecError
 
 if TYPE_CHECKING:
@@ -38,12 +40,27 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, sign
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="supervisor", description="Start, watch and stop Linux containers.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run containers in the foreground",
+    state_dir = argparse.ArgumentParser(add_help=False)
+    state_dir.add_argument("--state-dir", metavar="DIR", default=DEFAULT_STATE_DIR,
+                           help=f"where the control socket lives (default {DEFAULT_STATE_DIR})")
+    run = sub.add_parser("run", parents=[state_dir], help="run containers in the foreground",
                          usage="supervisor run MANIFEST [--events FILE] | supervisor run --bundle DIR [NAME]")
     run.add_argument("--bundle", metavar="DIR", help="an OCI bundle (DIR/config.json and its rootfs)")
     run.add_argument("--events", metavar="FILE", help="append every event to FILE as a JSON line")
     run.add_argument("target", nargs="?", metavar="MANIFEST|NAME",
                      help="a manifest (TOML); with --bundle, the container's name (default: the directory's)")
+    ps = sub.add_parser("ps", parents=[state_dir], help="list the containers of a running supervisor")
+    ps.add_argument("--json", action="store_true", help="one JSON document")
+    exe = sub.add_parser("exec", parents=[state_dir], help="run a command inside a running container",
+                         usage="supervisor exec [-t] NAME -- CMD...")
+    exe.add_argument("-t", "--tty", action="store_true", help="a terminal (not supported yet)")
+    exe.add_argument("name")
+    exe.add_argument("cmd", nargs=argparse.REMAINDER)
+    for command, text in (("stop", "stop a container"), ("start", "start a stopped or ended container")):
+        sub.add_parser(command, parents=[state_dir], help=text).add_argument("name")
+    logs = sub.add_parser("logs", parents=[state_dir], help="a container's recent output")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("name")
     return parser
 
 
@@ -95,11 +112,73 @@ def main(argv: list[str] | None = None) -> int:
         if args.target is None:
             _err("run: give a manifest, or --bundle DIR")
             return 2
-        return run_manifest(args.target, args.events)
+        return run_manifest(args.target, args.events, args.state_dir)
+    try:
+        return _control(args)
+    except ControlError as e:
+        answer = e.answer
+        if "errno" in answer:  # exec could not start the command: as run does
+            _err(f"{args.name}: {e}")
+            return 127 if answer["errno"] in (2, 20) and answer.get("stage") == "exec" else (
+                126 if answer["errno"] in (1, 8, 13) and answer.get("stage") == "exec" else 125)
+        _err(str(e))
+        return 1
+
+
+def _control(args: argparse.Namespace) -> int:
+    """ps, exec, stop, start, logs: requests to the control socket of a running supervisor."""
+    if args.command == "ps":
+        [answer] = request(args.state_dir, {"cmd": "ps"})
+        if args.json:
+            print(json.dumps(answer["containers"], indent=2))
+        else:
+            _print_ps(answer["containers"])
+        return 0
+    if args.command == "exec":
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if not cmd:
+            _err("exec: give the command after --")
+            return 2
+        answers = list(request(args.state_dir, {"cmd": "exec", "name": args.name, "args": cmd, "tty": args.tty},
+                               fds=(0, 1, 2)))
+        answer = answers[-1] if answers else {}
+        return int(answer["code"]) if answer.get("code") is not None else 128 + int(answer.get("signal") or 0)
+    if args.command in ("stop", "start"):
+        for _ in request(args.state_dir, {"cmd": args.command, "name": args.name}):
+            pass
+        return 0
+    if args.command == "logs":
+        out = sys.stdout
+        for answer in request(args.state_dir, {"cmd": "logs", "name": args.name, "follow": args.follow}):
+            if "line" in answer:
+                out.write(answer["line"])
+                out.flush()
+        return 0
     return 2
 
 
-def run_manifest(path: str, events_path: str | None) -> int:
+def _print_ps(rows: list[dict[str, Any]]) -> None:
+    def size(n: int | None) -> str:
+        if n is None:
+            return "-"
+        for unit in ("B", "KiB", "MiB", "GiB"):
+            if n < 1024 or unit == "GiB":
+                return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+            n = n / 1024  # type: ignore[assignment]
+        return "-"
+
+    header = ("NAME", "STATE", "PID", "RESTARTS", "UPTIME", "MEMORY", "PIDS", "CPU", "LAST EXIT")
+    table = [header] + [(
+        r["name"], r["state"], str(r["pid"] or "-"), str(r["restarts"]),
+        f"{r['uptime']:.0f}s" if r.get("uptime") is not None else "-", size(r.get("memory")),
+        str(r.get("pids") or "-"), f"{r['cpu_ns'] / 1e9:.2f}s" if r.get("cpu_ns") is not None else "-",
+        r.get("error") or r.get("last_exit") or "-") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def run_manifest(path: str, events_path: str | None, state_dir: str = DEFAULT_STATE_DIR) -> int:
     from .manifest import load_manifest
 
     from .plan import plan
@@ -115,12 +194,20 @@ def run_manifest(path: str, events_path: str | None) -> int:
         except SpecError as e:
             _err(str(manifest.locate(service.name, e)))
             return 2
+    try:
+        lock = acquire_state_dir(state_dir)
+    except (ControlError, OSError) as e:
+        _err(str(e))
+        return 2
     import trio
 
-    return trio.run(_supervise_manifest, manifest.services, events_path)
+    try:
+        return trio.run(_supervise_manifest, manifest.services, events_path, state_dir)
+    finally:
+        release_state_dir(state_dir, lock)
 
 
-async def _supervise_manifest(services: "tuple[Service, ...]", events_path: str | None) -> int:
+async def _supervise_manifest(services: "tuple[Service, ...]", events_path: str | None, state_dir: str) -> int:
     import trio
 
     from .logs import PrefixedOutput
@@ -133,16 +220,32 @@ async def _supervise_manifest(services: "tuple[Service, ...]", events_path: str 
             async with Supervisor(log_sink=PrefixedOutput(sys.stdout.fileno())) as sup:
                 await outer.start(_report_events, sup, events_file)
                 signals = trio.CancelScope()
-                outer.start_soon(_handle_signals, sup, signals, outer)
+                shutting_down = trio.Event()
+                outer.start_soon(_handle_signals, sup, signals, outer, shutting_down)
+                control = trio.CancelScope()
+                outer.start_soon(_serve_control, sup, state_dir, control)
                 for service in services:
                     sup.add(service)
+                # Until every container has ended, or, if some were stopped through the control
+                # socket (and may be started again), until we are told to shut down.
+                while not (all(h._task_done.is_set() for h in sup.handles.values())
+                           and (shutting_down.is_set() or not any(h.held for h in sup.handles.values()))):
+                    await sup.wait_for_change()
             signals.cancel()
+            control.cancel()
     finally:
         if events_file is not None:
             events_file.close()
     ok = all(h.state == State.STOPPED or (h.state == State.EXITED and h.last_exit is not None
                                           and h.last_exit.code == 0) for h in sup.handles.values())
     return 0 if ok else 1
+
+
+async def _serve_control(sup: "Supervisor", state_dir: str, scope: "trio.CancelScope") -> None:
+    from .control_server import serve
+
+    with scope:
+        await serve(sup, state_dir)
 
 
 async def _report_events(sup: "Supervisor", events_file: "TextIO | None", task_status: Any) -> None:
@@ -162,14 +265,15 @@ async def _report_events(sup: "Supervisor", events_file: "TextIO | None", task_s
                 _err(f"{e.container}: restarting in {e.delay:g}s")
 
 
-async def _handle_signals(sup: "Supervisor", scope: "trio.CancelScope", nursery: "trio.Nursery") -> None:
+async def _handle_signals(sup: "Supervisor", scope: "trio.CancelScope", nursery: "trio.Nursery",
+                          shutting_down: "trio.Event") -> None:
     import trio
 
     with scope, trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-        stopping = False
         async for signum in received:
-            if not stopping:
-                stopping = True
+            if not shutting_down.is_set():
+                shutting_down.set()
+                sup.wake()
                 _err(f"{signal.Signals(signum).name}: stopping every container (again to kill them)")
                 nursery.start_soon(sup.stop_all)
             else:

@@ -7,8 +7,8 @@ passes on what is left. Writers get one whole line per call and write it with on
 of different containers never interleave.
 """
 
+import collections
 import os
-import sys
 from collections.abc import Callable
 from typing import Protocol
 
@@ -118,5 +118,23 @@ async def pump_lines(fd: int, emit: Callable[[bytes], None]) -> None:
         emit(bytes(pending) + b"\n")
 
 
-def stderr_sink() -> PrefixedOutput:
-    return PrefixedOutput(sys.stderr.fileno())
+class LogBook:
+    """The last lines of every container, and the readers following them (``supervisor logs -f``)."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        self.keep = keep
+        self._lines: dict[str, collections.deque[bytes]] = {}
+        self._followers: dict[str, list[Callable[[bytes], None]]] = {}
+
+    def line(self, container: str, stream: str, data: bytes) -> None:
+        self._lines.setdefault(container, collections.deque(maxlen=self.keep)).append(data)
+        for follow in self._followers.get(container, ()):
+            follow(data)
+
+    def recent(self, container: str) -> list[bytes]:
+        return list(self._lines.get(container, ()))
+
+    def follow(self, container: str, callback: Callable[[bytes], None]) -> Callable[[], None]:
+        """Call ``callback`` with every new line; returns the function that stops it."""
+        self._followers.setdefault(container, []).append(callback)
+        return lambda: self._followers[container].remove(callback)

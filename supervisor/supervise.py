@@ -31,7 +31,7 @@ import trio
 from ._launch import ExitStatus
 from .container import Container, open_container
 from .errors import BootstrapError, SpecError
-from .logs import LogSink, RotatingFile, pump_lines
+from .logs import LogBook, LogSink, RotatingFile, pump_lines
 from .plan import Plan, plan
 from .service import Service
 from .spec import ContainerSpec
@@ -84,6 +84,8 @@ class Handle:
         self._task_done = trio.Event()
         self._task_done.set()
         self._wait_scope: trio.CancelScope | None = None  # the wait a stop request interrupts
+        #: stopped on request and not started again: a foreground ``supervisor run`` waits for it
+        self.held = False
 
     def _request_stop(self) -> None:
         self._stop.set()
@@ -116,11 +118,14 @@ class Supervisor:
 
     def __init__(self, *, log_sink: LogSink | None = None) -> None:
         self.log_sink = log_sink
+        #: the last lines of each container, for ``logs``
+        self.log_book = LogBook()
         self.handles: dict[str, Handle] = {}
         self._nursery: trio.Nursery | None = None
         self._stack = AsyncExitStack()
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
         self._log_files: dict[str, RotatingFile] = {}
+        self._changed = trio.Event()  # set and replaced on every change of any container
         self._devnull = -1  # every container's stdin
         #: a container is planned once, when first started; its restarts reuse the plan
         self._plans: dict[tuple[str, ContainerSpec], Plan] = {}
@@ -164,6 +169,7 @@ class Supervisor:
             if not handle._task_done.is_set():
                 raise RuntimeError(f"{service} is already supervised ({handle.state.value})")
             handle._stop = trio.Event()
+            handle.held = False
         else:
             handle = self._register(service)
         assert self._nursery is not None, "use Supervisor as an async context manager"
@@ -174,6 +180,7 @@ class Supervisor:
     async def stop(self, name: str) -> None:
         """Stop one container: its stop signal, the grace period, then SIGKILL. Waits till it ended."""
         handle = self.handles[name]
+        handle.held = True
         handle._request_stop()
         await handle._task_done.wait()
 
@@ -190,6 +197,15 @@ class Supervisor:
             handle._request_stop()
             if handle.container is not None:
                 handle.container.kill()
+
+    def wake(self) -> None:
+        """Wake whoever waits in ``wait_for_change``."""
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
+
+    async def wait_for_change(self) -> None:
+        """Return after the next change of any container (a transition, or a task's end)."""
+        await self._changed.wait()
 
     @asynccontextmanager
     async def events(self) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
@@ -225,6 +241,7 @@ class Supervisor:
         handle.state = new
         changed, handle._changed = handle._changed, trio.Event()
         changed.set()
+        self.wake()
         name = EVENT_OF.get(new)
         if name is not None:
             self._announce(handle, name, **details)
@@ -264,6 +281,7 @@ class Supervisor:
         return None
 
     def _emit_line(self, name: str, stream: str, data: bytes) -> None:
+        self.log_book.line(name, stream, data)
         if self.log_sink is not None:
             self.log_sink.line(name, stream, data)
         log_file = self._log_files.get(name)
@@ -383,6 +401,7 @@ class Supervisor:
             handle._task_done.set()
             changed, handle._changed = handle._changed, trio.Event()
             changed.set()
+            self.wake()
 
 
 def _raise_fd_limit() -> None:

@@ -1,0 +1,189 @@
+"""The control socket's server, inside ``supervisor run``: one task per connection, a fixed set of
+commands (see ``control.py``), peers checked with ``SO_PEERCRED``: root or our own uid only."""
+
+import array
+import json
+import os
+import socket
+import struct
+import time
+from typing import Any
+
+import trio
+
+from .control import MAX_REQUEST, socket_path
+from .errors import BootstrapError
+from .states import State
+from .supervise import Handle, Supervisor
+
+__all__ = ["serve"]
+
+
+async def serve(sup: Supervisor, state_dir: str, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Answer the control socket until cancelled; the socket file goes with it."""
+    path = socket_path(state_dir)
+    try:
+        os.unlink(path)  # a stale one, from a supervisor that was killed
+    except FileNotFoundError:
+        pass
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await listener.bind(path)
+        os.chmod(path, 0o600)
+        listener.listen(64)
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            while True:
+                conn, _ = await listener.accept()
+                nursery.start_soon(_serve_one, sup, conn)
+    finally:
+        listener.close()
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _peer_uid(conn: trio.socket.SocketType) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+async def _send(conn: trio.socket.SocketType, answer: dict[str, Any]) -> None:
+    data = memoryview((json.dumps(answer) + "\n").encode())
+    while data:
+        data = data[await conn.send(data):]
+
+
+async def _read_request(conn: trio.socket.SocketType) -> tuple[dict[str, Any], list[int]]:
+    buf = bytearray()
+    fds: list[int] = []
+    while b"\n" not in buf:
+        data, ancillary, _, _ = await conn.recvmsg(65536, socket.CMSG_SPACE(3 * 4))
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                received = array.array("i")
+                received.frombytes(payload[:len(payload) - len(payload) % 4])
+                fds.extend(received)
+        if not data:
+            break
+        buf += data
+        if len(buf) > MAX_REQUEST:
+            raise ValueError("request too long")
+    return json.loads(buf.split(b"\n", 1)[0] or b"{}"), fds
+
+
+async def _serve_one(sup: Supervisor, conn: trio.socket.SocketType) -> None:
+    fds: list[int] = []
+    with conn:
+        try:
+            uid = _peer_uid(conn)
+            if uid not in (0, os.geteuid()):
+                await _send(conn, {"ok": False, "error": f"uid {uid} may not control this supervisor"})
+                return
+            message, fds = await _read_request(conn)
+            await _dispatch(sup, conn, message, fds)
+        except (ValueError, KeyError, TypeError) as e:
+            await _send(conn, {"ok": False, "error": f"bad request: {e}"})
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _handle(sup: Supervisor, name: Any) -> Handle:
+    if not isinstance(name, str) or name not in sup.handles:
+        raise KeyError(f"no container named {name!r}")
+    return sup.handles[name]
+
+
+async def _dispatch(sup: Supervisor, conn: trio.socket.SocketType, m: dict[str, Any], fds: list[int]) -> None:
+    cmd = m.get("cmd")
+    if cmd == "ps":
+        await _send(conn, {"ok": True, "containers": [_row(h) for h in sup.handles.values()]})
+    elif cmd == "stop":
+        await sup.stop(_handle(sup, m.get("name")).name)
+        await _send(conn, {"ok": True})
+    elif cmd == "start":
+        handle = await sup.start(_handle(sup, m.get("name")).name)
+        await _send(conn, {"ok": True, "state": handle.state.value})
+    elif cmd == "logs":
+        await _logs(sup, conn, _handle(sup, m.get("name")), bool(m.get("follow")))
+    elif cmd == "exec":
+        await _exec(conn, _handle(sup, m.get("name")), m, fds)
+    else:
+        raise KeyError(f"unknown command {cmd!r}")
+
+
+def _row(h: Handle) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": h.name, "state": h.state.value, "pid": h.pid, "restarts": h.restarts,
+                           "uptime": round(time.time() - h.started_at, 1) if h.state == State.RUNNING and
+                           h.started_at else None,
+                           "last_exit": str(h.last_exit) if h.last_exit else None, "error": h.last_error}
+    stats = h.container.stats() if h.container is not None else None
+    if stats is not None:
+        row.update(memory=stats.memory_bytes, pids=stats.pids, cpu_ns=stats.cpu_ns)
+    return row
+
+
+async def _logs(sup: Supervisor, conn: trio.socket.SocketType, h: Handle, follow: bool) -> None:
+    for line in sup.log_book.recent(h.name):
+        await _send(conn, {"line": line.decode(errors="replace")})
+    if not follow:
+        await _send(conn, {"ok": True})
+        return
+    send, receive = trio.open_memory_channel[bytes](1000)
+
+    def deliver(line: bytes) -> None:
+        try:
+            send.send_nowait(line)
+        except trio.WouldBlock:
+            pass  # a reader that cannot keep up loses lines, the containers never wait for it
+
+    stop = sup.log_book.follow(h.name, deliver)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_eof, conn, nursery.cancel_scope)
+            async for line in receive:
+                await _send(conn, {"line": line.decode(errors="replace")})
+    finally:
+        stop()
+
+
+async def _cancel_on_eof(conn: trio.socket.SocketType, scope: trio.CancelScope) -> None:
+    while await conn.recv(4096):
+        pass
+    scope.cancel()
+
+
+async def _exec(conn: trio.socket.SocketType, h: Handle, m: dict[str, Any], fds: list[int]) -> None:
+    if h.container is None or h.state != State.RUNNING:
+        await _send(conn, {"ok": False, "error": f"{h.name} is not running ({h.state.value})"})
+        return
+    args = m.get("args")
+    if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
+        raise ValueError("exec needs args: a non-empty list of strings")
+    if m.get("tty"):
+        await _send(conn, {"ok": False, "error": "exec -t: consoles are not supported yet"})
+        return
+    stdio: list[int | None] = [*fds[:3], None, None, None][:3]
+    container = h.container
+    outcome: dict[str, Any] = {}
+
+    async def run(scope: trio.CancelScope) -> None:
+        try:
+            outcome["status"] = await container.exec(args, env=m.get("env"), cwd=m.get("cwd"), stdin=stdio[0],
+                                                     stdout=stdio[1], stderr=stdio[2])
+        except BootstrapError as e:
+            outcome["error"] = e
+        scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, nursery.cancel_scope)
+        nursery.start_soon(_cancel_on_eof, conn, nursery.cancel_scope)  # the client gone (Ctrl-C): kill it
+    if "error" in outcome:
+        e = outcome["error"]
+        await _send(conn, {"ok": False, "error": e.message, "errno": e.errno, "stage": e.stage})
+    elif "status" in outcome:
+        await _send(conn, {"ok": True, "code": outcome["status"].code, "signal": outcome["status"].signal})

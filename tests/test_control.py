@@ -1,0 +1,133 @@
+"""The control socket, driven through the CLI against a running ``supervisor run``."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.control import ControlError, request
+
+from .conftest import needs_root
+
+pytestmark = needs_root
+
+CLI = [sys.executable, "-m", "supervisor"]
+MANIFEST = """
+[containers.web]
+args = ["/bin/sh", "-c", "trap 'exit 0' TERM; i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.1; done"]
+hostname = "webhost"
+restart = "always"
+
+[containers.job]
+args = ["/bin/sh", "-c", "exit 3"]
+"""
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    # reachable by an unprivileged uid too, for the SO_PEERCRED test: pytest's tmp_path is not
+    state = tempfile.mkdtemp(prefix="sv-state-")
+    os.chmod(state, 0o755)
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(MANIFEST)
+    with subprocess.Popen(CLI + ["run", "--state-dir", state, str(manifest)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as p:
+        try:
+            assert p.stdout is not None and p.stdout.readline().startswith("web | tick")
+            yield state, p
+        finally:
+            p.send_signal(signal.SIGINT)
+            p.wait(20)
+    assert not os.path.exists(os.path.join(state, "control.sock"))
+    shutil.rmtree(state)
+
+
+def cli(state: str, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(CLI + [args[0], "--state-dir", state, *args[1:]], capture_output=True, text=True,
+                          timeout=30, check=False, **kw)  # type: ignore[call-overload]
+
+
+def test_ps(running: tuple[str, subprocess.Popen[str]]) -> None:
+    state, _ = running
+    rows = {r["name"]: r for r in json.loads(cli(state, "ps", "--json").stdout)}
+    assert rows["web"]["state"] == "running" and rows["web"]["pid"] > 0 and rows["web"]["pids"] == 2
+    assert rows["web"]["memory"] > 0 and rows["web"]["cpu_ns"] >= 0
+    assert rows["job"]["state"] == "exited" and rows["job"]["last_exit"] == "exited with code 3"
+    table = cli(state, "ps").stdout.splitlines()
+    assert table[0].split() == ["NAME", "STATE", "PID", "RESTARTS", "UPTIME", "MEMORY", "PIDS", "CPU", "LAST", "EXIT"]
+    assert table[1].startswith("web   running")
+
+
+def test_exec(running: tuple[str, subprocess.Popen[str]]) -> None:
+    state, _ = running
+    result = cli(state, "exec", "web", "--", "/bin/sh", "-c", "hostname; echo $$; read x; echo got $x; exit 5",
+                 input="hello\n")
+    assert (result.returncode, result.stdout) == (5, "webhost\n10\ngot hello\n".replace("10", result.stdout.split()[1]))
+    assert int(result.stdout.split()[1]) > 1  # in the container's pid namespace, not pid 1
+    missing = cli(state, "exec", "web", "--", "/bin/nope")
+    assert (missing.returncode, missing.stderr) == (127, 'supervisor: web: exec "/bin/nope": No such file or directory\n')
+    ended = cli(state, "exec", "job", "--", "/bin/true")
+    assert (ended.returncode, ended.stderr) == (1, "supervisor: job is not running (exited)\n")
+
+
+def test_logs_stop_start(running: tuple[str, subprocess.Popen[str]]) -> None:
+    state, _ = running
+    logs = cli(state, "logs", "web").stdout.splitlines()
+    assert logs[0] == "tick 0" and all(line.startswith("tick ") for line in logs)
+    with subprocess.Popen(CLI + ["logs", "--state-dir", state, "-f", "web"], stdout=subprocess.PIPE, text=True) as f:
+        assert f.stdout is not None
+        seen = [f.stdout.readline() for _ in range(len(logs) + 3)]
+        f.terminate()
+    assert seen[-1].startswith("tick ") and int(seen[-1].split()[1]) >= len(logs) + 2  # new lines arrived
+
+    assert cli(state, "stop", "web").returncode == 0
+    rows = {r["name"]: r for r in json.loads(cli(state, "ps", "--json").stdout)}
+    assert rows["web"]["state"] == "stopped"  # and the supervisor stays, to start it again
+    assert cli(state, "start", "web").returncode == 0
+    rows = {r["name"]: r for r in json.loads(cli(state, "ps", "--json").stdout)}
+    assert rows["web"]["state"] == "running"
+
+
+def test_one_supervisor_per_state_dir(running: tuple[str, subprocess.Popen[str]], tmp_path: Path) -> None:
+    state, p = running
+    (tmp_path / "other.toml").write_text('[containers.x]\nargs = ["/bin/true"]\n')
+    second = subprocess.run(CLI + ["run", "--state-dir", state, str(tmp_path / "other.toml")], capture_output=True,
+                            text=True, timeout=30, check=False)
+    assert (second.returncode, second.stderr) == (
+        2, f"supervisor: another supervisor (pid {p.pid}) is running on {state}\n")
+
+
+def test_another_uid_is_refused(running: tuple[str, subprocess.Popen[str]]) -> None:
+    state, _ = running
+    os.chmod(os.path.join(state, "control.sock"), 0o666)  # past the file mode: SO_PEERCRED decides
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the client, as nobody (it cannot exec root's python: it runs in a fork)
+        code = 2
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            list(request(state, {"cmd": "ps"}))
+            code = 0
+        except ControlError as e:
+            os.write(w, str(e).encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        said = f.read()
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 1
+    assert said == "uid 65534 may not control this supervisor"
+
+
+def test_no_supervisor(tmp_path: Path) -> None:
+    result = cli(str(tmp_path), "ps")
+    assert (result.returncode, result.stderr) == (1, f"supervisor: no supervisor is running on {tmp_path}\n")
