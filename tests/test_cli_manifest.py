@@ -15,6 +15,11 @@ pytestmark = needs_root
 CLI = [sys.executable, "-m", "supervisor", "run"]
 
 
+def sv(tmp_path: Path, state: str = "state") -> list[str]:
+    """``supervisor run`` with a state directory of the test's own."""
+    return CLI + ["--state-dir", str(tmp_path / state)]
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "manifest.toml"
     path.write_text(text)
@@ -31,7 +36,7 @@ hostname = "hi"
 args = ["/bin/sh", "-c", "exit 3"]
 """)
     events = tmp_path / "events.jsonl"
-    result = subprocess.run(CLI + ["--state-dir", str(tmp_path / "state"), str(manifest), "--events", str(events)], capture_output=True, text=True,
+    result = subprocess.run(sv(tmp_path) + [str(manifest), "--events", str(events)], capture_output=True, text=True,
                             timeout=30, check=False)
     assert result.returncode == 1, result.stderr  # one container ended with a non-zero code
     lines = result.stdout.splitlines()
@@ -58,7 +63,7 @@ args = ["/bin/true"]
 args = ["/bin/true"]
 replicas = 3
 """)
-    result = subprocess.run(CLI + ["--state-dir", str(tmp_path / "state"), str(manifest)], capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(sv(tmp_path) + [str(manifest)], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
 
 
@@ -68,7 +73,7 @@ def test_bad_manifest_exits_2_and_starts_nothing(tmp_path: Path) -> None:
 args = ["/bin/true"]
 restart = "sometimes"
 """)
-    result = subprocess.run(CLI + ["--state-dir", str(tmp_path / "state"), str(manifest)], capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(sv(tmp_path) + [str(manifest)], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert result.stderr.startswith(f"supervisor: {manifest}: line 4: containers.web.restart")
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -84,7 +89,8 @@ restart = "always"
 args = ["/bin/sleep", "100"]
 stop_timeout = 60
 """)
-    with subprocess.Popen(CLI + ["--state-dir", str(tmp_path / "state"), str(manifest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+    with subprocess.Popen(sv(tmp_path) + [str(manifest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as p:
         assert p.stdout is not None
         assert p.stdout.readline() == "polite | up\n"
         p.send_signal(signal.SIGINT)
@@ -103,7 +109,7 @@ def test_supervisor_killed_takes_its_containers_along(tmp_path: Path) -> None:
 args = ["/bin/sleep", "100"]
 replicas = 3
 """)
-    with subprocess.Popen(CLI + ["--state-dir", str(tmp_path / "state"), str(manifest)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as p:
+    with subprocess.Popen(sv(tmp_path) + [str(manifest)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as p:
         deadline = time.monotonic() + 10
         while len(inits := _children_of(p.pid)) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -120,7 +126,7 @@ replicas = 3
     stale = list(Path("/sys/fs/cgroup").glob(f"*/supervisor-{p.pid}"))
     assert stale
     one_shot = write(tmp_path, '[containers.x]\nargs = ["/bin/true"]\n')
-    subprocess.run(CLI + ["--state-dir", str(tmp_path / "state2"), str(one_shot)], capture_output=True, timeout=30, check=True)
+    subprocess.run(sv(tmp_path, "state2") + [str(one_shot)], capture_output=True, timeout=30, check=True)
     assert not any(s.exists() for s in stale)
 
 
@@ -149,7 +155,7 @@ def _state(pid: int) -> str:
 def test_the_example_manifest_runs_and_stops(tmp_path: Path) -> None:
     example = Path(__file__).parent.parent / "examples" / "manifest.toml"
     events = tmp_path / "events.jsonl"
-    with subprocess.Popen(CLI + ["--state-dir", str(tmp_path / "state"), str(example), "--events", str(events)], stdout=subprocess.PIPE,
+    with subprocess.Popen(sv(tmp_path) + [str(example), "--events", str(events)], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as p:
         assert p.stdout is not None
         seen: set[str] = set()
