@@ -11,14 +11,14 @@ one (the main thread): the init's parent-death signal fires when the thread that
 import os
 import signal
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import attrs
 
 from .bootstrap import encode
 from .cgroups import Cgroup
 from .errors import BootstrapError
-from .pipes import Handshake, Recv, Send
+from .pipes import Handshake, HostSetup, Request, Send
 from .plan import Plan
 
 __all__ = [
@@ -165,11 +165,15 @@ def _write(path: str, text: str) -> None:
         raise BootstrapError(e.errno or 0, "host", "write", path) from None
 
 
-def _drive_blocking(gen: Generator[Send | Recv, bytes | None, int], sock: socket.socket) -> int:
+def _drive_blocking(gen: Generator[Request, bytes | None, int], sock: socket.socket,
+                    host_work: Callable[[int], None]) -> int:
     request = next(gen)
     while True:
         try:
-            if isinstance(request, Send):
+            if isinstance(request, HostSetup):
+                host_work(request.pid)
+                request = gen.send(None)
+            elif isinstance(request, Send):
                 try:
                     sock.sendall(request.data)
                 except BrokenPipeError:
@@ -240,9 +244,9 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
         if cgroup is not None:
             cgroup.remove()
         raise
-    handshake = Handshake(lambda pid: host_setup(plan, pid))
+    handshake = Handshake()
     try:
-        pid = _drive_blocking(handshake.run(message), spawned.sock)
+        pid = _drive_blocking(handshake.run(message), spawned.sock, lambda pid: host_setup(plan, pid))
         return pid, os.pidfd_open(pid), cgroup
     except BaseException as e:
         if isinstance(e, BootstrapError):

@@ -12,7 +12,7 @@ other children from trio.
 import errno
 import os
 import signal as _signal
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -20,7 +20,7 @@ import trio
 from ._launch import ExitStatus, finish_cgroup, host_setup, make_cgroup, spawn_into
 from .bootstrap import encode
 from .errors import BootstrapError
-from .pipes import Handshake, Recv, Send
+from .pipes import Handshake, HostSetup, Request, Send
 from .plan import Plan, plan, plan_exec
 from .cgroups import Cgroup, Stats
 from .spec import NAMESPACE_TYPES, ContainerSpec
@@ -120,11 +120,18 @@ class Container:
 _TOKEN = object()
 
 
-async def _drive(gen: Generator[Send | Recv, bytes | None, int], sock: "trio.socket.SocketType") -> int:
+HostWork = Callable[[int], Awaitable[None]]
+
+
+async def _drive(gen: Generator[Request, bytes | None, int], sock: "trio.socket.SocketType",
+                 host_work: HostWork) -> int:
     request = next(gen)
     while True:
         try:
-            if isinstance(request, Send):
+            if isinstance(request, HostSetup):
+                await host_work(request.pid)
+                request = gen.send(None)
+            elif isinstance(request, Send):
                 try:
                     view = memoryview(request.data)
                     while view:
@@ -154,14 +161,22 @@ async def _reap(pidfd: int) -> ExitStatus:
         os.close(pidfd)
 
 
-async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None, sealed: bool) -> int:
-    """Spawn a bootstrap for a plan and run the handshake; the init's pid once it exec'd."""
+async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None, sealed: bool,
+                  on_init: HostWork | None = None) -> int:
+    """Spawn a bootstrap for a plan and run the handshake; the init's pid once it exec'd.
+    ``on_init(pid)`` runs while the init waits for its go-ahead (a network to attach, say)."""
     message = encode(the_plan)
     spawned = spawn_into(cgroup, stdio, sealed)  # from this (the main) thread: see _launch
-    handshake = Handshake(lambda pid: host_setup(the_plan, pid))
+
+    async def host_work(pid: int) -> None:
+        host_setup(the_plan, pid)
+        if on_init is not None:
+            await on_init(pid)
+
+    handshake = Handshake()
     sock = trio.socket.from_stdlib_socket(spawned.sock)
     try:
-        return await _drive(handshake.run(message), sock)
+        return await _drive(handshake.run(message), sock, host_work)
     except BaseException as e:
         if isinstance(e, BootstrapError):
             e.container = name
@@ -178,7 +193,8 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
             await _reap(stage0)
 
 
-async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | None) -> Container:
+async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | None,
+                 on_init: HostWork | None) -> Container:
     if the_plan is None:
         the_plan = plan(spec, name)
     try:
@@ -187,7 +203,7 @@ async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | 
         e.container = name
         raise
     try:
-        pid = await _launch(the_plan, name, stdio, cgroup, sealed=False)
+        pid = await _launch(the_plan, name, stdio, cgroup, sealed=False, on_init=on_init)
     except BaseException:
         finish_cgroup(cgroup)
         raise
@@ -197,15 +213,18 @@ async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | 
 
 @asynccontextmanager
 async def open_container(spec: ContainerSpec, *, name: str, stdin: int | None = None, stdout: int | None = None,
-                         stderr: int | None = None, plan: Plan | None = None) -> AsyncIterator[Container]:
+                         stderr: int | None = None, plan: Plan | None = None,
+                         on_init: HostWork | None = None) -> AsyncIterator[Container]:
     """Start ``spec`` as container ``name`` and yield its handle once the workload runs.
 
     ``stdin``/``stdout``/``stderr`` are file descriptors for the workload (default: ours); ``plan``,
-    one already made from ``spec`` (default: made now). Raises
+    one already made from ``spec`` (default: made now); ``on_init``, an async function called with the
+    init's pid while it waits, before it runs anything (what the supervisor uses to attach networks).
+    Raises
     ``SpecError`` before anything is spawned, or ``BootstrapError`` when the container cannot start.
     On leaving, a container still running is killed (SIGKILL ends its pid namespace) and reaped.
     """
-    container = await _start(spec, name, (stdin, stdout, stderr), plan)
+    container = await _start(spec, name, (stdin, stdout, stderr), plan, on_init)
     try:
         yield container
     finally:

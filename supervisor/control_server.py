@@ -77,11 +77,13 @@ async def _serve_one(sup: Supervisor, conn: trio.socket.SocketType) -> None:
     fds: list[int] = []
     with conn:
         try:
+            # read the request first even from a stranger: closing on unread data would reset the
+            # connection before our answer arrives (the fds it passed are closed below, unused)
+            message, fds = await _read_request(conn)
             uid = _peer_uid(conn)
             if uid not in (0, os.geteuid()):
                 await _send(conn, {"ok": False, "error": f"uid {uid} may not control this supervisor"})
                 return
-            message, fds = await _read_request(conn)
             await _dispatch(sup, conn, message, fds)
         except (ValueError, KeyError, TypeError) as e:
             await _send(conn, {"ok": False, "error": f"bad request: {e}"})

@@ -125,7 +125,7 @@ import attrs
 
 from .errors import SpecError
 from .plan import DEFAULT_PATH, INIT_ANNOTATION, resolve_in_root
-from .service import RESTART_POLICIES, LogConfig, Policy, Service
+from .service import RESTART_POLICIES, LogConfig, NetworkConfig, Policy, Service, parse_network
 from .spec import ContainerSpec, User
 
 __all__ = ["Manifest", "ManifestError", "load_manifest", "DEFAULT_CAPABILITIES", "REPLICA_ENV", "INIT_ANNOTATION"]
@@ -162,7 +162,7 @@ _DEFAULT_READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/
 # -- the keys ----------------------------------------------------------------------------------------
 
 _SUPERVISION_KEYS = ("restart", "max_restarts", "stop_signal", "stop_timeout", "depends_on", "init", "replicas",
-                     "log_file", "log_max_bytes", "log_backups")
+                     "log_file", "log_max_bytes", "log_backups", "network")
 #: OCI ``process`` fields taken under their own names (the unimplemented ones too: the OCI loader
 #: then says "not supported yet" rather than us "unknown key")
 _PROCESS_KEYS = ("capabilities", "rlimits", "noNewPrivileges", "oomScoreAdj", "terminal", "consoleSize",
@@ -285,6 +285,7 @@ class _Container:
     policy: dict[str, Any] = attrs.field(factory=dict)
     log: dict[str, Any] = attrs.field(factory=dict)
     log_file_path: Path = ()
+    network: NetworkConfig | None = None
     spec: ContainerSpec | None = None
     origin: _Origin | None = None
 
@@ -431,6 +432,14 @@ class _Loader:
             c.log["max_bytes"] = self.integer(*got, 1)
         if (got := self.get(c, "log_backups")) is not None:
             c.log["backups"] = self.integer(*got, 0)
+        if (got := self.get(c, "network")) is not None:
+            value, path = got
+            try:
+                c.network = parse_network(value, _field(path))
+            except SpecError as e:
+                raise self.error(path, f"{e.field}: {e.reason}" if e.field != _field(path) else e.reason) from None
+            if c.network.container is not None and c.network.container not in [d for d, _ in c.depends_on]:
+                c.depends_on.append((c.network.container, path))
 
     def integer(self, value: Any, path: Path, lo: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < lo:
@@ -732,7 +741,7 @@ class _Loader:
                                                           'give each its own, e.g. "{name}.log"')
                     log_owner[file] = name
                     log = attrs.evolve(log, file=file)
-                services.append(Service(name, replica, policy, log))
+                services.append(Service(name, replica, policy, log, c.network))
                 origins[name] = c.origin
         return Manifest(self.abspath, tuple(services), origins)
 

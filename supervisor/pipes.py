@@ -19,7 +19,7 @@ blocking CLI and the trio supervisor run the same logic with their own transport
 
 import enum
 import struct
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 
 import attrs
 
@@ -29,6 +29,8 @@ from .errors import BootstrapError
 __all__ = [
     "Execed",
     "Handshake",
+    "HostSetup",
+    "Request",
     "InitStarted",
     "ProtocolError",
     "Recv",
@@ -156,20 +158,29 @@ class Recv:
     pass
 
 
+@attrs.frozen
+class HostSetup:
+    """The init waits: do the supervisor's share now (id maps, network), then ask for the next request."""
+
+    pid: int
+
+
+Request = Send | Recv | HostSetup
+
+
 @attrs.define
 class Handshake:
-    """One container start from the supervisor's side, as a generator of ``Send``/``Recv`` requests.
+    """One container start from the supervisor's side, as a generator of I/O requests.
 
-    ``run`` sends the bootstrap message, waits for the init's pid, calls ``host_setup(pid)`` (maps,
-    cgroups, network), lets the init go on, and returns the pid once the workload is exec'd. It raises
+    ``run`` sends the bootstrap message, waits for the init's pid, asks for the host-side work
+    (``HostSetup``), lets the init go on, and returns the pid once the workload is exec'd. It raises
     the ``BootstrapError`` the bootstrap reported. ``init_pid`` is known from the first event on, so a
     caller can reap the init whatever happens.
     """
 
-    host_setup: Callable[[int], None]
     init_pid: int | None = None
 
-    def run(self, message: bytes) -> Generator[Send | Recv, bytes | None, int]:
+    def run(self, message: bytes) -> Generator[Request, bytes | None, int]:
         conn = SyncConnection()
         yield Send(message)
         while True:
@@ -177,7 +188,7 @@ class Handshake:
             for event in conn.receive_data(data or b""):
                 if isinstance(event, InitStarted):
                     self.init_pid = event.pid
-                    self.host_setup(event.pid)
+                    yield HostSetup(event.pid)
                     yield Send(conn.continue_bytes())
                 elif isinstance(event, SetupFailed):
                     raise event.error

@@ -14,6 +14,7 @@ container with SIGKILL before it propagates, so no container outlives its superv
 """
 
 import datetime
+import errno
 import functools
 import json
 import math
@@ -34,7 +35,8 @@ from .errors import BootstrapError, SpecError
 from .logs import LogBook, LogSink, RotatingFile, pump_lines
 from .plan import Plan, plan
 from .service import Service
-from .spec import ContainerSpec
+from .network import Attachment, Networks
+from .spec import ContainerSpec, Namespace
 from .states import EVENT_OF, TERMINAL, State, check_transition
 
 __all__ = ["Event", "Handle", "Supervisor"]
@@ -127,6 +129,7 @@ class Supervisor:
         self._log_files: dict[str, RotatingFile] = {}
         self._changed = trio.Event()  # set and replaced on every change of any container
         self._devnull = -1  # every container's stdin
+        self.networks = Networks()
         #: a container is planned once, when first started; its restarts reuse the plan
         self._plans: dict[tuple[str, ContainerSpec], Plan] = {}
 
@@ -268,7 +271,9 @@ class Supervisor:
     async def _wait_for_dependencies(self, handle: Handle) -> str | None:
         """Wait till every dependency runs (or, a one-shot job, has ended with code 0); the name of
         one that ended otherwise, if any."""
-        for dep in handle.service.policy.depends_on:
+        net = handle.service.network
+        joined = (net.container,) if net is not None and net.container is not None else ()
+        for dep in handle.service.policy.depends_on + joined:
             other = self.handles.get(dep)
             if other is None:
                 return dep
@@ -296,13 +301,22 @@ class Supervisor:
         err_r, err_w = os.pipe()
         self._transition(handle, State.STARTING)
         began = trio.current_time()
+        attachment: list[Attachment] = []
+
+        async def attach_network(pid: int) -> None:
+            assert service.network is not None
+            attachment.append(await self.networks.attach(service.name, service.network, pid))
+
         try:
-            key = (service.name, service.spec)
+            spec = self._network_spec(service)
+            key = (service.name, spec)
             the_plan = self._plans.get(key)
             if the_plan is None:
-                the_plan = self._plans[key] = plan(service.spec, service.name)
-            async with open_container(service.spec, name=service.name, stdin=self._devnull, stdout=out_w,
-                                      stderr=err_w, plan=the_plan) as container:
+                the_plan = self._plans[key] = plan(spec, service.name)
+            bridged = service.network is not None and service.network.bridge is not None
+            async with open_container(spec, name=service.name, stdin=self._devnull, stdout=out_w,
+                                      stderr=err_w, plan=the_plan,
+                                      on_init=attach_network if bridged else None) as container:
                 os.close(out_w)
                 os.close(err_w)
                 out_w = err_w = -1
@@ -325,7 +339,24 @@ class Supervisor:
             for fd in (out_r, out_w, err_r, err_w):
                 if fd >= 0:
                     os.close(fd)
+            if attachment:
+                with trio.CancelScope(shield=True):
+                    await self.networks.detach(service.name, attachment[0])
         return status, trio.current_time() - began
+
+    def _network_spec(self, service: Service) -> ContainerSpec:
+        """The spec with the network namespace its ``network`` asks for: a new one for a bridge, or
+        the running container's for ``container:NAME``."""
+        net = service.network
+        if net is None:
+            return service.spec
+        others = tuple(ns for ns in service.spec.namespaces if ns.type != "network")
+        if net.container is None:
+            return attrs.evolve(service.spec, namespaces=others + (Namespace("network"),))
+        other = self.handles.get(net.container)
+        if other is None or other.state != State.RUNNING or other.pid is None:
+            raise BootstrapError(errno.ESRCH, "network", "join the network of", f"{net.container} (not running)")
+        return attrs.evolve(service.spec, namespaces=others + (Namespace("network", f"/proc/{other.pid}/ns/net"),))
 
     async def _wait_or_stop(self, handle: Handle, container: Container) -> ExitStatus:
         """Wait for the workload to end; a stop request (which cancels the wait) turns it into

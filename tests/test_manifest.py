@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from supervisor.resources import Memory, Resources
 from supervisor import ContainerSpec, SpecError
 from supervisor.manifest import DEFAULT_CAPABILITIES, Manifest, ManifestError, _Locator, load_manifest
 from supervisor.plan import DEFAULT_PATH, plan
+from supervisor.resources import Memory, Resources
 from supervisor.service import LogConfig, Policy
 from supervisor.spec import Mount, Namespace, User
 
@@ -571,3 +571,32 @@ Y = [[1, 2], [3]]
     }
     assert {path: lines.line(path) for path in expected} == expected
     assert ("multi",) not in lines.found and ("containers", "not") not in lines.found
+
+
+def test_network_key(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text("""
+[containers.web]
+args = ["/bin/true"]
+
+[containers.web.network]
+bridge = "sv0"
+address = "10.9.0.2/24"
+gateway = "10.9.0.1"
+mtu = 1400
+routes = [{ dst = "10.8.0.0/16", via = "10.9.0.254" }]
+
+[containers.side]
+args = ["/bin/true"]
+network = "container:web"
+""")
+    services = {s.name: s for s in load_manifest(path).services}
+    web = services["web"].network
+    assert web is not None and (web.bridge, web.addresses, web.gateway, web.mtu) == (
+        "sv0", ("10.9.0.2/24",), "10.9.0.1", 1400)
+    assert web.routes[0].dst == "10.8.0.0/16" and web.routes[0].via == "10.9.0.254"
+    side = services["side"]
+    assert side.network is not None and side.network.container == "web" and "web" in side.policy.depends_on
+    path.write_text('[containers.web]\nargs = ["/bin/true"]\nnetwork = { bridge = "sv0", address = "nope" }\n')
+    with pytest.raises(SpecError, match=r"line 3: containers.web.network: .*not an address with a prefix"):
+        load_manifest(path)

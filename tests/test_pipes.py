@@ -8,6 +8,7 @@ import pytest
 from supervisor._wire import Stage, Sync
 from supervisor.errors import BootstrapError
 from supervisor.pipes import (
+    HostSetup,
     Execed,
     Handshake,
     InitStarted,
@@ -81,19 +82,19 @@ def test_out_of_order_messages_are_protocol_errors() -> None:
 
 
 def test_handshake_runs_host_setup_between_pid_and_continue() -> None:
-    seen: list[int] = []
-    hs = Handshake(seen.append)
+    hs = Handshake()
     gen = hs.run(b"MSG")
     assert next(gen) == Send(b"MSG")
     assert gen.send(None) == Recv()
-    assert gen.send(msg(Sync.PID, struct.pack("=I", 99))) == Send(msg(Sync.CONTINUE))
-    assert seen == [99] and hs.init_pid == 99
+    assert gen.send(msg(Sync.PID, struct.pack("=I", 99))) == HostSetup(99)
+    assert hs.init_pid == 99
+    assert gen.send(None) == Send(msg(Sync.CONTINUE))
     assert gen.send(None) == Recv()
     with pytest.raises(StopIteration) as done:
         gen.send(b"")
     assert done.value.value == 99
 
-    gen = Handshake(seen.append).run(b"MSG")
+    gen = Handshake().run(b"MSG")
     next(gen), gen.send(None)
     with pytest.raises(BootstrapError) as info:
         gen.send(error(Stage.PARSE, errno.EINVAL, "parse bootstrap message", "no argv"))

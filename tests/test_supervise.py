@@ -31,9 +31,16 @@ class Lines:
 
     def __init__(self) -> None:
         self.lines: list[tuple[str, str, bytes]] = []
+        self._changed = trio.Event()
 
     def line(self, container: str, stream: str, data: bytes) -> None:
         self.lines.append((container, stream, data))
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, container: str, data: bytes) -> None:
+        while (container, "stdout", data) not in self.lines:
+            await self._changed.wait()
 
 
 async def collect(sup: Supervisor, into: list[Event], task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

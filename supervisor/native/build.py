@@ -18,11 +18,16 @@ def wire_cdef() -> str:
     return text.split("/* CFFI-BEGIN */")[1].split("/* CFFI-END */")[0]
 
 
+#: syscalls Python 3.11's os module lacks, for the supervisor's own threads
+SYSCALLS = """
+int setns(int fd, int nstype);
+"""
+
 ffibuilder = FFI()
-ffibuilder.cdef(wire_cdef())
+ffibuilder.cdef(wire_cdef() + SYSCALLS)
 ffibuilder.set_source(
     "supervisor._native",
-    '#include "wire.h"',
+    '#include <sched.h>\n#include "wire.h"',  # Python.h defines _GNU_SOURCE
     sources=[str(NATIVE / "parse.c")],
     include_dirs=[str(NATIVE)],
     extra_compile_args=["-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"],
