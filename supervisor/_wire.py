@@ -64,6 +64,8 @@ class Attr(IntEnum):
     ROOTFS_BIND = lib.SV_ATTR_ROOTFS_BIND
     PID1_INIT = lib.SV_ATTR_PID1_INIT
     LOOPBACK_UP = lib.SV_ATTR_LOOPBACK_UP
+    SECCOMP = lib.SV_ATTR_SECCOMP
+    SECCOMP_FLAGS = lib.SV_ATTR_SECCOMP_FLAGS
 
 
 class NsAttr(IntEnum):
@@ -135,6 +137,7 @@ class PayloadType(IntEnum):
     STR = lib.SV_T_STR
     BOOL = lib.SV_T_BOOL
     NEST = lib.SV_T_NEST
+    BYTES = lib.SV_T_BYTES
 
 
 #: each enum and the prefix of its constants in wire.h

@@ -17,7 +17,7 @@ from .plan import Plan, Step
 __all__ = ["BootstrapMessage", "decode", "encode"]
 
 _NLA_TYPE = {PayloadType.U32: "uint32", PayloadType.BOOL: "uint32", PayloadType.U64: "uint64",
-             PayloadType.STR: "asciiz"}
+             PayloadType.STR: "asciiz", PayloadType.BYTES: "cdata"}
 _NLA_MAX_LEN = 0xFFFF
 
 
@@ -109,6 +109,11 @@ def encode(plan: Plan) -> bytes:
     add("BECOME_ROOT", plan.become_root)
     add("PID1_INIT", plan.pid1_init)
     add("LOOPBACK_UP", plan.loopback_up)
+    if plan.seccomp is not None:
+        if len(plan.seccomp) + 4 > _NLA_MAX_LEN:
+            raise SpecError("linux.seccomp", f"the compiled filter takes {len(plan.seccomp)} bytes, too many")
+        a.append(("SECCOMP", plan.seccomp))
+        add("SECCOMP_FLAGS", plan.seccomp_flags or None)
 
     msg = BootstrapMessage()
     msg["header"]["type"] = MSG_BOOTSTRAP

@@ -50,7 +50,9 @@ and any other OCI field under its OCI name: ``rlimits``, ``noNewPrivileges``, ``
 ``uidMappings``, ``gidMappings``, ``resources``, ``rootfsPropagation``, ``cgroupsPath`` (linux
 fields); ``domainname``, ``annotations``. The loader builds an OCI ``config.json`` document from
 these and hands it to ``ContainerSpec.from_oci``, so an inline container is checked exactly as a
-bundle is (and OCI fields not implemented yet, like ``seccomp``, are refused by name).
+bundle is (and OCI fields not implemented yet, like ``timeOffsets``, are refused by name). An inline
+container gets ``seccomp.DEFAULT_PROFILE`` (Docker's intent) unless it gives its own OCI ``seccomp``
+table, or ``seccomp = "unconfined"``.
 
 Supervision keys, for both kinds (``Policy`` and ``LogConfig`` in ``service.py``):
 
@@ -125,6 +127,7 @@ import attrs
 
 from .errors import SpecError
 from .plan import DEFAULT_PATH, INIT_ANNOTATION, resolve_in_root
+from .seccomp import DEFAULT_PROFILE
 from .service import RESTART_POLICIES, LogConfig, NetworkConfig, Policy, Service, parse_network
 from .spec import ContainerSpec, User
 
@@ -557,12 +560,18 @@ class _Loader:
             value = self.sysctl(c, sources) if key == "sysctl" else self.merged(c, key, sources, f"linux.{key}")
             if value is not None:
                 linux[key] = value
+        # seccomp: the default profile unless the container brings its own, or says "unconfined"
+        unconfined = linux.get("seccomp") == "unconfined"
+        if unconfined:
+            del linux["seccomp"]
         config["linux"] = linux
 
         try:
             spec = ContainerSpec.from_oci(config, self.dir)
         except SpecError as e:
             raise origin.explain(e) from None
+        if spec.seccomp is None and not unconfined:
+            spec = attrs.evolve(spec, seccomp=DEFAULT_PROFILE)
         if user_name is not None:
             spec = attrs.evolve(spec, process=attrs.evolve(spec.process, user=User(name=user_name)))
         c.spec = spec

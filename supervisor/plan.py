@@ -25,6 +25,7 @@ from ._wire import Mk, Op
 from .cgroups import cgroup_dirs, default_path, hierarchies
 from .errors import SpecError
 from .resources import Resources
+from .seccomp import compile_seccomp
 from .spec import CAPABILITIES, NAMESPACE_TYPES, ContainerSpec, Device, IdMapping, Mount
 
 __all__ = ["DEFAULT_PATH", "Plan", "Step", "plan", "resolve_in_root"]
@@ -133,6 +134,9 @@ class Plan:
     caps: tuple[int, int, int, int, int] | None = None
     pdeathsig: int = 0
     become_root: bool = False
+    #: the compiled seccomp filter (BPF instructions) and its SECCOMP_FILTER_FLAG_* flags
+    seccomp: bytes | None = None
+    seccomp_flags: int = 0
     #: the container's cgroup (relative: below the supervisor's own) and its limits
     cgroup: str | None = None
     resources: Resources | None = None
@@ -197,6 +201,7 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
                   for i, p in enumerate(spec.readonly_paths)]
         steps += [Step(Op.MASK, dst=_dest(p, f"linux.maskedPaths[{i}]")) for i, p in enumerate(spec.masked_paths)]
 
+    seccomp, seccomp_flags = compile_seccomp(spec.seccomp) if spec.seccomp is not None else (None, 0)
     caps = None
     if process.capabilities is not None:
         c = process.capabilities
@@ -231,6 +236,8 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         loopback_up="network" in new,
         cgroup=cgroup,
         resources=spec.resources,
+        seccomp=seccomp,
+        seccomp_flags=seccomp_flags,
         uid_map=_id_map(spec.uid_mappings),
         gid_map=_id_map(spec.gid_mappings),
         setgroups_deny=False,

@@ -21,6 +21,7 @@ import attrs
 
 from .errors import SpecError
 from .resources import Resources, parse_resources
+from .seccomp import Seccomp, parse_seccomp
 
 __all__ = [
     "CAPABILITIES",
@@ -168,6 +169,7 @@ class ContainerSpec:
     rootfs_propagation: str | None = None
     cgroups_path: str | None = None
     resources: Resources | None = None
+    seccomp: Seccomp | None = None
     annotations: Mapping[str, str] = attrs.field(factory=dict, eq=False)
     #: where relative paths (root.path, bind sources) were resolved from
     bundle: str | None = None
@@ -285,7 +287,7 @@ def _int(v: Any, path: str, lo: int, hi: int) -> int:
 
 _PROCESS_UNSUPPORTED = ("consoleSize", "commandLine", "apparmorProfile", "selinuxLabel", "ioPriority",
                         "scheduler", "execCPUAffinity")
-_LINUX_UNSUPPORTED = ("timeOffsets", "unified", "seccomp", "mountLabel", "intelRdt", "personality",
+_LINUX_UNSUPPORTED = ("timeOffsets", "unified", "mountLabel", "intelRdt", "personality",
                       "memoryPolicy", "netDevices")
 _TOP_UNSUPPORTED = ("hooks", "solaris", "windows", "vm", "zos")
 _PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable")
@@ -326,6 +328,7 @@ def _load(top: _Obj, bundle: str) -> ContainerSpec:
         rootfs_propagation=_propagation(linux),
         cgroups_path=linux.string("cgroupsPath"),
         resources=_resources(linux),
+        seccomp=None if linux.get("seccomp") is None else parse_seccomp(linux.get("seccomp"), linux.at("seccomp")),
         annotations=_annotations(top),
         bundle=bundle,
     )

@@ -343,7 +343,10 @@ def test_malformed_and_unsupported_configs(bundle: Bundle) -> None:
     cases = [
         (lambda c: c["process"].update(terminal=True),
          "process.terminal: true is not supported yet (no consoles); set it to false"),
-        (lambda c: c["linux"].update(seccomp={}), "linux.seccomp: not supported yet"),
+        (lambda c: c["linux"].update(intelRdt={}), "linux.intelRdt: not supported yet"),
+        (lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_NOTIFY"}),
+         "linux.seccomp.defaultAction: unknown or unsupported action 'SCMP_ACT_NOTIFY' (one of SCMP_ACT_KILL, "
+         "SCMP_ACT_KILL_THREAD, SCMP_ACT_KILL_PROCESS, SCMP_ACT_TRAP, SCMP_ACT_ERRNO, SCMP_ACT_LOG, SCMP_ACT_ALLOW)"),
         (lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_NOFILE", "soft": 1, "hard": 1},
                                                 {"type": "RLIMIT_FOO", "soft": 1, "hard": 1}]),
          'process.rlimits[1].type: unknown rlimit "RLIMIT_FOO"'),

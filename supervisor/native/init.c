@@ -16,6 +16,8 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -380,6 +382,20 @@ static void run_step(const struct sv_step *s)
     }
 }
 
+/* -- seccomp ------------------------------------------------------------------------------ */
+
+static void install_seccomp(const struct sv_config *cfg)
+{
+    if (cfg->seccomp == NULL)
+        return;
+    struct sock_fprog prog = {
+        .len = (unsigned short)(cfg->seccomp_len / sizeof(struct sock_filter)),
+        .filter = (struct sock_filter *)(uintptr_t)cfg->seccomp,
+    };
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, cfg->seccomp_flags, &prog) < 0)
+        sv_fail(errno, "seccomp", "filter of %u instructions", prog.len);
+}
+
 /* -- the network -------------------------------------------------------------------------- */
 
 static void bring_up_loopback(void)
@@ -610,6 +626,8 @@ void sv_run_init(const struct sv_config *cfg)
     int cwd_later = chdir_cwd(cfg->cwd) < 0;
     if (cwd_later && errno != EACCES && errno != EPERM)
         sv_fail(errno, "chdir", "%s", cfg->cwd);
+    if (!cfg->no_new_privs)
+        install_seccomp(cfg); /* needs CAP_SYS_ADMIN without no_new_privs: before the caps go */
     set_credentials(cfg);
     if (cwd_later && chdir_cwd(cfg->cwd) < 0)
         sv_fail(errno, "chdir", "%s", cfg->cwd);
@@ -622,6 +640,8 @@ void sv_run_init(const struct sv_config *cfg)
         sv_fail(errno, "close_range", "3..");
     if (root_fd >= 0)
         close(root_fd);
+    if (cfg->no_new_privs)
+        install_seccomp(cfg); /* last: the profile need not allow what setup does */
     if (cfg->pid1_init)
         run_pid1_init(cfg);
     exec_workload(cfg);

@@ -52,6 +52,8 @@ static const struct attr_def top_attrs[SV_ATTR_MAX + 1] = {
     [SV_ATTR_ROOTFS_BIND] = {SV_T_STR, 0},
     [SV_ATTR_PID1_INIT] = {SV_T_BOOL, 0},
     [SV_ATTR_LOOPBACK_UP] = {SV_T_BOOL, 0},
+    [SV_ATTR_SECCOMP] = {SV_T_BYTES, 0},
+    [SV_ATTR_SECCOMP_FLAGS] = {SV_T_U32, 0},
 };
 
 static const struct attr_def ns_attrs[SV_NS_MAX + 1] = {
@@ -435,6 +437,16 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
         case SV_ATTR_ROOTFS_BIND: out->rootfs_bind = str_of(&a); break;
         case SV_ATTR_PID1_INIT: out->pid1_init = (int)u32_of(&a); break;
         case SV_ATTR_LOOPBACK_UP: out->loopback_up = (int)u32_of(&a); break;
+        case SV_ATTR_SECCOMP:
+            /* whole BPF instructions, at most the kernel's BPF_MAXINSNS */
+            if (a.len == 0 || a.len % 8 != 0 || a.len / 8 > 4096) {
+                fail(err, errlen, "seccomp program of %u bytes", a.len);
+                goto bad;
+            }
+            out->seccomp = a.payload;
+            out->seccomp_len = a.len;
+            break;
+        case SV_ATTR_SECCOMP_FLAGS: out->seccomp_flags = u32_of(&a); break;
         }
     }
     if (out->n_steps > 0 && out->rootfs == NULL) {

@@ -25,6 +25,7 @@
 #define SV_T_STR 3
 #define SV_T_BOOL 4
 #define SV_T_NEST 5
+#define SV_T_BYTES 6
 
 /* top-level attributes */
 #define SV_ATTR_CLONE_FLAGS 1       /* u32: CLONE_NEW* to create */
@@ -59,7 +60,9 @@
 #define SV_ATTR_PID1_INIT 28        /* bool: stay as a minimal init (pid 1): forward signals to the
                                      * workload, reap orphans, exit with the workload's status */
 #define SV_ATTR_LOOPBACK_UP 29      /* bool: bring "lo" up (a new network namespace has it down) */
-#define SV_ATTR_MAX 29
+#define SV_ATTR_SECCOMP 30          /* bytes: a BPF program (struct sock_filter[]), installed last */
+#define SV_ATTR_SECCOMP_FLAGS 31    /* u32: SECCOMP_FILTER_FLAG_* */
+#define SV_ATTR_MAX 31
 
 /* SV_ATTR_NS_PATH */
 #define SV_NS_TYPE 1                /* u32: the CLONE_NEW* flag of the namespace */
@@ -196,6 +199,9 @@ struct sv_config {
     int become_root;
     int pid1_init;
     int loopback_up;
+    const uint8_t *seccomp;
+    size_t seccomp_len;
+    uint32_t seccomp_flags;
     const char **argv;      /* NULL-terminated */
     size_t n_args;
     const char **envp;      /* NULL-terminated */
