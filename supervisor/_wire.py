@@ -66,6 +66,8 @@ class Attr(IntEnum):
     LOOPBACK_UP = lib.SV_ATTR_LOOPBACK_UP
     SECCOMP = lib.SV_ATTR_SECCOMP
     SECCOMP_FLAGS = lib.SV_ATTR_SECCOMP_FLAGS
+    APPARMOR = lib.SV_ATTR_APPARMOR
+    SELINUX = lib.SV_ATTR_SELINUX
 
 
 class NsAttr(IntEnum):

@@ -109,6 +109,8 @@ def encode(plan: Plan) -> bytes:
     add("BECOME_ROOT", plan.become_root)
     add("PID1_INIT", plan.pid1_init)
     add("LOOPBACK_UP", plan.loopback_up)
+    add("APPARMOR", plan.apparmor_profile)
+    add("SELINUX", plan.selinux_label)
     if plan.seccomp is not None:
         if len(plan.seccomp) + 4 > _NLA_MAX_LEN:
             raise SpecError("linux.seccomp", f"the compiled filter takes {len(plan.seccomp)} bytes, too many")

@@ -137,6 +137,9 @@ class Plan:
     #: the compiled seccomp filter (BPF instructions) and its SECCOMP_FILTER_FLAG_* flags
     seccomp: bytes | None = None
     seccomp_flags: int = 0
+    #: LSM labels for the workload's execve
+    apparmor_profile: str | None = None
+    selinux_label: str | None = None
     #: the container's cgroup (relative: below the supervisor's own) and its limits
     cgroup: str | None = None
     resources: Resources | None = None
@@ -202,6 +205,7 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         steps += [Step(Op.MASK, dst=_dest(p, f"linux.maskedPaths[{i}]")) for i, p in enumerate(spec.masked_paths)]
 
     seccomp, seccomp_flags = compile_seccomp(spec.seccomp) if spec.seccomp is not None else (None, 0)
+    _check_lsm(spec)
     caps = None
     if process.capabilities is not None:
         c = process.capabilities
@@ -238,10 +242,34 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         resources=spec.resources,
         seccomp=seccomp,
         seccomp_flags=seccomp_flags,
+        apparmor_profile=process.apparmor_profile,
+        selinux_label=process.selinux_label,
         uid_map=_id_map(spec.uid_mappings),
         gid_map=_id_map(spec.gid_mappings),
         setgroups_deny=False,
     )
+
+
+def apparmor_enabled() -> bool:
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().strip() == "Y"
+    except OSError:
+        return False
+
+
+def selinux_enabled() -> bool:
+    return os.path.exists("/sys/fs/selinux/enforce")
+
+
+def _check_lsm(spec: ContainerSpec) -> None:
+    """A label asked for on a host without its LSM is an error: silently unconfined is worse."""
+    if spec.process.apparmor_profile is not None and not apparmor_enabled():
+        raise SpecError("process.apparmorProfile", "AppArmor is not enabled on this host")
+    if spec.process.selinux_label is not None and not selinux_enabled():
+        raise SpecError("process.selinuxLabel", "SELinux is not enabled on this host")
+    if spec.mount_label is not None and not selinux_enabled():
+        raise SpecError("linux.mountLabel", "SELinux is not enabled on this host")
 
 
 # -- paths inside the rootfs ---------------------------------------------------------------------
@@ -364,7 +392,7 @@ def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str) 
                 dst.startswith(earlier.rstrip("/") + "/") for earlier in mounted):
             raise SpecError(f"{field}.destination", f'"{dst}" does not exist on the read-only host root')
         mounted.append(dst)
-        step = _mount_step(mount, dst, spec.bundle or "/", field)
+        step = _mount_step(mount, dst, spec.bundle or "/", field, spec.mount_label)
         if dst == "/dev" and step.flags & MS_BIND:
             dev_is_bind = True
         if mount.type == "cgroup":
@@ -384,7 +412,7 @@ def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str) 
     return propagation, steps
 
 
-def _mount_step(mount: Mount, dst: str, bundle: str, field: str) -> Step:
+def _mount_step(mount: Mount, dst: str, bundle: str, field: str, label: str | None = None) -> Step:
     flags = 0
     propagation = 0
     data: list[str] = []
@@ -412,6 +440,8 @@ def _mount_step(mount: Mount, dst: str, bundle: str, field: str) -> Step:
                     data=",".join(data) or None, mktype=Mk.DIR if os.path.isdir(source) else Mk.FILE)
     if not mount.type:
         raise SpecError(f"{field}.type", "required (or a bind mount)")
+    if label is not None and mount.type not in ("proc", "sysfs", "cgroup", "cgroup2", "mqueue"):
+        data.append(f'context="{label}"')  # linux.mountLabel
     return Step(Op.MOUNT, dst=dst, src=mount.source or mount.type, fstype=mount.type, flags=flags,
                 propagation=propagation, data=",".join(data) or None, mktype=Mk.DIR)
 

@@ -111,6 +111,8 @@ class Process:
     no_new_privileges: bool = False
     oom_score_adj: int | None = None
     terminal: bool = False
+    apparmor_profile: str | None = None
+    selinux_label: str | None = None
 
 
 @attrs.frozen
@@ -170,6 +172,8 @@ class ContainerSpec:
     cgroups_path: str | None = None
     resources: Resources | None = None
     seccomp: Seccomp | None = None
+    #: SELinux context for the container's mounts
+    mount_label: str | None = None
     annotations: Mapping[str, str] = attrs.field(factory=dict, eq=False)
     #: where relative paths (root.path, bind sources) were resolved from
     bundle: str | None = None
@@ -285,9 +289,9 @@ def _int(v: Any, path: str, lo: int, hi: int) -> int:
 
 # -- the loader ----------------------------------------------------------------------------------
 
-_PROCESS_UNSUPPORTED = ("consoleSize", "commandLine", "apparmorProfile", "selinuxLabel", "ioPriority",
+_PROCESS_UNSUPPORTED = ("consoleSize", "commandLine", "ioPriority",
                         "scheduler", "execCPUAffinity")
-_LINUX_UNSUPPORTED = ("timeOffsets", "unified", "mountLabel", "intelRdt", "personality",
+_LINUX_UNSUPPORTED = ("timeOffsets", "unified", "intelRdt", "personality",
                       "memoryPolicy", "netDevices")
 _TOP_UNSUPPORTED = ("hooks", "solaris", "windows", "vm", "zos")
 _PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable")
@@ -327,6 +331,7 @@ def _load(top: _Obj, bundle: str) -> ContainerSpec:
         devices=tuple(_device(path, item) for path, item in linux.items("devices")),
         rootfs_propagation=_propagation(linux),
         cgroups_path=linux.string("cgroupsPath"),
+        mount_label=linux.string("mountLabel") or None,
         resources=_resources(linux),
         seccomp=None if linux.get("seccomp") is None else parse_seccomp(linux.get("seccomp"), linux.at("seccomp")),
         annotations=_annotations(top),
@@ -400,6 +405,8 @@ def _process(p: _Obj) -> Process:
         rlimits=tuple(rlimits),
         no_new_privileges=p.flag("noNewPrivileges"),
         oom_score_adj=p.integer("oomScoreAdj", None, -1000, 1000),
+        apparmor_profile=p.string("apparmorProfile") or None,
+        selinux_label=p.string("selinuxLabel") or None,
     )
     p.done(_PROCESS_UNSUPPORTED)
     return process

@@ -477,3 +477,20 @@ async def test_exec_cannot_be_used_to_overwrite_the_bootstrap(bundle: Bundle) ->
     assert Path(BOOTSTRAP).read_bytes() == before
     # whenever the container caught a bootstrap inside, it was the sealed copy, never the host's file
     assert all(line.startswith("seen /memfd:supervisor-bootstrap") for line in report.splitlines()), report
+
+
+def test_lsm_labels_are_refused_where_the_lsm_is_off(bundle: Bundle) -> None:
+    from supervisor.plan import apparmor_enabled, plan, selinux_enabled
+
+    if apparmor_enabled() or selinux_enabled():
+        pytest.skip("this host has an LSM: the labels would be applied")
+    for edit, message in [
+        (lambda c: c["process"].update(apparmorProfile="docker-default"),
+         "process.apparmorProfile: AppArmor is not enabled on this host"),
+        (lambda c: c["process"].update(selinuxLabel="system_u:system_r:container_t:s0"),
+         "process.selinuxLabel: SELinux is not enabled on this host"),
+        (lambda c: c["linux"].update(mountLabel="system_u:object_r:container_file_t:s0"),
+         "linux.mountLabel: SELinux is not enabled on this host"),
+    ]:
+        with pytest.raises(SpecError, match=message):
+            plan(ContainerSpec.from_bundle(bundle(edit=edit)))

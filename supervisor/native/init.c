@@ -382,6 +382,35 @@ static void run_step(const struct sv_step *s)
     }
 }
 
+/* -- LSM labels ---------------------------------------------------------------------------- */
+
+/* What the next execve runs under. Written through the host's procfs, before pivot_root, and only
+ * if that file is on a real procfs (a fake one would apply nothing: CVE-2019-16884). Fails closed. */
+static void set_exec_label(const char *file, const char *fallback, const char *value)
+{
+    int fd = open(file, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT && fallback != NULL)
+        fd = open(fallback, O_WRONLY | O_CLOEXEC);
+    struct statfs fs;
+    if (fd < 0 || fstatfs(fd, &fs) < 0 || fs.f_type != PROC_SUPER_MAGIC)
+        sv_fail(fd < 0 ? errno : EPERM, "open", "%s", file);
+    size_t len = strlen(value);
+    if (write(fd, value, len) != (ssize_t)len)
+        sv_fail(errno, "set exec label", "%s", value);
+    close(fd);
+}
+
+static void set_lsm_labels(const struct sv_config *cfg)
+{
+    char profile[4096];
+    if (cfg->apparmor != NULL) {
+        snprintf(profile, sizeof(profile), "exec %s", cfg->apparmor);
+        set_exec_label("/proc/thread-self/attr/apparmor/exec", "/proc/thread-self/attr/exec", profile);
+    }
+    if (cfg->selinux != NULL)
+        set_exec_label("/proc/thread-self/attr/exec", NULL, cfg->selinux);
+}
+
 /* -- seccomp ------------------------------------------------------------------------------ */
 
 static void install_seccomp(const struct sv_config *cfg)
@@ -609,6 +638,7 @@ void sv_run_init(const struct sv_config *cfg)
         sv_fail(errno, "setsid", "init");
     if (cfg->loopback_up)
         bring_up_loopback();
+    set_lsm_labels(cfg);
     umask(0); /* modes of what we create are the planned ones */
     if (cfg->rootfs)
         prepare_root(cfg);

@@ -54,6 +54,8 @@ static const struct attr_def top_attrs[SV_ATTR_MAX + 1] = {
     [SV_ATTR_LOOPBACK_UP] = {SV_T_BOOL, 0},
     [SV_ATTR_SECCOMP] = {SV_T_BYTES, 0},
     [SV_ATTR_SECCOMP_FLAGS] = {SV_T_U32, 0},
+    [SV_ATTR_APPARMOR] = {SV_T_STR, 0},
+    [SV_ATTR_SELINUX] = {SV_T_STR, 0},
 };
 
 static const struct attr_def ns_attrs[SV_NS_MAX + 1] = {
@@ -447,6 +449,8 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
             out->seccomp_len = a.len;
             break;
         case SV_ATTR_SECCOMP_FLAGS: out->seccomp_flags = u32_of(&a); break;
+        case SV_ATTR_APPARMOR: out->apparmor = str_of(&a); break;
+        case SV_ATTR_SELINUX: out->selinux = str_of(&a); break;
         }
     }
     if (out->n_steps > 0 && out->rootfs == NULL) {

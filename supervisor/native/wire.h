@@ -62,7 +62,9 @@
 #define SV_ATTR_LOOPBACK_UP 29      /* bool: bring "lo" up (a new network namespace has it down) */
 #define SV_ATTR_SECCOMP 30          /* bytes: a BPF program (struct sock_filter[]), installed last */
 #define SV_ATTR_SECCOMP_FLAGS 31    /* u32: SECCOMP_FILTER_FLAG_* */
-#define SV_ATTR_MAX 31
+#define SV_ATTR_APPARMOR 32         /* str: AppArmor profile for the workload's execve */
+#define SV_ATTR_SELINUX 33          /* str: SELinux label for the workload's execve */
+#define SV_ATTR_MAX 33
 
 /* SV_ATTR_NS_PATH */
 #define SV_NS_TYPE 1                /* u32: the CLONE_NEW* flag of the namespace */
@@ -202,6 +204,8 @@ struct sv_config {
     const uint8_t *seccomp;
     size_t seccomp_len;
     uint32_t seccomp_flags;
+    const char *apparmor;
+    const char *selinux;
     const char **argv;      /* NULL-terminated */
     size_t n_args;
     const char **envp;      /* NULL-terminated */
