@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """report.py [RESULTS_DIR] - markdown report from single.json (hyperfine, single.sh) and
 api_loop.json (api_loop.py): medians, the two targets, and every peer against us; plus, when they
-exist, concurrency.json (concurrency.py: N at once, containers/s) and idle.json (idle.py: what 1000 idle
-containers cost the supervisor). Stdlib only."""
+exist, concurrency.json (concurrency.py: N at once, containers/s), idle.json (idle.py: what 1000 idle
+containers cost the supervisor), isolation.json (isolation.py: what a cgroup, seccomp and a user namespace
+add to a life) and exec_net.json (exec_net.py: exec latency, what a veth adds). Stdlib only."""
 
 import json
 import os
@@ -32,6 +33,88 @@ def fmt(x: float | None) -> str:
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
+
+
+def isolation_section(iso: dict[str, Any]) -> None:
+    res: dict[str, dict[str, dict[str, Any]]] = iso["results"]
+    how = "each row's lives in a row" if iso.get("order") == "blocks" else "a tool's rows in turn, shuffled"
+    print(f"### What a cgroup, seccomp (default profile) and a user namespace add to one life (`isolation.json`,"
+          f" {iso['n']} per row after {iso['warmup']}, {how}, ms per life)\n")
+    print("| row | median | min | max | own cpu | children cpu | + ms vs base | × base | + ms vs default |"
+          " × default |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for rows in res.values():
+        for r in rows.values():
+            if r.get("ok"):
+                print(f"| {r['label']} | {r['median_ms']:.2f} | {r['min_ms']:.2f} | {r['max_ms']:.2f} |"
+                      f" {r['self_cpu_ms']:.2f} | {r['children_cpu_ms']:.2f} | {fmt(r.get('added_vs_base_ms'))} |"
+                      f" {fmt(r.get('ratio_vs_base'))} | {fmt(r.get('added_vs_default_ms'))} |"
+                      f" {fmt(r.get('ratio_vs_default'))} |")
+            else:
+                print(f"| {r['label']} | FAILED: {r.get('error')} | | | | | | | | |")
+    print("\n(base: ours and crun without a cgroup, runc its default, which has one. default: with a cgroup.)\n")
+    marginal: dict[str, dict[str, dict[str, float | None]]] = iso["marginal"]
+    tools = list(marginal)
+    print("| added ms (difference of medians) | " + " | ".join(f"{t} alone | {t} over default" for t in tools) + " |")
+    print("|---|" + "---:|---:|" * len(tools))
+    for feat in ("cgroup", "seccomp", "userns", "all three"):
+        cells = []
+        for t in tools:
+            m = marginal[t][feat]
+            cells += [fmt(m.get("alone")), fmt(m.get("over_default", m.get("with_the_rest")))]
+        print(f"| {feat} | " + " | ".join(cells) + " |")
+    print("\n(alone: over the base; over default: on top of a cgroup; for the cgroup row: on top of seccomp+userns.)\n")
+    print("| features | ours | crun | runc | ours ÷ crun | ours ÷ runc |")
+    print("|---|---:|---:|---:|---:|---:|")
+    def med(tool: str, key: str) -> float | None:
+        r = res.get(tool, {}).get(key, {})
+        return r["median_ms"] if r.get("ok") else None
+
+    for key in res.get("ours", {}):
+        ours, crun, runc = med("ours", key), med("crun", key), med("runc", key)
+        print(f"| {key} | {fmt(ours)} | {fmt(crun)} | {fmt(runc)} | {fmt(ratio(ours, crun))} |"
+              f" {fmt(ratio(ours, runc))} |")
+    lit = iso.get("literal_no_cgroup_plan") or {}
+    print(f"\n`compile_seccomp(DEFAULT_PROFILE)` (in `plan()`, every `supervisor.run`):"
+          f" {fmt(iso.get('compile_seccomp_ms'))} ms median. The OCI JSON given to crun/runc parses back to"
+          f" `DEFAULT_PROFILE`: {'yes' if iso.get('seccomp_json_equivalent') else 'NO'}. The plain no-cgroup plan"
+          f" (`attrs.evolve(plan(spec, name), cgroup=None, resources=None)`): "
+          + ("ran" if lit.get("ok") else f"failed: `{lit.get('error')}`") + ".\n")
+
+
+def exec_net_section(x: dict[str, Any]) -> None:
+    print(f"### exec into a running container (`exec_net.json`, {x['n']} runs after {x['warmup']}, ms)\n")
+    print("| row | median | min | max | own cpu | children cpu | + ms vs ours | ÷ ours |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in x["exec"].values():
+        if r.get("ok"):
+            print(f"| {r['label']} | {r['median_ms']:.2f} | {r['min_ms']:.2f} | {r['max_ms']:.2f} |"
+                  f" {r['self_cpu_ms']:.2f} | {r['children_cpu_ms']:.2f} | {fmt(r.get('added_ms'))} |"
+                  f" {fmt(r.get('ratio'))} |")
+        else:
+            print(f"| {r.get('label', '?')} | FAILED: {r.get('error')} | | | | | | |")
+    print(f"\n### What a veth adds to a life through the Supervisor (`exec_net.json`, {x['n']} lives per row after"
+          f" {x['warmup']}, ms)\n")
+    print("| row | life median | min | max | own cpu | children cpu | + ms | ÷ no network | start median |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in x["net"].values():
+        if r.get("ok"):
+            print(f"| {r['label']} | {r['median_ms']:.2f} | {r['min_ms']:.2f} | {r['max_ms']:.2f} |"
+                  f" {r['self_cpu_ms']:.2f} | {r['children_cpu_ms']:.2f} | {fmt(r.get('added_ms'))} |"
+                  f" {fmt(r.get('ratio'))} | {fmt(r.get('start_median_ms'))} |")
+        else:
+            print(f"| {r.get('label', '?')} | FAILED: {r.get('error')} | | | | | | | |")
+    info = x.get("info", {})
+    h = info.get("by_hand", {})
+    notes = []
+    if h.get("ok"):
+        notes.append(f"by hand with ip(8): setup {h['setup_median_ms']:.2f} ms (4 commands), teardown"
+                     f" {h['teardown_median_ms']:.2f} ms")
+    if "iproute_open_close_ms" in info:
+        notes.append(f"one pyroute2 `IPRoute()` opened and closed: {info['iproute_open_close_ms']:.2f} ms")
+    notes.append(f"our interfaces left after the run: {', '.join(info.get('links_after') or []) or 'none'}")
+    notes += [f"PROBLEM: {p}" for p in x.get("problems", [])]
+    print("\n" + "; ".join(notes) + ".\n")
 
 
 def main() -> int:
@@ -127,6 +210,12 @@ def main() -> int:
             print(f"| idle CPU, share of one core | {t['cpu_share'] * 100:.3f} % |"
                   f" < {t['cpu_target_share'] * 100:.0f} % | {'yes' if t['cpu_met'] else 'NO'} |")
         print(f"\nChecks: {'all passed' if idle.get('ok') else '; '.join(idle.get('problems', []))}\n")
+
+    iso, xnet = load_optional(os.path.join(d, "isolation.json")), load_optional(os.path.join(d, "exec_net.json"))
+    if iso:
+        isolation_section(iso)
+    if xnet:
+        exec_net_section(xnet)
 
     print("### Targets (ratio of medians)\n")
     print("| comparison | ours ms | reference ms | ratio | target | met |")

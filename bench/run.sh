@@ -1,6 +1,6 @@
 #!/bin/bash
 # run.sh - the whole benchmark in order: bundles (if missing), single.sh, api_loop.py, concurrency.py,
-# idle.py, report.
+# idle.py, isolation.py, exec_net.py, report.
 # Env: RUNS (default 50), WARMUP (5), BASE (/tmp/bench), RESULTS (bench/results), SUP, PY;
 # concurrency.py: CREPS (repetitions per N, "200:5,1000:3"), CSLOW (crun's at N=1000, 2); idle.py: IDLE_N (1000),
 # IDLE_WINDOW (10 s).
@@ -26,10 +26,17 @@ rc=0
     || { rc=$?; echo "concurrency.py failed (exit $rc)" >&2; }
 "$SHARED/in-bench-ns.sh" "$PY" "$BENCH/idle.py" --base "$BASE" --json "$RESULTS/idle.json" \
     || { rc=$?; echo "idle.py failed (exit $rc)" >&2; }
+"$SHARED/in-bench-ns.sh" "$PY" "$BENCH/isolation.py" -n "$RUNS" --warmup "$WARMUP" --base "$BASE" \
+    --json "$RESULTS/isolation.json" || { rc=$?; echo "isolation.py failed (exit $rc)" >&2; }
+"$SHARED/in-bench-ns.sh" "$PY" "$BENCH/exec_net.py" -n "$RUNS" --warmup "$WARMUP" --base "$BASE" \
+    --json "$RESULTS/exec_net.json" || { rc=$?; echo "exec_net.py failed (exit $rc)" >&2; }
 
 sleep 0.2   # let init reap anything orphaned before counting
 { check_leaks; echo "zombies: before=$z0 after=$(zombies)" \
-      "'/bin/sleep 3600' processes: $(pgrep -cxf '/bin/sleep 3600' || true)"; uptime; } | tee -a "$RESULTS/env.txt"
+      "'/bin/sleep 3600' processes: $(pgrep -cxf '/bin/sleep 3600' || true)"
+  echo "our interfaces (svh*, svc*, svbench*, svbm*): $(ip -o link | grep -cE ': (svh|svc|svbench|svbm)' || true)" \
+      "supervisor-* cgroups: $(ls -d /sys/fs/cgroup/*/supervisor-* 2>/dev/null | wc -l)"; uptime
+} | tee -a "$RESULTS/env.txt"
 echo
 "$PY" "$BENCH/report.py" "$RESULTS" | tee "$RESULTS/report.md"
 exit "$rc"

@@ -165,7 +165,25 @@ def _write(path: str, text: str) -> None:
         raise BootstrapError(e.errno or 0, "host", "write", path) from None
 
 
-def _drive_blocking(gen: Generator[Request, bytes | None, int], sock: socket.socket,
+def recv_with_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """A read of the sync socket and the descriptors that came with it."""
+    data, ancillary, _, _ = sock.recvmsg(_RECV_SIZE, socket.CMSG_SPACE(4 * 4))
+    return data, fds_of(ancillary)
+
+
+def fds_of(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    import array
+
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            received = array.array("i")
+            received.frombytes(payload[:len(payload) - len(payload) % received.itemsize])
+            fds.extend(received)
+    return fds
+
+
+def _drive_blocking(gen: Generator[Request, tuple[bytes, list[int]] | None, int], sock: socket.socket,
                     host_work: Callable[[int], None]) -> int:
     request = next(gen)
     while True:
@@ -180,7 +198,7 @@ def _drive_blocking(gen: Generator[Request, bytes | None, int], sock: socket.soc
                     pass  # the peer is gone; what it said before going is still to be read
                 request = gen.send(None)
             else:
-                request = gen.send(sock.recv(_RECV_SIZE))
+                request = gen.send(recv_with_fds(sock))
         except StopIteration as done:
             return int(done.value)
 
@@ -234,8 +252,9 @@ def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int |
 
 
 def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, int | None] = (None, None, None)
-                    ) -> tuple[int, int, Cgroup | None]:
-    """Start a container and return pid, pidfd and cgroup of its init once the workload is exec'd."""
+                    ) -> tuple[int, int, Cgroup | None, int | None]:
+    """Start a container; once the workload is exec'd, return its init's pid, pidfd and cgroup,
+    and the pty master when it has a terminal."""
     message = encode(plan)
     cgroup = make_cgroup(plan)
     try:
@@ -247,7 +266,7 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
     handshake = Handshake()
     try:
         pid = _drive_blocking(handshake.run(message), spawned.sock, lambda pid: host_setup(plan, pid))
-        return pid, os.pidfd_open(pid), cgroup
+        return pid, os.pidfd_open(pid), cgroup, handshake.console
     except BaseException as e:
         if isinstance(e, BootstrapError):
             e.container = name
@@ -257,6 +276,7 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
             wait_blocking(fd)
         if cgroup is not None:
             cgroup.remove()
+        handshake.close_console()
         raise
     finally:
         os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)

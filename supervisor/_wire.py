@@ -68,6 +68,7 @@ class Attr(IntEnum):
     SECCOMP_FLAGS = lib.SV_ATTR_SECCOMP_FLAGS
     APPARMOR = lib.SV_ATTR_APPARMOR
     SELINUX = lib.SV_ATTR_SELINUX
+    TERMINAL = lib.SV_ATTR_TERMINAL
 
 
 class NsAttr(IntEnum):
@@ -124,6 +125,7 @@ class Sync(IntEnum):
     PID = lib.SV_SYNC_PID
     CONTINUE = lib.SV_SYNC_CONTINUE
     ERROR = lib.SV_SYNC_ERROR
+    CONSOLE = lib.SV_SYNC_CONSOLE
 
 
 class Stage(IntEnum):

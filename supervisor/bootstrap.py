@@ -111,6 +111,7 @@ def encode(plan: Plan) -> bytes:
     add("LOOPBACK_UP", plan.loopback_up)
     add("APPARMOR", plan.apparmor_profile)
     add("SELINUX", plan.selinux_label)
+    add("TERMINAL", plan.terminal)
     if plan.seccomp is not None:
         if len(plan.seccomp) + 4 > _NLA_MAX_LEN:
             raise SpecError("linux.seccomp", f"the compiled filter takes {len(plan.seccomp)} bytes, too many")

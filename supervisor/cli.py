@@ -82,7 +82,7 @@ def run_bundle(bundle: str, name: str | None) -> int:
         _err(str(e if e.file else e.with_file(config)))
         return 2
     try:
-        pid, pidfd, cgroup = launch_blocking(the_plan, name)
+        pid, pidfd, cgroup, console = launch_blocking(the_plan, name)
     except BootstrapError as e:
         _err(f"{name}: {e.message}")
         return e.exit_code
@@ -98,6 +98,13 @@ def run_bundle(bundle: str, name: str | None) -> int:
 
     for sig in _FORWARDED:
         signal.signal(sig, forward)
+    if console is not None:
+        from .console import relay
+
+        try:
+            relay(console, pidfd)
+        finally:
+            os.close(console)
     status = wait_blocking(pidfd, cgroup)
     if status.oom_killed:
         _err(f"{name}: {status}")
@@ -139,9 +146,12 @@ def _control(args: argparse.Namespace) -> int:
         if not cmd:
             _err("exec: give the command after --")
             return 2
-        answers = list(request(args.state_dir, {"cmd": "exec", "name": args.name, "args": cmd, "tty": args.tty},
-                               fds=(0, 1, 2)))
-        answer = answers[-1] if answers else {}
+        if args.tty:
+            answer = _exec_with_terminal(args.state_dir, args.name, cmd)
+        else:
+            answers = list(request(args.state_dir, {"cmd": "exec", "name": args.name, "args": cmd, "tty": False},
+                                   fds=(0, 1, 2)))
+            answer = answers[-1] if answers else {}
         return int(answer["code"]) if answer.get("code") is not None else 128 + int(answer.get("signal") or 0)
     if args.command in ("stop", "start"):
         for _ in request(args.state_dir, {"cmd": args.command, "name": args.name}):
@@ -155,6 +165,30 @@ def _control(args: argparse.Namespace) -> int:
                 out.flush()
         return 0
     return 2
+
+
+def _exec_with_terminal(state_dir: str, name: str, cmd: list[str]) -> dict[str, Any]:
+    """exec -t: the supervisor passes back the pty master; we attach our terminal to it until the
+    supervisor sends the exit status."""
+    from .console import relay
+    from .control import Connection
+
+    conn = Connection(state_dir)
+    try:
+        conn.send({"cmd": "exec", "name": name, "args": cmd, "tty": True})
+        while (got := conn.receive()) is not None:
+            answer, fds = got
+            if answer.get("console") and fds:
+                try:
+                    relay(fds[0], conn.fileno())
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+            elif "code" in answer or "signal" in answer:
+                return answer
+        raise ControlError("the supervisor closed the connection")
+    finally:
+        conn.close()
 
 
 def _print_ps(rows: list[dict[str, Any]]) -> None:

@@ -11,13 +11,14 @@ other children from trio.
 
 import errno
 import os
+import socket as _socket
 import signal as _signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from contextlib import asynccontextmanager
 
 import trio
 
-from ._launch import ExitStatus, finish_cgroup, host_setup, make_cgroup, spawn_into
+from ._launch import ExitStatus, fds_of, finish_cgroup, host_setup, make_cgroup, spawn_into
 from .bootstrap import encode
 from .errors import BootstrapError
 from .pipes import Handshake, HostSetup, Request, Send
@@ -42,6 +43,9 @@ class Container:
         self.spec = spec
         self.plan = plan
         self.cgroup = cgroup
+        #: the pty master when the spec asked for a terminal (``process.terminal``); the container
+        #: closes it when it is closed, unless someone took it with ``take_console``
+        self.console: int | None = None
         self._own_pid_ns = own_pid_ns
         self._pidfd = pidfd
         self._status: ExitStatus | None = None
@@ -91,16 +95,41 @@ class Container:
             self.cgroup.kill()
         self.send_signal(_signal.SIGKILL)
 
+    def take_console(self) -> int | None:
+        """The pty master, now the caller's to read, write and close."""
+        console, self.console = self.console, None
+        return console
+
+    def close(self) -> None:
+        if self.console is not None:
+            os.close(self.console)
+            self.console = None
+
     async def exec(self, args: Sequence[str], *, env: Sequence[str] | None = None, cwd: str | None = None,
-                   stdin: int | None = None, stdout: int | None = None, stderr: int | None = None) -> ExitStatus:
+                   stdin: int | None = None, stdout: int | None = None, stderr: int | None = None,
+                   terminal: bool = False, on_console: Callable[[int], Awaitable[None]] | None = None
+                   ) -> ExitStatus:
         """Run another process inside the running container and wait for it: in all its namespaces
         and its cgroup, as its user with its capabilities, env and cwd unless given. Cancelling kills
-        it. A container that has ended raises ``BootstrapError`` (ESRCH), it never hangs."""
+        it. A container that has ended raises ``BootstrapError`` (ESRCH), it never hangs.
+        ``terminal``: the process gets a pty of the container's; ``on_console(master)`` receives
+        its master (and owns it) once the process runs."""
         if self._status is not None or self._pidfd < 0:
             raise BootstrapError(errno.ESRCH, "exec", "exec into", "a container that has exited", self.name)
-        the_plan = plan_exec(self.plan, self.spec, self.pid, tuple(args), None if env is None else tuple(env), cwd)
-        pid = await _launch(the_plan, self.name, (stdin, stdout, stderr), self.cgroup, sealed=True)
+        if terminal and on_console is None:
+            raise ValueError("a terminal needs on_console, to receive the pty master")
+        the_plan = plan_exec(self.plan, self.spec, self.pid, tuple(args), None if env is None else tuple(env), cwd,
+                             terminal)
+        pid, console = await _launch(the_plan, self.name, (stdin, stdout, stderr), self.cgroup, sealed=True)
         fd = os.pidfd_open(pid)
+        if console is not None and on_console is not None:
+            try:
+                await on_console(console)
+            except BaseException:
+                _signal.pidfd_send_signal(fd, _signal.SIGKILL)
+                with trio.CancelScope(shield=True):
+                    await _reap(fd)
+                raise
         try:
             return await _reap_cancellable(fd)
         except BaseException:
@@ -123,7 +152,7 @@ _TOKEN = object()
 HostWork = Callable[[int], Awaitable[None]]
 
 
-async def _drive(gen: Generator[Request, bytes | None, int], sock: "trio.socket.SocketType",
+async def _drive(gen: Generator[Request, tuple[bytes, list[int]] | None, int], sock: "trio.socket.SocketType",
                  host_work: HostWork) -> int:
     request = next(gen)
     while True:
@@ -140,7 +169,8 @@ async def _drive(gen: Generator[Request, bytes | None, int], sock: "trio.socket.
                     pass  # the peer is gone; what it said before going is still to be read
                 request = gen.send(None)
             else:
-                request = gen.send(await sock.recv(65536))
+                data, ancillary, _, _ = await sock.recvmsg(65536, _socket.CMSG_SPACE(4 * 4))
+                request = gen.send((data, fds_of(ancillary)))
         except StopIteration as done:
             return int(done.value)
 
@@ -162,8 +192,9 @@ async def _reap(pidfd: int) -> ExitStatus:
 
 
 async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None, sealed: bool,
-                  on_init: HostWork | None = None) -> int:
-    """Spawn a bootstrap for a plan and run the handshake; the init's pid once it exec'd.
+                  on_init: HostWork | None = None) -> tuple[int, int | None]:
+    """Spawn a bootstrap for a plan and run the handshake; the init's pid once it exec'd, and the
+    pty master when the plan asked for a terminal.
     ``on_init(pid)`` runs while the init waits for its go-ahead (a network to attach, say)."""
     message = encode(the_plan)
     spawned = spawn_into(cgroup, stdio, sealed)  # from this (the main) thread: see _launch
@@ -176,8 +207,9 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
     handshake = Handshake()
     sock = trio.socket.from_stdlib_socket(spawned.sock)
     try:
-        return await _drive(handshake.run(message), sock, host_work)
+        return await _drive(handshake.run(message), sock, host_work), handshake.console
     except BaseException as e:
+        handshake.close_console()
         if isinstance(e, BootstrapError):
             e.container = name
         if handshake.init_pid is not None:
@@ -203,12 +235,14 @@ async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | 
         e.container = name
         raise
     try:
-        pid = await _launch(the_plan, name, stdio, cgroup, sealed=False, on_init=on_init)
+        pid, console = await _launch(the_plan, name, stdio, cgroup, sealed=False, on_init=on_init)
     except BaseException:
         finish_cgroup(cgroup)
         raise
     own_pid_ns = bool(the_plan.clone_flags & NAMESPACE_TYPES["pid"])
-    return Container(name, pid, os.pidfd_open(pid), spec, the_plan, cgroup, own_pid_ns, _TOKEN)
+    container = Container(name, pid, os.pidfd_open(pid), spec, the_plan, cgroup, own_pid_ns, _TOKEN)
+    container.console = console
+    return container
 
 
 @asynccontextmanager
@@ -232,6 +266,7 @@ async def open_container(spec: ContainerSpec, *, name: str, stdin: int | None = 
             with trio.CancelScope(shield=True):
                 container.kill()
                 await container.wait()
+        container.close()
 
 
 async def run(spec: ContainerSpec, *, name: str, stdin: int | None = None, stdout: int | None = None,

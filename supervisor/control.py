@@ -22,8 +22,8 @@ import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["COMMANDS", "DEFAULT_STATE_DIR", "ControlError", "acquire_state_dir", "release_state_dir", "request",
-           "socket_path"]
+__all__ = ["COMMANDS", "DEFAULT_STATE_DIR", "Connection", "ControlError", "acquire_state_dir", "release_state_dir",
+           "request", "socket_path"]
 
 DEFAULT_STATE_DIR = "/run/supervisor"
 COMMANDS = ("ps", "exec", "stop", "start", "logs")
@@ -66,30 +66,71 @@ def release_state_dir(state_dir: str, fd: int) -> None:
     os.close(fd)
 
 
-def request(state_dir: str, message: dict[str, Any], fds: Sequence[int] = ()) -> Iterator[dict[str, Any]]:
-    """Send one request and yield the answers; raises ``ControlError`` when no supervisor answers."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
+class Connection:
+    """One request's connection: send it (with descriptors), read the answers (with theirs)."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            sock.connect(socket_path(state_dir))
+            self.sock.connect(socket_path(state_dir))
         except (FileNotFoundError, ConnectionRefusedError):
+            self.sock.close()
             raise ControlError(f"no supervisor is running on {state_dir}") from None
         except PermissionError:
+            self.sock.close()
             raise ControlError(f"not allowed to use {socket_path(state_dir)}") from None
+        self._buf = bytearray()
+        self._fds: list[int] = []
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
         data = (json.dumps(message) + "\n").encode()
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-        sent = sock.sendmsg([data], ancillary)
+        sent = self.sock.sendmsg([data], ancillary)
         if sent < len(data):
-            sock.sendall(data[sent:])
-        with sock.makefile("rb") as answers:
-            for line in answers:
-                answer = json.loads(line)
-                if answer.get("ok") is False:
-                    raise ControlError(answer.get("error", "refused"), answer)
-                yield answer
+            self.sock.sendall(data[sent:])
+
+    def receive(self) -> tuple[dict[str, Any], list[int]] | None:
+        """The next answer and the descriptors that came with it; None at the end."""
+        while b"\n" not in self._buf:
+            data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    received = array.array("i")
+                    received.frombytes(payload[:len(payload) - len(payload) % 4])
+                    self._fds.extend(received)
+            if not data:
+                return None
+            self._buf += data
+        line, _, rest = bytes(self._buf).partition(b"\n")
+        self._buf = bytearray(rest)
+        answer = json.loads(line)
+        if answer.get("ok") is False:
+            raise ControlError(answer.get("error", "refused"), answer)
+        fds, self._fds = self._fds, []
+        return answer, fds
+
+    def close(self) -> None:
+        self.sock.close()
+        for fd in self._fds:
+            os.close(fd)
+
+
+def request(state_dir: str, message: dict[str, Any], fds: Sequence[int] = ()) -> Iterator[dict[str, Any]]:
+    """Send one request and yield the answers; raises ``ControlError`` when no supervisor answers."""
+    conn = Connection(state_dir)
+    try:
+        conn.send(message, fds)
+        while (got := conn.receive()) is not None:
+            answer, extra = got
+            for fd in extra:
+                os.close(fd)
+            yield answer
     except OSError as e:
         if e.errno in (errno.ECONNRESET, errno.EPIPE):
             raise ControlError("the supervisor closed the connection") from None
         raise
     finally:
-        sock.close()
+        conn.close()

@@ -166,17 +166,24 @@ async def _exec(conn: trio.socket.SocketType, h: Handle, m: dict[str, Any], fds:
     args = m.get("args")
     if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
         raise ValueError("exec needs args: a non-empty list of strings")
-    if m.get("tty"):
-        await _send(conn, {"ok": False, "error": "exec -t: consoles are not supported yet"})
-        return
+    terminal = bool(m.get("tty"))
     stdio: list[int | None] = [*fds[:3], None, None, None][:3]
+
+    async def hand_over(master: int) -> None:
+        """The pty master goes to the client, which attaches its terminal to it."""
+        try:
+            data = (json.dumps({"console": True}) + "\n").encode()
+            await conn.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
+        finally:
+            os.close(master)
     container = h.container
     outcome: dict[str, Any] = {}
 
     async def run(scope: trio.CancelScope) -> None:
         try:
             outcome["status"] = await container.exec(args, env=m.get("env"), cwd=m.get("cwd"), stdin=stdio[0],
-                                                     stdout=stdio[1], stderr=stdio[2])
+                                                     stdout=stdio[1], stderr=stdio[2], terminal=terminal,
+                                                     on_console=hand_over if terminal else None)
         except BootstrapError as e:
             outcome["error"] = e
         scope.cancel()

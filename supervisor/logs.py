@@ -102,7 +102,7 @@ async def pump_lines(fd: int, emit: Callable[[bytes], None]) -> None:
     """Read a pipe to its end, calling ``emit`` with every whole line. Takes ownership of ``fd``."""
     pending = bytearray()
     async with trio.lowlevel.FdStream(fd) as stream:
-        while chunk := await stream.receive_some(65536):
+        while chunk := await _receive(stream):
             pending += chunk
             end = pending.rfind(b"\n")
             if end >= 0:
@@ -116,6 +116,13 @@ async def pump_lines(fd: int, emit: Callable[[bytes], None]) -> None:
                 del pending[:MAX_LINE]
     if pending:
         emit(bytes(pending) + b"\n")
+
+
+async def _receive(stream: trio.lowlevel.FdStream) -> bytes:
+    try:
+        return await stream.receive_some(65536)
+    except trio.BrokenResourceError:
+        return b""  # a pty master whose other side is closed says EIO: its end
 
 
 class LogBook:

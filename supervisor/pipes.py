@@ -5,6 +5,7 @@ Theory of operation. After the bootstrap message, the socket carries framed mess
 
     bootstrap → supervisor   PID(init pid)          the init exists, blocked before any setup
     supervisor → init        CONTINUE               uid/gid maps, cgroup and network are ready
+    init → supervisor        CONSOLE + an fd        the pty master, when the workload has a terminal
     bootstrap/init → sup.    ERROR(record)          a step failed; the sender exits
     (end of stream)                                 the socket is close-on-exec in the init: the
                                                     workload runs
@@ -19,7 +20,7 @@ blocking CLI and the trio supervisor run the same logic with their own transport
 
 import enum
 import struct
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 
 import attrs
 
@@ -27,6 +28,7 @@ from ._wire import ERROR_RECORD_SIZE, SYNC_HEADER_SIZE, Stage, Sync
 from .errors import BootstrapError
 
 __all__ = [
+    "ConsoleReady",
     "Execed",
     "Handshake",
     "HostSetup",
@@ -69,7 +71,12 @@ class Execed:
     pass
 
 
-Event = InitStarted | SetupFailed | Execed
+@attrs.frozen
+class ConsoleReady:
+    fd: int  # the pty master; the receiver owns it
+
+
+Event = InitStarted | SetupFailed | Execed | ConsoleReady
 
 
 class SyncState(enum.Enum):
@@ -85,9 +92,13 @@ class SyncConnection:
     def __init__(self) -> None:
         self.state = SyncState.AWAIT_PID
         self._buf = bytearray()
+        self._fds: list[int] = []
+        self._console = False
 
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed what the socket gave; ``b""`` means end of stream."""
+    def receive_data(self, data: bytes, fds: Sequence[int] = ()) -> list[Event]:
+        """Feed what the socket gave, and the descriptors that came with it (the connection owns
+        them until an event hands one out; ``close`` closes the rest); ``b""`` means end of stream."""
+        self._fds.extend(fds)
         if self.state in (SyncState.EXECED, SyncState.FAILED):
             return []
         if not data:
@@ -111,6 +122,13 @@ class SyncConnection:
             raise RuntimeError(f"cannot continue in state {self.state.value}")
         return _HEADER.pack(Sync.CONTINUE, 0)
 
+    def close(self) -> None:
+        """Close descriptors that arrived but were not handed out."""
+        import os
+
+        while self._fds:
+            os.close(self._fds.pop())
+
     def _fail(self, error: BootstrapError) -> SetupFailed:
         self.state = SyncState.FAILED
         return SetupFailed(error)
@@ -126,6 +144,9 @@ class SyncConnection:
             if kind == "eof":
                 return self._fail(ProtocolError("the bootstrap exited without starting the init"))
         elif self.state == SyncState.AWAIT_EXEC:
+            if kind == Sync.CONSOLE and not payload and self._fds and not self._console:
+                self._console = True
+                return ConsoleReady(self._fds.pop(0))
             if kind == "eof":
                 if self._buf:
                     return self._fail(ProtocolError("the stream ended inside a message"))
@@ -179,19 +200,36 @@ class Handshake:
     """
 
     init_pid: int | None = None
+    #: the pty master, when the workload has a terminal: the caller owns it
+    console: int | None = None
 
-    def run(self, message: bytes) -> Generator[Request, bytes | None, int]:
+    def run(self, message: bytes) -> Generator[Request, tuple[bytes, list[int]] | None, int]:
+        """Send ``Recv``'s answer as (bytes, descriptors that came with them)."""
         conn = SyncConnection()
-        yield Send(message)
-        while True:
-            data = yield Recv()
-            for event in conn.receive_data(data or b""):
-                if isinstance(event, InitStarted):
-                    self.init_pid = event.pid
-                    yield HostSetup(event.pid)
-                    yield Send(conn.continue_bytes())
-                elif isinstance(event, SetupFailed):
-                    raise event.error
-                elif isinstance(event, Execed):
-                    assert self.init_pid is not None
-                    return self.init_pid
+        try:
+            yield Send(message)
+            while True:
+                received = yield Recv()
+                data, fds = received if received is not None else (b"", [])
+                for event in conn.receive_data(data, fds):
+                    if isinstance(event, InitStarted):
+                        self.init_pid = event.pid
+                        yield HostSetup(event.pid)
+                        yield Send(conn.continue_bytes())
+                    elif isinstance(event, ConsoleReady):
+                        self.console = event.fd
+                    elif isinstance(event, SetupFailed):
+                        self.close_console()
+                        raise event.error
+                    elif isinstance(event, Execed):
+                        assert self.init_pid is not None
+                        return self.init_pid
+        finally:
+            conn.close()
+
+    def close_console(self) -> None:
+        if self.console is not None:
+            import os
+
+            os.close(self.console)
+            self.console = None

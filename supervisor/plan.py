@@ -137,6 +137,8 @@ class Plan:
     #: the compiled seccomp filter (BPF instructions) and its SECCOMP_FILTER_FLAG_* flags
     seccomp: bytes | None = None
     seccomp_flags: int = 0
+    #: a pty as the workload's stdio, its master handed to the supervisor
+    terminal: bool = False
     #: LSM labels for the workload's execve
     apparmor_profile: str | None = None
     selinux_label: str | None = None
@@ -242,6 +244,7 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         resources=spec.resources,
         seccomp=seccomp,
         seccomp_flags=seccomp_flags,
+        terminal=process.terminal,
         apparmor_profile=process.apparmor_profile,
         selinux_label=process.selinux_label,
         uid_map=_id_map(spec.uid_mappings),
@@ -527,7 +530,7 @@ _NS_FILES = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid"
 
 
 def plan_exec(container: Plan, spec: ContainerSpec, init_pid: int, args: tuple[str, ...],
-              env: tuple[str, ...] | None = None, cwd: str | None = None) -> Plan:
+              env: tuple[str, ...] | None = None, cwd: str | None = None, terminal: bool = False) -> Plan:
     """A process to run inside a running container: every namespace the container has, joined
     through its init's ``/proc/PID/ns/*``; the container's user, groups, capabilities, no_new_privs,
     rlimits and umask; its environment and cwd unless given. Nothing is mounted: joining the mount
@@ -546,6 +549,7 @@ def plan_exec(container: Plan, spec: ContainerSpec, init_pid: int, args: tuple[s
         exec_paths=_exec_paths(args[0], env),
         env=env,
         cwd=cwd or container.cwd,
+        terminal=terminal,
         clone_flags=0,
         ns_paths=ns_paths,
         oom_score_adj=None,

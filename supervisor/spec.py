@@ -343,8 +343,6 @@ def _load(top: _Obj, bundle: str) -> ContainerSpec:
 
 
 def _process(p: _Obj) -> Process:
-    if p.flag("terminal"):
-        raise SpecError(p.at("terminal"), "true is not supported yet (no consoles); set it to false")
     args = p.strings("args")
     if not args:
         raise SpecError(p.at("args"), "required: at least the program to run")
@@ -405,6 +403,7 @@ def _process(p: _Obj) -> Process:
         rlimits=tuple(rlimits),
         no_new_privileges=p.flag("noNewPrivileges"),
         oom_score_adj=p.integer("oomScoreAdj", None, -1000, 1000),
+        terminal=p.flag("terminal"),
         apparmor_profile=p.string("apparmorProfile") or None,
         selinux_label=p.string("selinuxLabel") or None,
     )

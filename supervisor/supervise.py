@@ -285,6 +285,10 @@ class Supervisor:
                 await other._changed.wait()
         return None
 
+    def _emit_terminal_line(self, name: str, data: bytes) -> None:
+        """A pty writes CR LF; a log line ends with LF alone."""
+        self._emit_line(name, "stdout", data[:-2] + b"\n" if data.endswith(b"\r\n") else data)
+
     def _emit_line(self, name: str, stream: str, data: bytes) -> None:
         self.log_book.line(name, stream, data)
         if self.log_sink is not None:
@@ -321,8 +325,13 @@ class Supervisor:
                 os.close(err_w)
                 out_w = err_w = -1
                 handle.container, handle.pid = container, container.pid
+                console = container.take_console()
                 try:
                     async with trio.open_nursery() as pumps:
+                        if console is not None:  # a terminal: its output is the container's stdout
+                            pumps.start_soon(pump_lines, console, functools.partial(self._emit_terminal_line,
+                                                                                    service.name))
+                            console = None
                         for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
                             pumps.start_soon(pump_lines, fd, functools.partial(self._emit_line, service.name, stream))
                         out_r = err_r = -1
@@ -335,6 +344,8 @@ class Supervisor:
                         pumps.cancel_scope.deadline = trio.current_time() + 2.0
                 finally:
                     handle.container = None
+                    if console is not None:
+                        os.close(console)
         finally:
             for fd in (out_r, out_w, err_r, err_w):
                 if fd >= 0:

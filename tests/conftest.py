@@ -107,7 +107,13 @@ def _mounts() -> list[str]:
 
 def _cgroups() -> set[str]:
     """The cgroups this test process made for its containers (``supervisor-<our pid>``)."""
-    return {str(p) for p in Path("/sys/fs/cgroup").glob(f"**/supervisor-{os.getpid()}/*") if p.is_dir()}
+    mine = f"supervisor-{os.getpid()}"
+    found = set()
+    for top, dirs, _ in os.walk("/sys/fs/cgroup", onerror=lambda e: None):  # they may vanish meanwhile
+        if os.path.basename(top) == mine:
+            found.update(os.path.join(top, d) for d in dirs)
+            dirs.clear()
+    return found
 
 
 @pytest.fixture(autouse=True)

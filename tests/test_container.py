@@ -341,8 +341,8 @@ def test_malformed_and_unsupported_configs(bundle: Bundle) -> None:
     b = bundle()
     config = json.loads((b / "config.json").read_text())
     cases = [
-        (lambda c: c["process"].update(terminal=True),
-         "process.terminal: true is not supported yet (no consoles); set it to false"),
+        (lambda c: c["process"].update(consoleSize={"height": 1, "width": 1}),
+         "process.consoleSize: not supported yet"),
         (lambda c: c["linux"].update(intelRdt={}), "linux.intelRdt: not supported yet"),
         (lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_NOTIFY"}),
          "linux.seccomp.defaultAction: unknown or unsupported action 'SCMP_ACT_NOTIFY' (one of SCMP_ACT_KILL, "

@@ -86,16 +86,16 @@ def test_handshake_runs_host_setup_between_pid_and_continue() -> None:
     gen = hs.run(b"MSG")
     assert next(gen) == Send(b"MSG")
     assert gen.send(None) == Recv()
-    assert gen.send(msg(Sync.PID, struct.pack("=I", 99))) == HostSetup(99)
+    assert gen.send((msg(Sync.PID, struct.pack("=I", 99)), [])) == HostSetup(99)
     assert hs.init_pid == 99
     assert gen.send(None) == Send(msg(Sync.CONTINUE))
     assert gen.send(None) == Recv()
     with pytest.raises(StopIteration) as done:
-        gen.send(b"")
+        gen.send((b"", []))
     assert done.value.value == 99
 
     gen = Handshake().run(b"MSG")
     next(gen), gen.send(None)
     with pytest.raises(BootstrapError) as info:
-        gen.send(error(Stage.PARSE, errno.EINVAL, "parse bootstrap message", "no argv"))
+        gen.send((error(Stage.PARSE, errno.EINVAL, "parse bootstrap message", "no argv"), []))
     assert info.value.stage == "parse"

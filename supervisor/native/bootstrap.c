@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -70,6 +72,29 @@ int sv_send(uint32_t type, const void *payload, uint32_t len)
     memcpy(buf, &h, sizeof(h));
     memcpy(buf + sizeof(h), payload, len);
     return write_all(sv_sync_fd, buf, sizeof(h) + len);
+}
+
+int sv_send_fd(uint32_t type, int fd)
+{
+    struct sv_sync_header h = {type, 0};
+    struct iovec iov = {&h, sizeof(h)};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof(control));
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = sizeof(control.buf)};
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    ssize_t n;
+    do
+        n = sendmsg(sv_sync_fd, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n == (ssize_t)sizeof(h) ? 0 : -1;
 }
 
 void sv_fail(int err, const char *op, const char *fmt, ...)

@@ -9,6 +9,8 @@ extern uint32_t sv_stage;
 
 /* Send one sync message; returns -1 if the supervisor is gone. */
 int sv_send(uint32_t type, const void *payload, uint32_t len);
+/* Send a message without payload that carries one file descriptor (SCM_RIGHTS). */
+int sv_send_fd(uint32_t type, int fd);
 
 /* Report a failure to the supervisor as a record (stage, errno, operation, object), then _exit(1).
  * The object is printf-formatted. */

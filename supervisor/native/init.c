@@ -20,6 +20,7 @@
 #include <linux/seccomp.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
+#include <termios.h>
 #include <sys/socket.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
@@ -382,6 +383,37 @@ static void run_step(const struct sv_step *s)
     }
 }
 
+/* -- the console --------------------------------------------------------------------------- */
+
+/* A pty from the container's own devpts (its /dev/ptmx, after pivot_root, or the joined mount
+ * namespace's for an exec). The peer comes from TIOCGPTPEER, never from a /dev/pts/N path that a
+ * symlink could redirect (CVE-2025-52565). The master goes to the supervisor; the peer becomes our
+ * controlling terminal and stdio. */
+static void setup_console(const struct sv_config *cfg)
+{
+    int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0)
+        sv_fail(errno, "open", "/dev/ptmx");
+    int unlock = 0;
+    if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
+        sv_fail(errno, "unlock pty", "/dev/ptmx");
+    int peer = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (peer < 0)
+        sv_fail(errno, "open pty peer", "/dev/ptmx");
+    if (cfg->has_uid && fchown(peer, cfg->uid, cfg->has_gid ? cfg->gid : (gid_t)-1) < 0 && errno != EPERM)
+        sv_fail(errno, "chown", "the pty");
+    if (sv_send_fd(SV_SYNC_CONSOLE, master) < 0)
+        _exit(1); /* the supervisor is gone */
+    close(master);
+    if (ioctl(peer, TIOCSCTTY, 0) < 0)
+        sv_fail(errno, "make controlling terminal", "the pty");
+    for (int fd = 0; fd < 3; fd++)
+        if (dup2(peer, fd) < 0)
+            sv_fail(errno, "dup2", "the pty to %d", fd);
+    if (peer > 2)
+        close(peer);
+}
+
 /* -- LSM labels ---------------------------------------------------------------------------- */
 
 /* What the next execve runs under. Written through the host's procfs, before pivot_root, and only
@@ -644,6 +676,8 @@ void sv_run_init(const struct sv_config *cfg)
         prepare_root(cfg);
     for (size_t i = 0; i < cfg->n_steps; i++)
         run_step(&cfg->steps[i]);
+    if (cfg->terminal)
+        setup_console(cfg);
     if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
         sv_fail(errno, "sethostname", "%s", cfg->hostname);
     if (cfg->domainname && setdomainname(cfg->domainname, strlen(cfg->domainname)) < 0)

@@ -56,6 +56,7 @@ static const struct attr_def top_attrs[SV_ATTR_MAX + 1] = {
     [SV_ATTR_SECCOMP_FLAGS] = {SV_T_U32, 0},
     [SV_ATTR_APPARMOR] = {SV_T_STR, 0},
     [SV_ATTR_SELINUX] = {SV_T_STR, 0},
+    [SV_ATTR_TERMINAL] = {SV_T_BOOL, 0},
 };
 
 static const struct attr_def ns_attrs[SV_NS_MAX + 1] = {
@@ -451,6 +452,7 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
         case SV_ATTR_SECCOMP_FLAGS: out->seccomp_flags = u32_of(&a); break;
         case SV_ATTR_APPARMOR: out->apparmor = str_of(&a); break;
         case SV_ATTR_SELINUX: out->selinux = str_of(&a); break;
+        case SV_ATTR_TERMINAL: out->terminal = (int)u32_of(&a); break;
         }
     }
     if (out->n_steps > 0 && out->rootfs == NULL) {

@@ -64,7 +64,9 @@
 #define SV_ATTR_SECCOMP_FLAGS 31    /* u32: SECCOMP_FILTER_FLAG_* */
 #define SV_ATTR_APPARMOR 32         /* str: AppArmor profile for the workload's execve */
 #define SV_ATTR_SELINUX 33          /* str: SELinux label for the workload's execve */
-#define SV_ATTR_MAX 33
+#define SV_ATTR_TERMINAL 34         /* bool: a pty from the container's devpts as stdio; its master
+                                     * goes to the supervisor (SV_SYNC_CONSOLE) */
+#define SV_ATTR_MAX 34
 
 /* SV_ATTR_NS_PATH */
 #define SV_NS_TYPE 1                /* u32: the CLONE_NEW* flag of the namespace */
@@ -119,6 +121,7 @@
 #define SV_SYNC_PID 1               /* bootstrap -> supervisor: u32 pid of the init (host pid ns) */
 #define SV_SYNC_CONTINUE 2          /* supervisor -> init: host-side work is done, go on */
 #define SV_SYNC_ERROR 3             /* bootstrap or init -> supervisor: struct sv_error_record + op\0 + object\0 */
+#define SV_SYNC_CONSOLE 4           /* init -> supervisor: no payload; the pty master comes with it (SCM_RIGHTS) */
 
 /* where an error happened */
 #define SV_STAGE_PARSE 1            /* reading and validating the bootstrap message */
@@ -206,6 +209,7 @@ struct sv_config {
     uint32_t seccomp_flags;
     const char *apparmor;
     const char *selinux;
+    int terminal;
     const char **argv;      /* NULL-terminated */
     size_t n_args;
     const char **envp;      /* NULL-terminated */

@@ -1,0 +1,95 @@
+"""Attaching the user's terminal to a container's pty, for the foreground CLI (blocking, trio-free).
+
+Our stdin goes to the pty master and the master's output to our stdout. When stdin is a terminal it
+is put in raw mode for the while (every key, ^C included, goes to the container's foreground
+process, as in ``docker run -t``) and restored however we leave; its size is copied to the pty now
+and on every SIGWINCH. The relay ends when ``done_fd`` becomes readable (the init's pidfd, or the
+control socket's answer), after draining what the pty still holds.
+"""
+
+import errno
+import fcntl
+import os
+import select
+import signal
+import termios
+import tty
+from types import FrameType
+
+__all__ = ["relay", "copy_window_size"]
+
+
+def copy_window_size(src: int, dst: int) -> None:
+    try:
+        size = fcntl.ioctl(src, termios.TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(dst, termios.TIOCSWINSZ, size)
+    except OSError:
+        pass  # not a terminal
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def relay(master: int, done_fd: int, stdin: int = 0, stdout: int = 1) -> None:
+    is_tty = os.isatty(stdin)
+    saved = termios.tcgetattr(stdin) if is_tty else None
+
+    def resized(_signum: int, _frame: FrameType | None) -> None:
+        copy_window_size(stdin, master)
+
+    old_handler = signal.signal(signal.SIGWINCH, resized)
+    try:
+        if is_tty:
+            copy_window_size(stdin, master)
+            tty.setraw(stdin)
+        poller = select.poll()
+        poller.register(stdin, select.POLLIN)
+        poller.register(master, select.POLLIN)
+        poller.register(done_fd, select.POLLIN)
+        reading_stdin = True
+        while True:
+            events = dict(poller.poll())
+            if events.get(master):
+                try:
+                    data = os.read(master, 65536)
+                except OSError as e:
+                    if e.errno != errno.EIO:  # EIO: every holder of the pty's other side is gone
+                        raise
+                    data = b""
+                if not data:
+                    break
+                _write_all(stdout, data)
+            if reading_stdin and events.get(stdin):
+                data = os.read(stdin, 65536)
+                if data:
+                    _write_all(master, data)
+                else:
+                    reading_stdin = False
+                    poller.unregister(stdin)
+                    if not is_tty:
+                        _write_all(master, b"\x04")  # end of input, as the pty's reader understands it
+            if events.get(done_fd):
+                _drain(master, stdout)
+                break
+    finally:
+        signal.signal(signal.SIGWINCH, old_handler)
+        if saved is not None:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+
+
+def _drain(master: int, stdout: int) -> None:
+    flags = fcntl.fcntl(master, fcntl.F_GETFL)
+    fcntl.fcntl(master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    try:
+        while True:
+            data = os.read(master, 65536)
+            if not data:
+                return
+            _write_all(stdout, data)
+    except (BlockingIOError, OSError):
+        return
+    finally:
+        fcntl.fcntl(master, fcntl.F_SETFL, flags)

@@ -1,0 +1,109 @@
+"""Consoles, driven the way a person would: tmux types into a terminal and reads the screen."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Bundle, needs_root
+
+pytestmark = [needs_root, pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")]
+
+SUPERVISOR = f"{sys.executable} -m supervisor"
+
+
+class Tmux:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def start(self, command: str, width: int = 100, height: int = 30) -> None:
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height),
+                        command], check=True)
+
+    def type(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-t", self.name, "-p"], capture_output=True, text=True,
+                              check=True).stdout
+
+    def wait_for(self, text: str, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in (screen := self.screen()):
+                return screen
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} never showed:\n{self.screen()}")
+
+    def resize(self, width: int, height: int) -> None:
+        subprocess.run(["tmux", "resize-window", "-t", self.name, "-x", str(width), "-y", str(height)], check=True)
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    t = Tmux(f"sv-test-{time.monotonic_ns()}")
+    yield t
+    subprocess.run(["tmux", "kill-session", "-t", t.name], capture_output=True, check=False)
+
+
+def terminal(c: dict[str, Any]) -> None:
+    c["process"]["terminal"] = True
+
+
+def test_run_attaches_the_terminal(bundle: Bundle, tmux: Tmux, tmp_path: Path) -> None:
+    b = bundle("/bin/sh", edit=terminal)
+    script = tmp_path / "session.sh"
+    script.write_text(f"stty -g > {tmp_path}/before; {SUPERVISOR} run --bundle {b} box; echo EXIT=$?; "
+                      f"stty -g > {tmp_path}/after; sleep 60\n")
+    tmux.start(f"sh {script}")
+    tmux.wait_for("/ #")
+    tmux.type("tty; stty size; echo $$", "Enter")
+    screen = tmux.wait_for("30 100")
+    assert "/dev/pts/0" in screen  # a pty of the container's own devpts
+    tmux.resize(120, 40)
+    time.sleep(0.3)
+    tmux.type("stty size", "Enter")
+    tmux.wait_for("40 120")  # the new size reached the container
+    tmux.type("C-c")  # raw mode: ^C goes to the container's shell, which stays
+    tmux.type("exit 3", "Enter")
+    tmux.wait_for("EXIT=3")
+    time.sleep(0.2)
+    assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()  # the terminal is back
+
+
+def test_exec_with_a_terminal(tmux: Tmux, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    manifest = tmp_path / "m.toml"
+    manifest.write_text('[containers.web]\nargs = ["/bin/sleep", "60"]\nhostname = "web"\ninit = true\n')
+    with subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--state-dir", str(state), str(manifest)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as p:
+        try:
+            deadline = time.monotonic() + 10
+            while not (state / "control.sock").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            tmux.start(f"{SUPERVISOR} exec -t --state-dir {state} web -- /bin/sh; echo EXIT=$?; sleep 60")
+            tmux.wait_for("#")  # the host root's /bin/sh (dash) prompts "# "
+            tmux.type("tty; hostname; exit 4", "Enter")
+            screen = tmux.wait_for("EXIT=4")
+            assert "/dev/pts/" in screen and "\nweb\n" in screen
+        finally:
+            p.terminate()
+            p.wait(20)
+
+
+def test_a_terminal_containers_output_goes_to_the_logs(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.toml"
+    manifest.write_text('[containers.t]\nargs = ["/bin/sh", "-c", "tty; echo hello"]\nterminal = true\n')
+    events = tmp_path / "events"
+    result = subprocess.run([sys.executable, "-m", "supervisor", "run", "--state-dir", str(tmp_path / "s"),
+                             str(manifest), "--events", str(events)], capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == ["t | /dev/pts/0", "t | hello"]
+    assert [json.loads(line)["event"] for line in events.read_text().splitlines()] == ["started", "exited"]
