@@ -28,6 +28,9 @@ see the README). Per row: the whole life, and the start alone (``sup.start`` ret
                        an address, a default route, and deletes the pair
   veth, bridge per life ``NetworkConfig(bridge="svbench1", gateway="10.213.10.1/24")``, no keeper: every life
                        also makes the bridge (address, up) and removes it
+  A Supervisor whose block raises (seen once: pyroute2's NetlinkError ENODEV out of network._detach, which
+  catches only OSError) is recorded with its innermost exception, what it left (interfaces) is deleted and
+  reported, and the row goes on in a new Supervisor (the life is not counted), at most 5 times a row.
   For information: the same host-side work by hand with ip(8), into the keeper's namespace
   (``ip link add svbmh type veth peer name svbmc netns PID``; ``ip link set svbmh master svbench0 up``;
   ``nsenter -t PID -n ip addr add 10.213.9.250/24 dev svbmc``; ``nsenter -t PID -n ip link set svbmc up``;
@@ -58,11 +61,24 @@ from supervisor.states import State
 from supervisor.supervise import Supervisor
 
 from idle import make_bundle  # BASE/bundle-sleep
-from isolation import Life, no_cgroup_plan, reexec_in_bench_ns, rounds
+from isolation import Life, children_cpu, no_cgroup_plan, reexec_in_bench_ns, rounds, row_stats
 
 BRIDGE, GATEWAY = "svbench0", "10.213.9.1/24"
 BRIDGE1, GATEWAY1 = "svbench1", "10.213.10.1/24"
 OUR_PREFIXES = ("svh", "svc", "svbench", "svbm")  # our veths (svh<pid>/svc<pid>), the bridges, the manual pair
+MAX_CRASHES = 5  # per network row: a Supervisor whose block raised is replaced at most this often
+
+
+def leaf(e: BaseException) -> str:
+    """The first innermost exception of a (nested) group, with the frame that raised it."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" (in {os.path.basename(frames[-1].filename)}:{frames[-1].lineno} {frames[-1].name}" if frames else ""
+    ours = [f for f in frames if "/supervisor/" in f.filename]
+    if ours:
+        where += f", from {os.path.basename(ours[-1].filename)}:{ours[-1].lineno} {ours[-1].name}"
+    return f"{type(e).__name__}: {e}{where + ')' if where else ''}"
 
 
 def links() -> list[str]:
@@ -189,40 +205,73 @@ def main() -> int:
 
     async def net_part() -> None:
         seq = 0
+        ip, nsenter = which("ip"), which("nsenter")
 
-        starts: dict[str, list[float]] = {}
-
-        async def life_with(sup: Supervisor, key: str, network: NetworkConfig | None) -> None:
-            nonlocal seq
-            seq += 1
-            t = time.perf_counter()
-            h = await sup.start(Service(f"{tag}-{seq}", true_spec, network=network))
-            starts.setdefault(key, []).append((time.perf_counter() - t) * 1e3)
-            state = await h.wait_for(State.EXITED, State.FAILED, State.STOPPED)
-            if state != State.EXITED or h.last_exit is None or h.last_exit.code != 0:
-                raise RuntimeError(f"{h.name}: {state.value}: {h.last_exit or h.last_error}")
-
-        async with Supervisor() as sup:
-            keeper = await sup.start(Service(f"{tag}-keeper", sleep_spec,
+        async def keeper_of(sup: Supervisor) -> int:
+            keeper = await sup.start(Service(f"{tag}-keeper-{seq}", sleep_spec,
                                              network=NetworkConfig(bridge=BRIDGE, gateway=GATEWAY)))
             if keeper.state != State.RUNNING or keeper.pid is None:
                 raise RuntimeError(f"keeper: {keeper.state.value}: {keeper.last_error}")
-            kept = NetworkConfig(bridge=BRIDGE, gateway=GATEWAY)
-            per_life = NetworkConfig(bridge=BRIDGE1, gateway=GATEWAY1)
+            return keeper.pid
 
-            def lives(key: str, network: NetworkConfig | None) -> Life:
-                async def life(_: int) -> None:
-                    await life_with(sup, key, network)
-                return life
+        async def row(key: str, network: NetworkConfig | None, keeper: bool) -> None:
+            """W + N lives in a row; a Supervisor that crashes is recorded and replaced by a new one (its
+            life is not counted), at most MAX_CRASHES times."""
+            nonlocal seq
+            walls: list[float] = []
+            starts: list[float] = []
+            own = child = 0.0
+            crashes: list[str] = []
+            done = 0
+            t0 = time.perf_counter()
+            while done < o.warmup + o.n and len(crashes) < MAX_CRASHES:
+                before = set(links())
+                try:
+                    async with Supervisor() as sup:
+                        if keeper:
+                            await keeper_of(sup)
+                        while done < o.warmup + o.n:
+                            seq += 1
+                            c0, ch0, t = time.process_time(), children_cpu(), time.perf_counter()
+                            h = await sup.start(Service(f"{tag}-{seq}", true_spec, network=network))
+                            t1 = time.perf_counter()
+                            state = await h.wait_for(State.EXITED, State.FAILED, State.STOPPED)
+                            wall = (time.perf_counter() - t) * 1e3
+                            if state != State.EXITED or h.last_exit is None or h.last_exit.code != 0:
+                                raise RuntimeError(f"{h.name}: {state.value}: {h.last_exit or h.last_error}")
+                            if done >= o.warmup:
+                                walls.append(wall)
+                                starts.append((t1 - t) * 1e3)
+                                own += time.process_time() - c0
+                                child += children_cpu() - ch0
+                            done += 1
+                        sup.kill_all()
+                except Exception as e:
+                    traceback.print_exc()
+                    crashes.append(leaf(e))
+                    left = sorted(set(links()) - before)
+                    for name in left:  # what the crashed Supervisor left: removed, and reported
+                        subprocess.run([ip, "link", "del", name], capture_output=True)
+                    if left:
+                        problems.append(f"{key}: the crashed Supervisor left {', '.join(left)} (deleted)")
+            print(f"  {key}: {o.warmup}+{o.n}, {time.perf_counter() - t0:.1f} s, {len(crashes)} crashes",
+                  file=sys.stderr)
+            if len(walls) == o.n:
+                net_rows[key] = {**row_stats(walls, own, child), "start_median_ms": statistics.median(starts)}
+            else:
+                net_rows[key] = {"ok": False, "error": f"gave up after {len(crashes)} crashes: {crashes[-1]}"}
+            net_rows[key]["crashes"] = crashes
+            if crashes:
+                problems.append(f"{key}: the Supervisor crashed {len(crashes)} times in {done + len(crashes)}"
+                                f" lives: {crashes[0]}")
 
-            for key, network in (("none", None), ("veth_kept", kept), ("veth_bridge", per_life)):
-                await phase(net_rows, key, lives(key, network))
-                if net_rows[key].get("ok"):
-                    net_rows[key]["start_median_ms"] = statistics.median(starts[key][o.warmup:])
+        await row("none", None, keeper=False)
+        await row("veth_kept", NetworkConfig(bridge=BRIDGE, gateway=GATEWAY), keeper=True)
+        await row("veth_bridge", NetworkConfig(bridge=BRIDGE1, gateway=GATEWAY1), keeper=False)
 
-            # by hand, into the keeper's network namespace
-            pid = str(keeper.pid)
-            ip, nsenter = which("ip"), which("nsenter")
+        # by hand with ip(8), into a keeper's network namespace
+        async with Supervisor() as sup:
+            pid = str(await keeper_of(sup))
             setup = [[ip, "link", "add", "svbmh", "type", "veth", "peer", "name", "svbmc", "netns", pid],
                      [ip, "link", "set", "svbmh", "master", BRIDGE, "up"],
                      [nsenter, "-t", pid, "-n", ip, "addr", "add", "10.213.9.250/24", "dev", "svbmc"],
@@ -292,6 +341,9 @@ def main() -> int:
     print(f"\n(b) one whole life (/bin/true) through Supervisor.start + wait_for(EXITED), each row {o.n} lives"
           f" after {o.warmup} warm-ups (ms; start: until sup.start returned, RUNNING)")
     table(net_rows, "÷ none")
+    crashed = {r["label"]: len(r["crashes"]) for r in net_rows.values() if r.get("crashes")}
+    print("Supervisor crashes (its block raised; replaced, the life not counted): "
+          + (", ".join(f"{k}: {v}" for k, v in crashed.items()) if crashed else "none"))
     h = info.get("by_hand", {})
     if h.get("ok"):
         print(f"by hand with ip(8) into the keeper's netns: setup {h['setup_median_ms']:.2f} ms (4 commands),"

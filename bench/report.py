@@ -95,15 +95,16 @@ def exec_net_section(x: dict[str, Any]) -> None:
             print(f"| {r.get('label', '?')} | FAILED: {r.get('error')} | | | | | | |")
     print(f"\n### What a veth adds to a life through the Supervisor (`exec_net.json`, {x['n']} lives per row after"
           f" {x['warmup']}, ms)\n")
-    print("| row | life median | min | max | own cpu | children cpu | + ms | ÷ no network | start median |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| row | life median | min | max | own cpu | children cpu | + ms | ÷ no network | start median |"
+          " Supervisor crashes |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in x["net"].values():
         if r.get("ok"):
             print(f"| {r['label']} | {r['median_ms']:.2f} | {r['min_ms']:.2f} | {r['max_ms']:.2f} |"
                   f" {r['self_cpu_ms']:.2f} | {r['children_cpu_ms']:.2f} | {fmt(r.get('added_ms'))} |"
-                  f" {fmt(r.get('ratio'))} | {fmt(r.get('start_median_ms'))} |")
+                  f" {fmt(r.get('ratio'))} | {fmt(r.get('start_median_ms'))} | {len(r.get('crashes', []))} |")
         else:
-            print(f"| {r.get('label', '?')} | FAILED: {r.get('error')} | | | | | | | |")
+            print(f"| {r.get('label', '?')} | FAILED: {r.get('error')} | | | | | | | | |")
     info = x.get("info", {})
     h = info.get("by_hand", {})
     notes = []

@@ -148,10 +148,24 @@ def host_setup(plan: Plan, pid: int) -> None:
     proc = f"/proc/{pid}"
     if plan.setgroups_deny:
         _write(f"{proc}/setgroups", "deny")
-    if plan.uid_map is not None:
-        _write(f"{proc}/uid_map", plan.uid_map)
-    if plan.gid_map is not None:
-        _write(f"{proc}/gid_map", plan.gid_map)
+    for text, helper, name in ((plan.uid_map, plan.uid_map_helper, "uid_map"),
+                               (plan.gid_map, plan.gid_map_helper, "gid_map")):
+        if text is None:
+            continue
+        if helper is None:
+            _write(f"{proc}/{name}", text)
+        else:
+            _run_helper(helper, pid, text)
+
+
+def _run_helper(helper: str, pid: int, mapping: str) -> None:
+    """newuidmap PID inside outside count..., with /etc/subuid's permission (rootless)."""
+    import subprocess
+
+    result = subprocess.run([helper, str(pid), *mapping.split()], capture_output=True, text=True, env={},
+                            check=False)
+    if result.returncode != 0:
+        raise BootstrapError(1, "host", os.path.basename(helper), result.stderr.strip() or f"exit {result.returncode}")
 
 
 def _write(path: str, text: str) -> None:

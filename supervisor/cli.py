@@ -21,7 +21,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .control import DEFAULT_STATE_DIR, ControlError, acquire_state_dir, release_state_dir, request
+from .control import ControlError, acquire_state_dir, default_state_dir, release_state_dir, request
 from .errors import BootstrapError, SpecError
 
 if TYPE_CHECKING:
@@ -41,8 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="supervisor", description="Start, watch and stop Linux containers.")
     sub = parser.add_subparsers(dest="command", required=True)
     state_dir = argparse.ArgumentParser(add_help=False)
-    state_dir.add_argument("--state-dir", metavar="DIR", default=DEFAULT_STATE_DIR,
-                           help=f"where the control socket lives (default {DEFAULT_STATE_DIR})")
+    state_dir.add_argument("--state-dir", metavar="DIR", default=default_state_dir(),
+                           help=f"where the control socket lives (default {default_state_dir()})")
     run = sub.add_parser("run", parents=[state_dir], help="run containers in the foreground",
                          usage="supervisor run MANIFEST [--events FILE] | supervisor run --bundle DIR [NAME]")
     run.add_argument("--bundle", metavar="DIR", help="an OCI bundle (DIR/config.json and its rootfs)")
@@ -212,7 +212,7 @@ def _print_ps(rows: list[dict[str, Any]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def run_manifest(path: str, events_path: str | None, state_dir: str = DEFAULT_STATE_DIR) -> int:
+def run_manifest(path: str, events_path: str | None, state_dir: str | None = None) -> int:
     from .manifest import load_manifest
 
     from .plan import plan
@@ -228,6 +228,7 @@ def run_manifest(path: str, events_path: str | None, state_dir: str = DEFAULT_ST
         except SpecError as e:
             _err(str(manifest.locate(service.name, e)))
             return 2
+    state_dir = state_dir or default_state_dir()
     try:
         lock = acquire_state_dir(state_dir)
     except (ControlError, OSError) as e:

@@ -22,10 +22,18 @@ import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["COMMANDS", "DEFAULT_STATE_DIR", "Connection", "ControlError", "acquire_state_dir", "release_state_dir",
-           "request", "socket_path"]
+__all__ = ["COMMANDS", "DEFAULT_STATE_DIR", "Connection", "ControlError", "acquire_state_dir", "default_state_dir",
+           "release_state_dir", "request", "socket_path"]
 
-DEFAULT_STATE_DIR = "/run/supervisor"
+def default_state_dir() -> str:
+    """/run/supervisor for root; an ordinary user's own runtime directory otherwise."""
+    if os.geteuid() == 0:
+        return "/run/supervisor"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(runtime, "supervisor") if runtime else f"/tmp/supervisor-{os.geteuid()}"
+
+
+DEFAULT_STATE_DIR = "/run/supervisor"  # root's; see default_state_dir()
 COMMANDS = ("ps", "exec", "stop", "start", "logs")
 MAX_REQUEST = 1 << 20
 

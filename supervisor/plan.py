@@ -15,6 +15,7 @@ Reading the rootfs (passwd, group, whether a mount source is a directory) is the
 import os
 import posixpath
 import resource
+import shutil
 import signal
 from collections import deque
 from collections.abc import Iterable
@@ -26,7 +27,7 @@ from .cgroups import cgroup_dirs, default_path, hierarchies
 from .errors import SpecError
 from .resources import Resources
 from .seccomp import compile_seccomp
-from .spec import CAPABILITIES, NAMESPACE_TYPES, ContainerSpec, Device, IdMapping, Mount
+from .spec import CAPABILITIES, NAMESPACE_TYPES, ContainerSpec, Device, IdMapping, Mount, Namespace
 
 __all__ = ["DEFAULT_PATH", "Plan", "Step", "plan", "resolve_in_root"]
 
@@ -153,12 +154,23 @@ class Plan:
     uid_map: str | None = None
     gid_map: str | None = None
     setgroups_deny: bool = False
+    #: newuidmap / newgidmap, when an unprivileged supervisor maps more than its own ids
+    uid_map_helper: str | None = None
+    gid_map_helper: str | None = None
 
 
 def plan(spec: ContainerSpec, name: str = "container") -> Plan:
     """Resolve a spec into a plan for container ``name`` (which names its cgroup unless the spec's
     ``cgroupsPath`` does). Raises ``SpecError`` naming the field at fault."""
-    cgroup = spec.cgroups_path or default_path(name)
+    rootless = os.geteuid() != 0
+    if rootless:
+        spec = _rootless(spec)
+    cgroup_path = spec.cgroups_path or default_path(name)
+    cgroup: str | None = cgroup_path
+    if rootless and not _cgroups_writable(cgroup_path):
+        if spec.resources is not None and not spec.resources.empty:
+            raise SpecError("linux.resources", "cgroup limits need root, or a cgroup delegated to you")
+        cgroup = None  # the container stays in ours: no limits, no cgroup of its own
     new = {ns.type for ns in spec.namespaces if ns.path is None}
     joined = {ns.type: ns.path for ns in spec.namespaces if ns.path is not None}
     if "time" in new or "time" in joined:
@@ -188,7 +200,7 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
     steps: list[Step] = []
     root_propagation = 0
     if "mount" in new:
-        root_propagation, steps = _filesystem(spec, rootfs, in_userns, cgroup)
+        root_propagation, steps = _filesystem(spec, rootfs, in_userns, cgroup or "", "network" in new)
     elif "mount" in joined:
         if spec.mounts or spec.masked_paths or spec.readonly_paths:
             raise SpecError("mounts", "a joined mount namespace takes no mounts")
@@ -208,6 +220,10 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
 
     seccomp, seccomp_flags = compile_seccomp(spec.seccomp) if spec.seccomp is not None else (None, 0)
     _check_lsm(spec)
+    setgroups_deny, helpers = _map_writers(spec, rootless)
+    if setgroups_deny and user.groups:
+        raise SpecError("process.user.additionalGids", "supplementary groups need root, or newgidmap and "
+                                                       "ranges in /etc/subgid")
     caps = None
     if process.capabilities is not None:
         c = process.capabilities
@@ -233,7 +249,7 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         no_new_privs=process.no_new_privileges,
         uid=user.uid,
         gid=user.gid,
-        setgroups=True,
+        setgroups=not setgroups_deny,
         groups=user.groups,
         caps=caps,
         pdeathsig=int(signal.SIGKILL),
@@ -249,8 +265,59 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         selinux_label=process.selinux_label,
         uid_map=_id_map(spec.uid_mappings),
         gid_map=_id_map(spec.gid_mappings),
-        setgroups_deny=False,
+        setgroups_deny=setgroups_deny,
+        uid_map_helper=helpers[0],
+        gid_map_helper=helpers[1],
     )
+
+
+# -- rootless ----------------------------------------------------------------------------------
+
+def _rootless(spec: ContainerSpec) -> ContainerSpec:
+    """An unprivileged supervisor needs a user namespace for everything: when the spec has none,
+    give it one that maps root inside to our own ids (like ``unshare --map-root-user``)."""
+    if any(ns.type == "user" for ns in spec.namespaces):
+        return spec
+    return attrs.evolve(spec, namespaces=(Namespace("user"),) + spec.namespaces,
+                        uid_mappings=(IdMapping(0, os.geteuid(), 1),), gid_mappings=(IdMapping(0, os.getegid(), 1),))
+
+
+def _map_writers(spec: ContainerSpec, rootless: bool) -> tuple[bool, tuple[str | None, str | None]]:
+    """Who writes the id maps. Root writes any. An unprivileged process may write one mapping of its
+    own id, after "deny" in setgroups; anything more goes through the setuid helpers newuidmap and
+    newgidmap (Debian's uidmap), which check /etc/subuid and /etc/subgid."""
+    if not rootless or not spec.uid_mappings:
+        return False, (None, None)
+    own_uid = len(spec.uid_mappings) == 1 and spec.uid_mappings[0].host_id == os.geteuid() and \
+        spec.uid_mappings[0].size == 1
+    own_gid = len(spec.gid_mappings) == 1 and spec.gid_mappings[0].host_id == os.getegid() and \
+        spec.gid_mappings[0].size == 1
+    helpers: list[str | None] = []
+    for own, tool, field in ((own_uid, "newuidmap", "linux.uidMappings"), (own_gid, "newgidmap", "linux.gidMappings")):
+        if own:
+            helpers.append(None)
+            continue
+        path = shutil.which(tool)
+        if path is None:
+            raise SpecError(field, f"mapping more than your own id needs {tool} (Debian's uidmap) and "
+                                   f"ranges in /etc/sub{'uid' if tool == 'newuidmap' else 'gid'}")
+        helpers.append(path)
+    return own_gid, (helpers[0], helpers[1])
+
+
+def _cgroups_writable(cgroup: str) -> bool:
+    """Whether we may make ``cgroup`` in every hierarchy (root, or a delegated subtree)."""
+    try:
+        dirs = cgroup_dirs(cgroup, hierarchies())
+    except OSError:
+        return False
+    for d in dirs.values():
+        existing = d
+        while not os.path.isdir(existing):
+            existing = os.path.dirname(existing)
+        if not os.access(existing, os.W_OK):
+            return False
+    return True
 
 
 def apparmor_enabled() -> bool:
@@ -375,7 +442,8 @@ def _exec_paths(program: str, env: tuple[str, ...]) -> tuple[str, ...]:
 
 # -- filesystem ----------------------------------------------------------------------------------
 
-def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str) -> tuple[int, list[Step]]:
+def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str,
+                own_netns: bool) -> tuple[int, list[Step]]:
     host_root = rootfs == "/"
     steps: list[Step] = []
     if host_root:
@@ -384,8 +452,11 @@ def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str) 
         steps.append(Step(Op.SETATTR_RO, dst="/"))
     dev_is_bind = False
     mounted: list[str] = []
+    mapped_gids = [(m.container_id, m.container_id + m.size) for m in spec.gid_mappings]
     for i, mount in enumerate(spec.mounts):
         field = f"mounts[{i}]"
+        if in_userns:
+            mount = _for_user_namespace(mount, own_netns, mapped_gids)
         dst = _inside(rootfs, _dest(mount.destination, f"{field}.destination"))
         if dst == "/":
             raise SpecError(f"{field}.destination", "cannot mount over the root")
@@ -413,6 +484,21 @@ def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str) 
     if spec.root.readonly and not host_root:
         steps.append(Step(Op.REMOUNT_RO, dst="/"))
     return propagation, steps
+
+
+def _for_user_namespace(mount: Mount, own_netns: bool, mapped_gids: list[tuple[int, int]]) -> Mount:
+    """What a user namespace changes (runc does the same for rootless containers): sysfs can only be
+    mounted with a network namespace of its own, else the host's /sys is bound read-only; devpts
+    cannot be given a group that is not mapped."""
+    if mount.type == "sysfs" and not own_netns:
+        return Mount(mount.destination, "bind", "/sys", ("rbind", "ro", "nosuid", "noexec", "nodev"))
+    if mount.type == "devpts":
+        def mapped(option: str) -> bool:
+            gid = option.removeprefix("gid=")
+            return not gid.isdigit() or any(lo <= int(gid) < hi for lo, hi in mapped_gids)
+
+        return attrs.evolve(mount, options=tuple(o for o in mount.options if not o.startswith("gid=") or mapped(o)))
+    return mount
 
 
 def _mount_step(mount: Mount, dst: str, bundle: str, field: str, label: str | None = None) -> Step:
@@ -562,6 +648,8 @@ def plan_exec(container: Plan, spec: ContainerSpec, init_pid: int, args: tuple[s
         uid_map=None,
         gid_map=None,
         setgroups_deny=False,
+        uid_map_helper=None,
+        gid_map_helper=None,
         pid1_init=False,
         loopback_up=False,
         cgroup=None,

@@ -361,6 +361,10 @@ class Supervisor:
         net = service.network
         if net is None:
             return service.spec
+        if net.bridge is not None and os.geteuid() != 0:
+            raise BootstrapError(errno.EPERM, "network", "attach", f"{service.name} to {net.bridge} (a veth on a "
+                                 "bridge needs root; without root a container keeps the host's network or an "
+                                 "empty one of its own)")
         others = tuple(ns for ns in service.spec.namespaces if ns.type != "network")
         if net.container is None:
             return attrs.evolve(service.spec, namespaces=others + (Namespace("network"),))
