@@ -56,7 +56,9 @@ async def test_two_containers_on_a_bridge(bundle: Bundle, tmp_path: Path) -> Non
     lines = [d.decode() for c, _, d in sink.lines if c == "a"]
     assert "inet 10.213.0.2/24" in lines[0]  # allocated: the lowest free after the gateway
     assert lines[1].startswith("default via 10.213.0.1 dev eth0") and lines[3] == "1500\n"
-    assert f"{BRIDGE}:" not in links() and "svh" not in links()  # the bridge went with its last user
+    left = links()
+    assert f"{BRIDGE}:" not in left  # the bridge went with its last user
+    assert f"svh{a.pid}@" not in left and f"svh{b.pid}@" not in left
 
 
 async def test_join_another_containers_network(bundle: Bundle, tmp_path: Path) -> None:
@@ -64,13 +66,14 @@ async def test_join_another_containers_network(bundle: Bundle, tmp_path: Path) -
 
     sink = Lines()
     async with Supervisor(log_sink=sink) as sup:
-        await sup.start(Service("first", pinger(bundle, tmp_path, "first", "sleep 30"),
-                                network=NetworkConfig(bridge=BRIDGE, addresses=("10.213.1.2/24",),
-                                                      gateway="10.213.1.1")))
+        first = await sup.start(Service("first", pinger(bundle, tmp_path, "first", "sleep 30"),
+                                        network=NetworkConfig(bridge=BRIDGE, addresses=("10.213.1.2/24",),
+                                                              gateway="10.213.1.1")))
+        first_pid = first.pid
         second = await sup.start(Service("second", pinger(bundle, tmp_path, "second",
                                                           "ip -4 -o addr show eth0"),
                                          network=parse_network("container:first", "network")))
         await second.wait_for(State.EXITED)
         sup.kill_all()
     assert any(b"inet 10.213.1.2/24" in d for c, _, d in sink.lines if c == "second")
-    assert "svh" not in links()
+    assert f"svh{first_pid}@" not in links() and f"{BRIDGE}:" not in links()
