@@ -118,3 +118,22 @@ def test_bad_resources_are_spec_errors(bundle: Bundle) -> None:
             assert message in str(e)
         else:
             raise AssertionError(message)
+
+
+async def test_oom_is_an_event_and_shows_in_the_exit_event(bundle: Bundle) -> None:
+    from supervisor.service import Service
+    from supervisor.supervise import Event, Supervisor
+
+    hog = "x=$(head -c 100000000 /dev/zero | tr '\\0' a)"
+    spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", hog, edit=limits(memory={"limit": 32 * MB,
+                                                                                        "swap": 32 * MB})))
+    events: list[Event] = []
+    async with Supervisor() as sup:
+        async with sup.events() as stream:
+            sup.add(Service("hog", spec))
+            async for e in stream:
+                events.append(e)
+                if e.event == "exited":
+                    break
+    assert [e.event for e in events] == ["started", "oom", "exited"]
+    assert events[-1].oom is True and '"oom": true' in events[-1].to_json()
