@@ -86,18 +86,29 @@ def _fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-def _children() -> list[str]:
-    me = str(os.getpid())
+def children_of(parent: int) -> list[tuple[int, str, str]]:
+    """(pid, command name, state) of every child of ``parent``, from /proc."""
     out = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
             try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
+                stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
-                continue
+                continue  # gone meanwhile
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
             fields = stat.rsplit(")", 1)[1].split()
-            if fields[1] == me:
-                out.append(f"{pid} {stat.split()[1]} {fields[0]}")
+            if fields[1] == str(parent):
+                out.append((int(entry), name, fields[0]))
+    return out
+
+
+def container_inits(parent: int) -> set[int]:
+    """The living children of a supervisor that are not bootstraps: its containers' inits."""
+    return {pid for pid, name, state in children_of(parent) if "bootstrap" not in name and state != "Z"}
+
+
+def _children() -> list[str]:
+    return [f"{pid} {name} {state}" for pid, name, state in children_of(os.getpid())]
     return out
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Bundle, needs_root
+from .conftest import Bundle, container_inits, needs_root
 
 pytestmark = needs_root
 
@@ -60,15 +60,8 @@ def test_bad_config_exits_2(bundle: Bundle) -> None:
 def _child_of(pid: int, timeout: float = 5.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                fields = stat.rsplit(")", 1)[1].split()
-                if fields[1] == str(pid) and fields[0] != "Z" and "bootstrap" not in stat:
-                    return int(entry)
+        if inits := container_inits(pid):
+            return inits.pop()
         time.sleep(0.02)
     raise AssertionError(f"no child of {pid}")
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import needs_root
+from .conftest import container_inits, needs_root
 
 pytestmark = needs_root
 
@@ -111,7 +111,7 @@ replicas = 3
 """)
     with subprocess.Popen(sv(tmp_path) + [str(manifest)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as p:
         deadline = time.monotonic() + 10
-        while len(inits := _children_of(p.pid)) < 3 and time.monotonic() < deadline:
+        while len(inits := container_inits(p.pid)) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert len(inits) == 3
         p.kill()
@@ -128,21 +128,6 @@ replicas = 3
     one_shot = write(tmp_path, '[containers.x]\nargs = ["/bin/true"]\n')
     subprocess.run(sv(tmp_path, "state2") + [str(one_shot)], capture_output=True, timeout=30, check=True)
     assert not any(s.exists() for s in stale)
-
-
-def _children_of(pid: int) -> set[int]:
-    """Container inits: the supervisor's children other than bootstraps."""
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if fields[1] == str(pid) and "bootstrap" not in stat and fields[0] != "Z":
-                out.add(int(entry))
-    return out
 
 
 def _state(pid: int) -> str:
