@@ -109,7 +109,6 @@ def container_inits(parent: int) -> set[int]:
 
 def _children() -> list[str]:
     return [f"{pid} {name} {state}" for pid, name, state in children_of(os.getpid())]
-    return out
 
 
 def _mounts() -> list[str]:
