@@ -102,7 +102,8 @@ def run_bundle(bundle: str, name: str | None) -> int:
         from .console import relay
 
         try:
-            relay(console, pidfd)
+            if not relay(console, pidfd):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # the user's terminal is gone
         finally:
             os.close(console)
     status = wait_blocking(pidfd, cgroup)
@@ -180,7 +181,8 @@ def _exec_with_terminal(state_dir: str, name: str, cmd: list[str]) -> dict[str, 
             answer, fds = got
             if answer.get("console") and fds:
                 try:
-                    relay(fds[0], conn.fileno())
+                    if not relay(fds[0], conn.fileno()):
+                        return {"signal": signal.SIGHUP}  # hung up: closing the connection ends the exec
                 finally:
                     for fd in fds:
                         os.close(fd)

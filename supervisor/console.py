@@ -4,7 +4,8 @@ Our stdin goes to the pty master and the master's output to our stdout. When std
 is put in raw mode for the while (every key, ^C included, goes to the container's foreground
 process, as in ``docker run -t``) and restored however we leave; its size is copied to the pty now
 and on every SIGWINCH. The relay ends when ``done_fd`` becomes readable (the init's pidfd, or the
-control socket's answer), after draining what the pty still holds.
+control socket's answer), after draining what the pty still holds, or when our terminal hangs up
+(the caller then ends the container: a shell at pid 1 would ignore the pty's SIGHUP and run on).
 """
 
 import errno
@@ -33,7 +34,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def relay(master: int, done_fd: int, stdin: int = 0, stdout: int = 1) -> None:
+def relay(master: int, done_fd: int, stdin: int = 0, stdout: int = 1) -> bool:
+    """Returns False when our terminal went away (hung up) before the other side was done."""
     is_tty = os.isatty(stdin)
     saved = termios.tcgetattr(stdin) if is_tty else None
 
@@ -63,21 +65,33 @@ def relay(master: int, done_fd: int, stdin: int = 0, stdout: int = 1) -> None:
                     break
                 _write_all(stdout, data)
             if reading_stdin and events.get(stdin):
-                data = os.read(stdin, 65536)
+                try:
+                    data = os.read(stdin, 65536)
+                except OSError as e:
+                    if e.errno != errno.EIO:
+                        raise
+                    data = b""
                 if data:
                     _write_all(master, data)
+                elif is_tty:
+                    return False  # our terminal hung up: nobody is left to talk to the container
                 else:
                     reading_stdin = False
                     poller.unregister(stdin)
-                    if not is_tty:
-                        _write_all(master, b"\x04")  # end of input, as the pty's reader understands it
+                    _write_all(master, b"\x04")  # end of input, as the pty's reader understands it
             if events.get(done_fd):
                 _drain(master, stdout)
                 break
+            if events.get(stdin, 0) & (select.POLLHUP | select.POLLERR) and is_tty:
+                return False
     finally:
         signal.signal(signal.SIGWINCH, old_handler)
         if saved is not None:
-            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+            try:
+                termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+            except termios.error:
+                pass  # the terminal is gone
+    return True
 
 
 def _drain(master: int, stdout: int) -> None:

@@ -157,20 +157,22 @@ def _attach(cfg: NetworkConfig, pid: int, attachment: Attachment, gateway: Inter
                 ipr.route("add", dst=r.dst, **({"gateway": r.via} if r.via else {"oif": index}))
     except OSError as e:
         raise BootstrapError(e.errno or 0, "network", "set up", f"{cfg.ifname} on {cfg.bridge}: {e}") from None
-    except Exception as e:  # pyroute2's NetlinkError is an OSError; anything else is a bug of ours
+    except Exception as e:  # pyroute2's NetlinkError (not an OSError in 0.9) and the like
         raise BootstrapError(0, "network", "set up", f"{cfg.ifname} on {cfg.bridge}: {e}") from None
     return created
 
 
 def _detach(host_ifname: str, bridge: str | None) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError  # not an OSError in pyroute2 0.9
+
     with _ipr() as ipr:
         for ifname in (host_ifname, bridge):
             index = _lookup(ipr, ifname) if ifname else None
             if index is not None:
                 try:
                     ipr.link("del", index=index)
-                except OSError:
-                    pass  # gone with the container's namespace meanwhile
+                except (OSError, NetlinkError):
+                    pass  # the veth went with the container's namespace meanwhile
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Bundle, needs_root
+from .conftest import Bundle, container_inits, needs_root
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")]
 
@@ -107,3 +107,25 @@ def test_a_terminal_containers_output_goes_to_the_logs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-2:] == ["t | /dev/pts/0", "t | hello"]
     assert [json.loads(line)["event"] for line in events.read_text().splitlines()] == ["started", "exited"]
+
+
+def test_a_hangup_ends_the_container(bundle: Bundle, tmux: Tmux, tmp_path: Path) -> None:
+    b = bundle("/bin/sh", edit=terminal)
+    pidfile = tmp_path / "pid"
+    tmux.start(f"sh -c 'echo $$ > {pidfile}; exec {SUPERVISOR} run --bundle {b} hup'")
+    tmux.wait_for("/ #")
+    cli = int(pidfile.read_text())
+    inits = container_inits(cli)
+    assert len(inits) == 1
+    subprocess.run(["tmux", "kill-session", "-t", tmux.name], check=True)  # the terminal goes away
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in (cli, *inits)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(cli), "the CLI is still running"
+    assert not any(alive(p) for p in inits), "the container is still running"
