@@ -334,7 +334,8 @@ class Cgroup:
     def remove(self, attempts: int = 50) -> bool:
         """Remove the container's directories, and the parents this process made once no container
         uses them; True when the container's are gone. A cgroup whose last processes are still
-        exiting says EBUSY for a moment: try again a few times."""
+        exiting says EBUSY for a moment: try again a few times (blocking: call it from a thread
+        when ``attempts`` > 1)."""
         for d in self.dirs.values():
             if d not in _MADE:
                 continue  # an existing cgroup we were pointed at (cgroupsPath): not ours to remove
@@ -346,8 +347,10 @@ class Cgroup:
                     break
                 except OSError as e:
                     if e.errno not in (errno.EBUSY, errno.ENOTEMPTY) or attempt == attempts - 1:
-                        return False
+                        break  # still busy: the other hierarchies all the same, and a later try
                     time.sleep(0.002)
+            if os.path.isdir(d):
+                continue
             _MADE.discard(d)
             parent = os.path.dirname(d)
             while parent in _MADE:

@@ -21,7 +21,7 @@ import trio
 from ._launch import ExitStatus, fds_of, finish_cgroup, host_setup, make_cgroup, spawn_into
 from .bootstrap import encode
 from .errors import BootstrapError
-from .pipes import Handshake, HostSetup, Request, Send
+from .pipes import Handshake, HostSetup, InitStarted, Request, Send, SyncConnection
 from .plan import Plan, plan, plan_exec
 from .cgroups import Cgroup, Stats
 from .spec import NAMESPACE_TYPES, ContainerSpec
@@ -49,7 +49,7 @@ class Container:
         self._own_pid_ns = own_pid_ns
         self._pidfd = pidfd
         self._status: ExitStatus | None = None
-        self._reaped = trio.Event()
+        self._turn = trio.Event()  # set when the task waiting on the pidfd stops waiting
         self._waiting = False
 
     @property
@@ -59,26 +59,26 @@ class Container:
 
     async def wait(self) -> ExitStatus:
         """Wait for the init to exit and return its status (many tasks may wait)."""
-        if self._status is not None:
-            return self._status
-        if self._waiting:
-            await self._reaped.wait()
-            assert self._status is not None
-            return self._status
-        self._waiting = True
-        try:
-            await trio.lowlevel.wait_readable(self._pidfd)
-            result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)
-            assert result is not None
-            if not self._own_pid_ns and self.cgroup is not None:
-                self.cgroup.kill()  # without a pid namespace, the init's end is not everyone's
-            self._status = ExitStatus.from_waitid(result, finish_cgroup(self.cgroup))
-            os.close(self._pidfd)
-            self._pidfd = -1
-            self._reaped.set()
-            return self._status
-        finally:
-            self._waiting = False
+        while self._status is None:
+            if self._waiting:  # another task waits on the pidfd: wait for it to finish, or give up
+                await self._turn.wait()
+                continue
+            self._waiting = True
+            try:
+                await trio.lowlevel.wait_readable(self._pidfd)
+                result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)
+                assert result is not None
+                if not self._own_pid_ns and self.cgroup is not None:
+                    self.cgroup.kill()  # without a pid namespace, the init's end is not everyone's
+                oom = await _finish_cgroup(self.cgroup)
+                self._status = ExitStatus.from_waitid(result, oom)
+                os.close(self._pidfd)
+                self._pidfd = -1
+            finally:
+                self._waiting = False
+                turn, self._turn = self._turn, trio.Event()
+                turn.set()  # the next waiter takes over if this one was cancelled
+        return self._status
 
     def send_signal(self, sig: int) -> None:
         """Signal the init (through its pidfd: never a recycled pid). Does nothing once it is reaped."""
@@ -175,6 +175,17 @@ async def _drive(gen: Generator[Request, tuple[bytes, list[int]] | None, int], s
             return int(done.value)
 
 
+async def _finish_cgroup(cgroup: Cgroup | None) -> bool:
+    """After the init was reaped: whether the OOM killer struck; the cgroup removed. Its last
+    processes may take a moment to go: the retries run in a thread, never on the event loop."""
+    if cgroup is None:
+        return False
+    oom = cgroup.oom_kills() > 0
+    if not cgroup.remove(attempts=1):
+        await trio.to_thread.run_sync(cgroup.remove)
+    return oom
+
+
 async def _reap_cancellable(pidfd: int) -> ExitStatus:
     """Wait for a process and reap it; a cancellation leaves it running and the pidfd open."""
     await trio.lowlevel.wait_readable(pidfd)
@@ -212,17 +223,42 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
         handshake.close_console()
         if isinstance(e, BootstrapError):
             e.container = name
-        if handshake.init_pid is not None:
-            with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):
+            if handshake.init_pid is None:
+                # Cancelled before the init's pid was read: it may exist all the same. Let the
+                # bootstrap finish (it reads EOF if it still waits for its message), then look for
+                # its PID message among what it left on the socket.
+                sock.shutdown(_socket.SHUT_WR)
+                stage0, spawned.pidfd = spawned.pidfd, -1
+                await _reap(stage0)
+                handshake.init_pid = _leftover_pid(spawned.sock)
+            if handshake.init_pid is not None:
                 fd = os.pidfd_open(handshake.init_pid)
                 _signal.pidfd_send_signal(fd, _signal.SIGKILL)
                 await _reap(fd)
         raise
     finally:
         sock.close()
-        with trio.CancelScope(shield=True):
-            stage0, spawned.pidfd = spawned.pidfd, -1
-            await _reap(stage0)
+        if spawned.pidfd >= 0:
+            with trio.CancelScope(shield=True):
+                stage0, spawned.pidfd = spawned.pidfd, -1
+                await _reap(stage0)
+
+
+def _leftover_pid(sock: _socket.socket) -> int | None:
+    """The init's pid, if a PID message is still unread on a socket whose writers are gone."""
+    sock.setblocking(False)
+    data = bytearray()
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (BlockingIOError, OSError):
+        pass
+    conn = SyncConnection()
+    for event in conn.receive_data(bytes(data)):
+        if isinstance(event, InitStarted):
+            return event.pid
+    return None
 
 
 async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | None,

@@ -70,7 +70,10 @@ async def _read_request(conn: trio.socket.SocketType) -> tuple[dict[str, Any], l
         buf += data
         if len(buf) > MAX_REQUEST:
             raise ValueError("request too long")
-    return json.loads(buf.split(b"\n", 1)[0] or b"{}"), fds
+    message = json.loads(buf.split(b"\n", 1)[0] or b"{}")
+    if not isinstance(message, dict):
+        raise ValueError("a request is a JSON object")
+    return message, fds
 
 
 async def _serve_one(sup: Supervisor, conn: trio.socket.SocketType) -> None:
@@ -85,10 +88,14 @@ async def _serve_one(sup: Supervisor, conn: trio.socket.SocketType) -> None:
                 await _send(conn, {"ok": False, "error": f"uid {uid} may not control this supervisor"})
                 return
             await _dispatch(sup, conn, message, fds)
-        except (ValueError, KeyError, TypeError) as e:
-            await _send(conn, {"ok": False, "error": f"bad request: {e}"})
         except (BrokenPipeError, ConnectionResetError):
             pass
+        except Exception as e:  # noqa: BLE001 - one bad request must never take the supervisor down
+            try:
+                await _send(conn, {"ok": False, "error": f"bad request: {e}" if isinstance(
+                    e, (ValueError, KeyError, TypeError, AttributeError)) else str(e)})
+            except OSError:
+                pass
         finally:
             for fd in fds:
                 os.close(fd)

@@ -36,9 +36,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.RUNNING: frozenset({State.STOPPING, State.EXITED}),
     State.STOPPING: frozenset({State.EXITED}),
     State.EXITED: frozenset({State.RESTARTING, State.FAILED, State.STOPPED, State.STARTING}),
-    State.FAILED: frozenset({State.RESTARTING, State.STOPPED, State.STARTING}),
+    State.FAILED: frozenset({State.RESTARTING, State.STOPPED, State.STARTING, State.FAILED}),
     State.RESTARTING: frozenset({State.STARTING, State.FAILED, State.STOPPED}),
-    State.STOPPED: frozenset({State.STARTING}),
+    State.STOPPED: frozenset({State.STARTING, State.FAILED}),
 }
 
 #: the event a transition into a state announces

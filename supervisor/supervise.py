@@ -404,7 +404,13 @@ class Supervisor:
                 if handle._stop.is_set():
                     self._transition(handle, State.STOPPED)
                     break
-                missing = await self._wait_for_dependencies(handle)
+                missing = None
+                with trio.CancelScope() as handle._wait_scope:  # a stop request cancels the wait
+                    missing = await self._wait_for_dependencies(handle)
+                handle._wait_scope = None
+                if handle._stop.is_set():
+                    self._transition(handle, State.STOPPED)
+                    break
                 if missing is not None:
                     handle.last_error = f"dependency {missing} is not running"
                     self._transition(handle, State.FAILED, error=handle.last_error)

@@ -494,3 +494,27 @@ def test_lsm_labels_are_refused_where_the_lsm_is_off(bundle: Bundle) -> None:
     ]:
         with pytest.raises(SpecError, match=message):
             plan(ContainerSpec.from_bundle(bundle(edit=edit)))
+
+
+async def test_cancelled_starts_leave_nothing_behind(bundle: Bundle) -> None:
+    spec = ContainerSpec.from_bundle(bundle("/bin/sleep", "100"))
+    for i in range(40):  # cancellations land at every point of the start, one run or another
+        with trio.move_on_after(i * 0.0003):
+            async with supervisor.open_container(spec, name=f"c{i}"):
+                await trio.sleep(10)
+    # the autouse fixture checks: no child process (no zombie init), no fd, no cgroup left
+
+
+async def test_a_cancelled_waiter_hands_over(bundle: Bundle) -> None:
+    spec = ContainerSpec.from_bundle(bundle("/bin/sleep", "0.3"))
+    async with supervisor.open_container(spec, name="w") as c:
+        results: list[object] = []
+
+        async def second() -> None:
+            results.append(await c.wait())
+
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(0.05):
+                await c.wait()  # this waiter gives up first...
+            nursery.start_soon(second)
+        assert results and results[0] == supervisor.ExitStatus(code=0)  # ...and the other still hears

@@ -133,3 +133,23 @@ def test_another_uid_is_refused(running: tuple[str, subprocess.Popen[str]]) -> N
 def test_no_supervisor(tmp_path: Path) -> None:
     result = cli(str(tmp_path), "ps")
     assert (result.returncode, result.stderr) == (1, f"supervisor: no supervisor is running on {tmp_path}\n")
+
+
+def test_bad_requests_get_an_answer_and_harm_nothing(running: tuple[str, subprocess.Popen[str]]) -> None:
+    from supervisor.control import Connection
+
+    state, p = running
+    for raw, expected in [(b"[1, 2]\n", "bad request: a request is a JSON object"),
+                          (b'{"cmd": "start", "name": "web"}\n', "web is already supervised (running)"),
+                          (b'{"cmd": "nope"}\n', 'bad request: "unknown command \'nope\'"')]:
+        conn = Connection(state)
+        try:
+            conn.sock.sendall(raw)
+            with pytest.raises(ControlError) as info:
+                conn.receive()
+            assert str(info.value) == expected
+        finally:
+            conn.close()
+    assert p.poll() is None  # the supervisor and its containers are unharmed
+    rows = {r["name"]: r for r in json.loads(cli(state, "ps", "--json").stdout)}
+    assert rows["web"]["state"] == "running"

@@ -200,3 +200,25 @@ async def test_an_exception_kills_every_container(bundle: Bundle) -> None:
             raise KeyError("boom")
     assert info.group_contains(KeyError)
     assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+
+
+async def test_stop_interrupts_a_wait_for_dependencies(bundle: Bundle) -> None:
+    async with Supervisor() as sup:
+        sup.add(service(bundle, "db", "/bin/nope", policy=Policy(restart="always", backoff_initial=5)))
+        app = sup.add(service(bundle, "app", "/bin/true", policy=Policy(depends_on=("db",))))
+        await trio.sleep(0.2)
+        assert app.state == State.CREATED  # waiting for db, which never runs
+        with trio.fail_after(5):
+            await sup.stop_all()
+    assert app.state == State.STOPPED
+
+
+async def test_start_again_when_a_dependency_is_gone(bundle: Bundle) -> None:
+    async with Supervisor() as sup:
+        db = sup.add(service(bundle, "db", "/bin/sh", "-c", "exit 1"))
+        await db.wait_for(State.EXITED)
+        await db._task_done.wait()
+        app = await sup.start(service(bundle, "app", "/bin/true", policy=Policy(depends_on=("db",))))
+        assert app.state == State.FAILED
+        again = await sup.start("app")  # FAILED -> FAILED: its dependency still is not running
+        assert again.state == State.FAILED and again.last_error == "dependency db is not running"
