@@ -15,6 +15,7 @@ never one in use by another container of this supervisor. A bridge the superviso
 when its last container is gone; an existing one is left alone.
 """
 
+import errno
 import ipaddress
 import os
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ class Networks:
 
     def __init__(self) -> None:
         self._limiter = trio.CapacityLimiter(4)
+        self._locks: dict[str, trio.Lock] = {}  # a bridge is made, joined and removed one at a time
         self._users: dict[str, set[str]] = {}
         self._created: set[str] = set()
         self._in_use: dict[str, set[Address]] = {}
@@ -90,14 +92,18 @@ class Networks:
         addresses = self._allocate(name, cfg)
         attachment = Attachment(f"svh{pid}", cfg.bridge, addresses)
         self._users.setdefault(cfg.bridge, set()).add(name)
+        made: list[bool] = []  # _attach says, as soon as it has made the bridge
         try:
-            created = await trio.to_thread.run_sync(_attach, cfg, pid, attachment, self._gateway(cfg),
-                                                    limiter=self._limiter)
+            async with self._locks.setdefault(cfg.bridge, trio.Lock()):
+                await trio.to_thread.run_sync(_attach, cfg, pid, attachment, self._gateway(cfg), made,
+                                              limiter=self._limiter)
         except BaseException:
+            if made:
+                self._created.add(cfg.bridge)
             with trio.CancelScope(shield=True):
                 await self.detach(name, attachment)
             raise
-        if created:
+        if made:
             self._created.add(cfg.bridge)
         return attachment
 
@@ -106,11 +112,13 @@ class Networks:
         users.discard(name)
         for a in attachment.addresses:
             self._in_use.get(attachment.bridge, set()).discard(ipaddress.ip_interface(a).ip)
-        remove_bridge = not users and attachment.bridge in self._created
-        if remove_bridge:
-            self._created.discard(attachment.bridge)
-        await trio.to_thread.run_sync(_detach, attachment.host_ifname, attachment.bridge if remove_bridge else None,
-                                      limiter=self._limiter)
+        async with self._locks.setdefault(attachment.bridge, trio.Lock()):
+            # decided under the lock: an attach to this bridge cannot be halfway meanwhile
+            remove_bridge = not users and attachment.bridge in self._created
+            if remove_bridge:
+                self._created.discard(attachment.bridge)
+            await trio.to_thread.run_sync(_detach, attachment.host_ifname,
+                                          attachment.bridge if remove_bridge else None, limiter=self._limiter)
 
 
 def _ipr() -> Any:
@@ -124,18 +132,23 @@ def _lookup(ipr: Any, ifname: str) -> int | None:
     return int(found[0]) if found else None
 
 
-def _attach(cfg: NetworkConfig, pid: int, attachment: Attachment, gateway: Interface | None) -> bool:
-    """In a worker thread: the host side, then the container side. True if the bridge was made."""
+def _attach(cfg: NetworkConfig, pid: int, attachment: Attachment, gateway: Interface | None,
+            made: list[bool]) -> None:
+    """In a worker thread: the host side, then the container side. Appends to ``made`` the moment
+    it has made the bridge, so that a failure later still removes it."""
     assert cfg.bridge is not None
     peer = f"svc{pid}"
-    created = False
     try:
         with _ipr() as ipr:
             bridge = _lookup(ipr, cfg.bridge)
             if bridge is None:
-                ipr.link("add", ifname=cfg.bridge, kind="bridge")
+                try:
+                    ipr.link("add", ifname=cfg.bridge, kind="bridge")
+                    made.append(True)
+                except Exception as e:
+                    if getattr(e, "code", None) != errno.EEXIST:
+                        raise  # (another supervisor made it meanwhile: use theirs)
                 bridge = _lookup(ipr, cfg.bridge)
-                created = True
                 if gateway is not None:
                     ipr.addr("add", index=bridge, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
                 ipr.link("set", index=bridge, state="up")
@@ -159,7 +172,6 @@ def _attach(cfg: NetworkConfig, pid: int, attachment: Attachment, gateway: Inter
         raise BootstrapError(e.errno or 0, "network", "set up", f"{cfg.ifname} on {cfg.bridge}: {e}") from None
     except Exception as e:  # pyroute2's NetlinkError (not an OSError in 0.9) and the like
         raise BootstrapError(0, "network", "set up", f"{cfg.ifname} on {cfg.bridge}: {e}") from None
-    return created
 
 
 def _detach(host_ifname: str, bridge: str | None) -> None:

@@ -77,3 +77,18 @@ async def test_join_another_containers_network(bundle: Bundle, tmp_path: Path) -
         sup.kill_all()
     assert any(b"inet 10.213.1.2/24" in d for c, _, d in sink.lines if c == "second")
     assert f"svh{first_pid}@" not in links() and f"{BRIDGE}:" not in links()
+
+
+async def test_many_containers_join_a_new_bridge_at_once(bundle: Bundle, tmp_path: Path) -> None:
+    spec = pinger(bundle, tmp_path, "many", "sleep 30")
+    async with Supervisor() as sup:
+        handles = [sup.add(Service(f"m{i}", spec, network=NetworkConfig(bridge=BRIDGE, gateway="10.213.2.1/24")))
+                   for i in range(6)]
+        with trio.fail_after(20):
+            for h in handles:
+                await h.wait_for(State.RUNNING, State.FAILED)
+        assert [h.state for h in handles] == [State.RUNNING] * 6, [h.last_error for h in handles]
+        pids = [h.pid for h in handles]
+        sup.kill_all()
+    left = links()
+    assert f"{BRIDGE}:" not in left and not any(f"svh{p}@" in left for p in pids)
