@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 import supervisor
 from supervisor import ContainerSpec, SpecError
@@ -100,3 +101,15 @@ def test_bad_profiles() -> None:
         with pytest.raises(SpecError) as info:
             parse_seccomp(value)
         assert message in str(info.value)
+
+
+async def test_the_pid1_init_runs_outside_the_workloads_filter(bundle: Bundle) -> None:
+    # a profile that refuses what our init needs (fork, wait4, kill) but not what the workload does
+    def edit(c: dict[str, Any]) -> None:
+        profile(syscalls=[{"names": ["fork", "vfork", "wait4", "kill", "close_range"], "action": "SCMP_ACT_ERRNO",
+                           "errnoRet": errno.EPERM}])(c)
+        c["annotations"] = {"supervisor.init": "true"}
+
+    with trio.fail_after(10):  # an init that cannot reap would wait for ever
+        status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/echo", "hello", edit=edit)))
+    assert (status.code, out) == (0, "hello\n")

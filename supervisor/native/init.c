@@ -569,6 +569,23 @@ static void set_parent_death_signal(uint32_t sig)
         _exit(1);
 }
 
+/* close_range(CLOSE_RANGE_CLOEXEC), or one fd at a time where a seccomp profile (installed earlier
+ * without no_new_privs) or an old kernel refuses it. */
+static void mark_fds_cloexec(void)
+{
+    if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+        return;
+    if (errno != ENOSYS && errno != EPERM && errno != EINVAL)
+        sv_fail(errno, "close_range", "3..");
+    struct rlimit lim;
+    rlim_t last = getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < 1048576 ? lim.rlim_cur : 1048576;
+    for (int fd = 3; (rlim_t)fd < last; fd++) {
+        int flags = fcntl(fd, F_GETFD);
+        if (flags >= 0 && !(flags & FD_CLOEXEC) && fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0)
+            sv_fail(errno, "set close-on-exec", "fd %d", fd);
+    }
+}
+
 static int chdir_cwd(const char *cwd)
 {
     if (cwd == NULL)
@@ -624,6 +641,8 @@ static void run_pid1_init(const struct sv_config *cfg)
         if (cfg->pdeathsig)
             prctl(PR_SET_PDEATHSIG, cfg->pdeathsig, 0, 0, 0);
         sigprocmask(SIG_SETMASK, &old, NULL);
+        if (cfg->no_new_privs)
+            install_seccomp(cfg); /* the workload's filter, not our init's */
         int err = try_exec(cfg);
         if (write(pipefd[1], &err, sizeof(err)) < 0)
             _exit(127);
@@ -700,13 +719,12 @@ void sv_run_init(const struct sv_config *cfg)
         sv_fail(errno ? errno : ENOENT, "cwd outside the root", "%s", cfg->cwd); /* CVE-2024-21626 */
     set_parent_death_signal(cfg->pdeathsig);
     /* Only 0-2 reach the workload; the sync socket closes on exec, which tells the supervisor. */
-    if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-        sv_fail(errno, "close_range", "3..");
+    mark_fds_cloexec();
     if (root_fd >= 0)
         close(root_fd);
-    if (cfg->no_new_privs)
-        install_seccomp(cfg); /* last: the profile need not allow what setup does */
     if (cfg->pid1_init)
         run_pid1_init(cfg);
+    if (cfg->no_new_privs)
+        install_seccomp(cfg); /* last: the profile need not allow what setup does */
     exec_workload(cfg);
 }
