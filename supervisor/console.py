@@ -47,23 +47,39 @@ def relay(master: int, done_fd: int, stdin: int = 0, stdout: int = 1) -> bool:
         if is_tty:
             copy_window_size(stdin, master)
             tty.setraw(stdin)
+        # The master never blocks: input waits in `pending` while the pty's queue is full, so its
+        # output is still read (a `cat` filling both directions cannot deadlock us).
+        os.set_blocking(master, False)
+        pending = bytearray()
         poller = select.poll()
         poller.register(stdin, select.POLLIN)
         poller.register(master, select.POLLIN)
         poller.register(done_fd, select.POLLIN)
         reading_stdin = True
         while True:
+            wanted = select.POLLIN | (select.POLLOUT if pending else 0)
+            poller.modify(master, wanted)
+            if reading_stdin:
+                poller.modify(stdin, select.POLLIN if len(pending) < 65536 else 0)
             events = dict(poller.poll())
-            if events.get(master):
+            if pending and events.get(master, 0) & select.POLLOUT:
+                try:
+                    del pending[:os.write(master, pending)]
+                except BlockingIOError:
+                    pass
+            if events.get(master, 0) & (select.POLLIN | select.POLLHUP | select.POLLERR):
                 try:
                     data = os.read(master, 65536)
+                except BlockingIOError:
+                    data = None
                 except OSError as e:
                     if e.errno != errno.EIO:  # EIO: every holder of the pty's other side is gone
                         raise
                     data = b""
-                if not data:
+                if data == b"":
                     break
-                _write_all(stdout, data)
+                if data:
+                    _write_all(stdout, data)
             if reading_stdin and events.get(stdin):
                 try:
                     data = os.read(stdin, 65536)
@@ -72,13 +88,13 @@ def relay(master: int, done_fd: int, stdin: int = 0, stdout: int = 1) -> bool:
                         raise
                     data = b""
                 if data:
-                    _write_all(master, data)
+                    pending += data
                 elif is_tty:
                     return False  # our terminal hung up: nobody is left to talk to the container
                 else:
                     reading_stdin = False
                     poller.unregister(stdin)
-                    _write_all(master, b"\x04")  # end of input, as the pty's reader understands it
+                    pending += b"\x04"  # end of input, as the pty's reader understands it
             if events.get(done_fd):
                 _drain(master, stdout)
                 break
@@ -95,15 +111,9 @@ def relay(master: int, done_fd: int, stdin: int = 0, stdout: int = 1) -> bool:
 
 
 def _drain(master: int, stdout: int) -> None:
-    flags = fcntl.fcntl(master, fcntl.F_GETFL)
-    fcntl.fcntl(master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    """What the pty still holds, without waiting for more (the master is non-blocking)."""
     try:
-        while True:
-            data = os.read(master, 65536)
-            if not data:
-                return
+        while data := os.read(master, 65536):
             _write_all(stdout, data)
-    except (BlockingIOError, OSError):
+    except OSError:  # BlockingIOError: nothing more now; EIO: the other side is gone
         return
-    finally:
-        fcntl.fcntl(master, fcntl.F_SETFL, flags)

@@ -129,3 +129,15 @@ def test_a_hangup_ends_the_container(bundle: Bundle, tmux: Tmux, tmp_path: Path)
         time.sleep(0.05)
     assert not alive(cli), "the CLI is still running"
     assert not any(alive(p) for p in inits), "the container is still running"
+
+
+def test_a_lot_of_input_does_not_deadlock_the_terminal(bundle: Bundle, tmp_path: Path) -> None:
+    # both directions full at once: `cat` echoes 2 MB through the pty while we still send
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 1023 + b"\n" * 1 + (b"y" * 1023 + b"\n") * 2047)
+    b = bundle("/bin/sh", "-c", "stty -echo; cat", edit=terminal)
+    with open(big, "rb") as stdin:
+        result = subprocess.run([sys.executable, "-m", "supervisor", "run", "--bundle", str(b), "bigcat"],
+                                stdin=stdin, capture_output=True, timeout=15, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.replace(b"\r\n", b"\n").count(b"\n") >= 2048
