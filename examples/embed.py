@@ -26,7 +26,12 @@ def command(*args: str) -> supervisor.ContainerSpec:
 
 
 async def main() -> None:
-    async with Supervisor(log_sink=PrefixedOutput()) as sup:
+    with PrefixedOutput() as output:
+        await supervise(output)
+
+
+async def supervise(output: PrefixedOutput) -> None:
+    async with Supervisor(log_sink=output) as sup:
 
         async def watch() -> None:
             async with sup.events() as events:
@@ -35,8 +40,8 @@ async def main() -> None:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
-            ticker = await sup.start(Service("ticker", command("/bin/sh", "-c", "while :; do date +%T; sleep 0.5; done"),
-                                             Policy(stop_signal=signal.SIGKILL)))
+            clock = command("/bin/sh", "-c", "while :; do date +%T; sleep 0.5; done")
+            ticker = await sup.start(Service("ticker", clock, Policy(stop_signal=signal.SIGKILL)))
             sup.add(Service("flaky", command("/bin/sh", "-c", "echo trying; exit 1"),
                             Policy(restart="on-failure", max_restarts=2, backoff_initial=0.2)))
             await trio.sleep(2)

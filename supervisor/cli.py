@@ -252,9 +252,10 @@ async def _supervise_manifest(services: "tuple[Service, ...]", events_path: str 
     from .supervise import Supervisor
 
     events_file = open(events_path, "a", encoding="utf-8") if events_path else None
+    output = PrefixedOutput(sys.stdout.fileno())
     try:
         async with trio.open_nursery() as outer:
-            async with Supervisor(log_sink=PrefixedOutput(sys.stdout.fileno())) as sup:
+            async with Supervisor(log_sink=output) as sup:
                 await outer.start(_report_events, sup, events_file)
                 signals = trio.CancelScope()
                 shutting_down = trio.Event()
@@ -271,6 +272,7 @@ async def _supervise_manifest(services: "tuple[Service, ...]", events_path: str 
             signals.cancel()
             control.cancel()
     finally:
+        output.close()
         if events_file is not None:
             events_file.close()
     ok = all(h.state == State.STOPPED or (h.state == State.EXITED and h.last_exit is not None

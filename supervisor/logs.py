@@ -9,6 +9,8 @@ of different containers never interleave.
 
 import collections
 import os
+import queue
+import threading
 from collections.abc import Callable
 from typing import Protocol
 
@@ -27,13 +29,49 @@ class LogSink(Protocol):
 
 class PrefixedOutput:
     """``name | line`` on our stdout (stderr lines too, like ``docker compose up``), coloured by
-    container when the output is a terminal."""
+    container when the output is a terminal.
 
-    def __init__(self, fd: int = 1, color: bool | None = None) -> None:
+    The lines are written by a thread of its own: a stdout whose reader stalls (``| less``, a slow
+    log collector) must not stop the event loop, hence the supervision of every container. Up to
+    ``buffer`` bytes wait for it; past that, lines are dropped and counted (``dropped``), and
+    ``close`` says how many. Use it as a context manager, or call ``close``: it writes what waits.
+    """
+
+    def __init__(self, fd: int = 1, color: bool | None = None, buffer: int = 64 * 1024 * 1024) -> None:
         self.fd = fd
         self.color = os.isatty(fd) if color is None else color
         self.width = 0
+        self.dropped = 0
         self._colors: dict[str, int] = {}
+        self._limit = buffer
+        self._waiting = 0  # bytes queued, not yet written
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "PrefixedOutput":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _writer(self) -> None:
+        while (data := self._queue.get()) is not None:
+            try:
+                _write_all(self.fd, data)
+            except OSError:
+                pass  # our stdout is gone: nothing to tell it
+            with self._lock:
+                self._waiting -= len(data)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self.dropped:
+            _write_all(2, f"supervisor: {self.dropped} lines of output dropped: stdout did not keep up\n".encode())
+            self.dropped = 0
 
     def prefix(self, container: str) -> bytes:
         self.width = max(self.width, len(container))
@@ -44,7 +82,16 @@ class PrefixedOutput:
         return text.encode()
 
     def line(self, container: str, stream: str, data: bytes) -> None:
-        _write_all(self.fd, self.prefix(container) + data)
+        data = self.prefix(container) + data
+        with self._lock:
+            if self._waiting + len(data) > self._limit:
+                self.dropped += 1
+                return
+            self._waiting += len(data)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._writer, name="supervisor output", daemon=True)
+            self._thread.start()
+        self._queue.put(data)
 
 
 class RotatingFile:

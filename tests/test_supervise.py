@@ -150,9 +150,10 @@ async def test_prefixed_output_and_rotating_log_file(bundle: Bundle, tmp_path: P
     r, w = os.pipe()
     log = tmp_path / "web.log"
     try:
-        async with Supervisor(log_sink=PrefixedOutput(w, color=False)) as sup:
-            sup.add(service(bundle, "web", "/bin/sh", "-c", "for i in 1 2 3 4 5 6; do echo line-$i-xxxxxxxxxx; done",
-                            log=LogConfig(str(log), max_bytes=40, backups=2)))
+        with PrefixedOutput(w, color=False) as output:
+            async with Supervisor(log_sink=output) as sup:
+                sup.add(service(bundle, "web", "/bin/sh", "-c", "for i in 1 2 3 4 5 6; do echo line-$i-xxxxxxxxxx; "
+                                "done", log=LogConfig(str(log), max_bytes=40, backups=2)))
     finally:
         os.close(w)
     with os.fdopen(r) as f:
@@ -222,3 +223,28 @@ async def test_start_again_when_a_dependency_is_gone(bundle: Bundle) -> None:
         assert app.state == State.FAILED
         again = await sup.start("app")  # FAILED -> FAILED: its dependency still is not running
         assert again.state == State.FAILED and again.last_error == "dependency db is not running"
+
+
+async def test_a_stalled_stdout_does_not_stop_supervision(bundle: Bundle) -> None:
+    r, w = os.pipe()  # nobody reads it while the containers run
+    try:
+        output = PrefixedOutput(w, color=False, buffer=256 * 1024)
+        noisy = "i=0; while [ $i -lt 40000 ]; do echo \"noise $i ........................................\"; " \
+                "i=$((i+1)); done"
+        with trio.fail_after(30):
+            async with Supervisor(log_sink=output) as sup:
+                sup.add(service(bundle, "noisy", "/bin/sh", "-c", noisy))
+                quick = await sup.start(service(bundle, "quick", "/bin/true"))
+                await quick.wait_for(State.EXITED)  # supervised all the same
+        assert output.dropped > 0  # past its buffer, output is dropped, not waited for
+        with os.fdopen(r, "rb") as reader:
+            r = -1
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.to_thread.run_sync, reader.read)
+                await trio.to_thread.run_sync(output.close)
+                os.close(w)
+                w = -1
+    finally:
+        for fd in (r, w):
+            if fd >= 0:
+                os.close(fd)
