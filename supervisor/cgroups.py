@@ -175,11 +175,21 @@ class Cgroup:
             if d == h.mountpoint:
                 break
             d = os.path.dirname(d)
+        own = os.path.normpath(os.path.join(h.mountpoint, h.own))
         for d in reversed(chain):
             with open(os.path.join(d, "cgroup.subtree_control")) as f:
                 if controller in f.read().split():
                     continue
-            _write(os.path.join(d, "cgroup.subtree_control"), f"+{controller}")
+            try:
+                _write(os.path.join(d, "cgroup.subtree_control"), f"+{controller}")
+            except OSError as e:
+                # v2 lets no cgroup both hold processes and hand controllers down. When the one
+                # holding us is in the way, move ourselves into a leaf of it (what crun and systemd
+                # do) and try again; anything else in it is not ours to move.
+                if e.errno != errno.EBUSY or d != own:
+                    raise
+                _move_into_leaf(own)
+                _write(os.path.join(d, "cgroup.subtree_control"), f"+{controller}")
 
     def apply(self, r: Resources) -> None:
         memory = self._hierarchy_of("memory")
@@ -396,6 +406,20 @@ def _sweep_once(hier: Iterable[Hierarchy]) -> None:
                 os.rmdir(stale)
             except OSError:
                 pass
+
+
+def _move_into_leaf(own: str) -> None:
+    leaf = os.path.join(own, "supervisor-leaf")
+    os.makedirs(leaf, exist_ok=True)
+    _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+    try:
+        with open(os.path.join(own, "cgroup.procs")) as f:
+            others = f.read().split()
+    except OSError:
+        others = []
+    if others:
+        raise BootstrapError(errno.EBUSY, "cgroup", "delegate controllers from", f"{own} (other processes "
+                             f"live in it: {' '.join(others[:5])}; run the supervisor in a cgroup of its own)")
 
 
 def _max(value: int) -> str:

@@ -5,6 +5,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 import supervisor
@@ -137,3 +138,35 @@ async def test_oom_is_an_event_and_shows_in_the_exit_event(bundle: Bundle) -> No
                     break
     assert [e.event for e in events] == ["started", "oom", "exited"]
     assert events[-1].oom is True and '"oom": true' in events[-1].to_json()
+
+
+def test_v2_limits_when_the_supervisor_holds_its_own_cgroup(bundle: Bundle, tmp_path: Path) -> None:
+    """cgroup v2's no-internal-processes rule, on this host's cgroup2 mount (hugetlb lives there on
+    a hybrid host): the supervisor sits in a cgroup of its own, which must hand hugetlb down."""
+    import subprocess
+    import sys
+
+    from supervisor.cgroups import hierarchies
+
+    v2 = next((h for h in hierarchies() if h.version == 2 and "hugetlb" in h.controllers), None)
+    if v2 is None:
+        pytest.skip("no cgroup2 mount with hugetlb here")
+    home = Path(v2.mountpoint) / f"sv-v2test-{os.getpid()}"
+    home.mkdir()
+    b = bundle("/bin/cat", "/proc/self/cgroup", edit=limits(hugepageLimits=[{"pageSize": "2MB", "limit": 0}]))
+    script = f"""
+import os, trio, supervisor
+open("{home}/cgroup.procs", "w").write(str(os.getpid()))   # the supervisor in a cgroup of its own
+status = trio.run(lambda: supervisor.run(supervisor.ContainerSpec.from_bundle("{b}"), name="huge"))
+print(status.code, open("{home}/supervisor-leaf/cgroup.procs").read().split() == [str(os.getpid())])
+"""
+    try:
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                                check=False)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split()[-2:] == ["0", "True"], result.stdout
+    finally:
+        for d in sorted(home.rglob("*"), key=lambda p: len(str(p)), reverse=True):
+            if d.is_dir():
+                d.rmdir()
+        home.rmdir()
