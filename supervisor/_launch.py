@@ -238,7 +238,9 @@ def finish_cgroup(cgroup: Cgroup | None) -> bool:
 
 def make_cgroup(plan: Plan) -> Cgroup | None:
     """The container's cgroup, made and limited before anything is spawned."""
-    return Cgroup.create(plan.cgroup, plan.resources) if plan.cgroup is not None else None
+    if plan.cgroup is None:
+        return None
+    return Cgroup.create(plan.cgroup, plan.resources, controllers=plan.cgroup_controllers or None)
 
 
 def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int | None],

@@ -25,7 +25,8 @@ import attrs
 from .errors import BootstrapError
 from .resources import DeviceRule, Resources
 
-__all__ = ["Hierarchy", "Cgroup", "Stats", "hierarchies", "default_path", "DEFAULT_DEVICE_RULES"]
+__all__ = ["Hierarchy", "Cgroup", "Stats", "hierarchies", "default_path", "DEFAULT_DEVICE_RULES", "BASE_CONTROLLERS",
+           "controllers_for", "select", "cgroup_dirs"]
 
 #: what every container may use whatever its device rules say (runc's list): mknod of anything,
 #: and the default devices, the ptys and tun
@@ -103,6 +104,41 @@ def cgroup_dirs(path: str, hier: Iterable[Hierarchy]) -> dict[Hierarchy, str]:
     return dirs
 
 
+#: what every container's cgroup is for, limits or not: memory, pids and CPU use, and OOM kills
+BASE_CONTROLLERS = frozenset({"memory", "pids", "cpuacct"})
+
+
+def controllers_for(resources: Resources | None, own_pid_ns: bool) -> frozenset[str]:
+    """The controllers a container needs. On a v1 host every hierarchy costs a mkdir, a move and an
+    rmdir per container, so a container is put only where it needs to be: the base set, the freezer
+    to kill it without a pid namespace, and what its limits use."""
+    needed = set(BASE_CONTROLLERS)
+    if not own_pid_ns:
+        needed.add("freezer")
+    if resources is not None:
+        if resources.cpu is not None:
+            if resources.cpu.shares is not None or resources.cpu.quota is not None or resources.cpu.period:
+                needed.add("cpu")
+            if resources.cpu.cpus is not None or resources.cpu.mems is not None:
+                needed.add("cpuset")
+        if resources.blkio_weight is not None:
+            needed.update(("blkio", "io"))
+        if resources.hugepage_limits:
+            needed.add("hugetlb")
+        if resources.devices:
+            needed.add("devices")
+    return frozenset(needed)
+
+
+def select(hier: Iterable[Hierarchy], controllers: frozenset[str] | None) -> list[Hierarchy]:
+    """The hierarchies that carry any of ``controllers`` (all of them for None; the one there is on a
+    pure v2 host)."""
+    hier = list(hier)
+    if controllers is None or len(hier) == 1:
+        return hier
+    return [h for h in hier if h.controllers & controllers]
+
+
 def default_path(name: str) -> str:
     """A container's cgroup, relative to the supervisor's own."""
     return f"supervisor-{os.getpid()}/{name}"
@@ -119,11 +155,13 @@ class Cgroup:
         self.dirs = dirs
 
     @classmethod
-    def create(cls, path: str, resources: Resources | None, hier: Iterable[Hierarchy] | None = None) -> "Cgroup":
-        """Make the cgroup and write its limits; on any failure, remove what was made."""
+    def create(cls, path: str, resources: Resources | None, hier: Iterable[Hierarchy] | None = None,
+               controllers: frozenset[str] | None = None) -> "Cgroup":
+        """Make the cgroup (in the hierarchies of ``controllers``) and write its limits; on any
+        failure, remove what was made."""
         hier = list(hier if hier is not None else hierarchies())
         _sweep_once(hier)
-        cgroup = cls(cgroup_dirs(path, hier))
+        cgroup = cls(cgroup_dirs(path, select(hier, controllers)))
         try:
             for h, target in cgroup.dirs.items():
                 cgroup._make_dirs(h, target)
@@ -137,19 +175,45 @@ class Cgroup:
         return cgroup
 
     def _make_dirs(self, h: Hierarchy, target: str) -> None:
-        missing = []
+        """mkdir -p, while other containers (in other threads) make and remove the shared parents."""
+        for attempt in range(10):
+            missing = []
+            d = target
+            while not os.path.isdir(d):
+                missing.append(d)
+                d = os.path.dirname(d)
+            try:
+                for d in reversed(missing):
+                    try:
+                        os.mkdir(d)
+                    except FileExistsError:
+                        continue  # made by another container meanwhile
+                    _MADE.add(d)
+                if h.version == 1 and "cpuset" in h.controllers:
+                    self._fill_cpusets(h, target)
+                return
+            except FileNotFoundError:
+                if attempt == 9:
+                    raise  # a parent keeps being removed under us
+
+    @staticmethod
+    def _fill_cpusets(h: Hierarchy, target: str) -> None:
+        """A new v1 cpuset is empty, and no task may join an empty one: every cpuset from ours down
+        to the container's takes its parent's values, top first. Idempotent, so that containers
+        making and removing the shared parents at the same time all end up right."""
+        base = os.path.normpath(os.path.join(h.mountpoint, h.own))
+        chain = []
         d = target
-        while not os.path.isdir(d):
-            missing.append(d)
+        while d != base and d.startswith(base + "/"):
+            chain.append(d)
             d = os.path.dirname(d)
-        for d in reversed(missing):
-            os.mkdir(d)
-            _MADE.add(d)
-            if h.version == 1 and "cpuset" in h.controllers:
-                # a new v1 cpuset is empty, and no task may join an empty one: inherit the parent's
-                for name in ("cpuset.cpus", "cpuset.mems"):
-                    with open(os.path.join(os.path.dirname(d), name)) as f:
-                        _write(os.path.join(d, name), f.read().strip())
+        for d in reversed(chain):
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                with open(os.path.join(d, name)) as f:
+                    if f.read().strip():
+                        continue
+                with open(os.path.join(os.path.dirname(d), name)) as f:
+                    _write(os.path.join(d, name), f.read().strip())
 
     # -- limits --------------------------------------------------------------------------------
 

@@ -208,7 +208,20 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
     pty master when the plan asked for a terminal.
     ``on_init(pid)`` runs while the init waits for its go-ahead (a network to attach, say)."""
     message = encode(the_plan)
-    spawned = spawn_into(cgroup, stdio, sealed)  # from this (the main) thread: see _launch
+    spawned = spawn_into(None, stdio, sealed)  # from this (the main) thread: see _launch
+    if cgroup is not None:
+        # Into the cgroup before it reads its message, so the init is born inside. (Done here on
+        # the event loop: the writes take microseconds in the hierarchies a container uses; worker
+        # threads measured slower, for their handoffs and the GIL.)
+        try:
+            cgroup.add(spawned.pid)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                os.kill(spawned.pid, _signal.SIGKILL)
+                stage0, spawned.pidfd = spawned.pidfd, -1
+                await _reap(stage0)
+                spawned.close()
+            raise
 
     async def host_work(pid: int) -> None:
         host_setup(the_plan, pid)

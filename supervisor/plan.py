@@ -23,7 +23,7 @@ from collections.abc import Iterable
 import attrs
 
 from ._wire import Mk, Op
-from .cgroups import cgroup_dirs, default_path, hierarchies
+from .cgroups import cgroup_dirs, controllers_for, default_path, hierarchies, select
 from .errors import SpecError
 from .resources import Resources
 from .seccomp import compile_seccomp
@@ -143,8 +143,10 @@ class Plan:
     #: LSM labels for the workload's execve
     apparmor_profile: str | None = None
     selinux_label: str | None = None
-    #: the container's cgroup (relative: below the supervisor's own) and its limits
+    #: the container's cgroup (relative: below the supervisor's own), the controllers it is made
+    #: for (its hierarchies), and its limits
     cgroup: str | None = None
+    cgroup_controllers: frozenset[str] = frozenset()
     resources: Resources | None = None
     #: keep a minimal init as pid 1 (annotation ``supervisor.init = "true"``)
     pid1_init: bool = False
@@ -167,12 +169,13 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         spec = _rootless(spec)
     cgroup_path = spec.cgroups_path or default_path(name)
     cgroup: str | None = cgroup_path
-    if rootless and not _cgroups_writable(cgroup_path):
+    if rootless and not _cgroups_writable(cgroup_path, controllers_for(spec.resources, True)):
         if spec.resources is not None and not spec.resources.empty:
             raise SpecError("linux.resources", "cgroup limits need root, or a cgroup delegated to you")
         cgroup = None  # the container stays in ours: no limits, no cgroup of its own
     new = {ns.type for ns in spec.namespaces if ns.path is None}
     joined = {ns.type: ns.path for ns in spec.namespaces if ns.path is not None}
+    controllers = controllers_for(spec.resources, "pid" in new or "pid" in joined)
     if "time" in new or "time" in joined:
         raise SpecError("linux.namespaces", 'the "time" namespace is not supported yet')
     clone_flags = 0
@@ -200,7 +203,8 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
     steps: list[Step] = []
     root_propagation = 0
     if "mount" in new:
-        root_propagation, steps = _filesystem(spec, rootfs, in_userns, cgroup or "", "network" in new)
+        root_propagation, steps = _filesystem(spec, rootfs, in_userns, cgroup or "", "network" in new,
+                                              controllers if cgroup else frozenset())
     elif "mount" in joined:
         if spec.mounts or spec.masked_paths or spec.readonly_paths:
             raise SpecError("mounts", "a joined mount namespace takes no mounts")
@@ -257,6 +261,7 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         pid1_init=spec.annotations.get(INIT_ANNOTATION) == "true",
         loopback_up="network" in new,
         cgroup=cgroup,
+        cgroup_controllers=controllers,
         resources=spec.resources,
         seccomp=seccomp,
         seccomp_flags=seccomp_flags,
@@ -305,10 +310,10 @@ def _map_writers(spec: ContainerSpec, rootless: bool) -> tuple[bool, tuple[str |
     return own_gid, (helpers[0], helpers[1])
 
 
-def _cgroups_writable(cgroup: str) -> bool:
-    """Whether we may make ``cgroup`` in every hierarchy (root, or a delegated subtree)."""
+def _cgroups_writable(cgroup: str, controllers: frozenset[str]) -> bool:
+    """Whether we may make ``cgroup`` in the hierarchies it needs (root, or a delegated subtree)."""
     try:
-        dirs = cgroup_dirs(cgroup, hierarchies())
+        dirs = cgroup_dirs(cgroup, select(hierarchies(), controllers))
     except OSError:
         return False
     for d in dirs.values():
@@ -443,7 +448,7 @@ def _exec_paths(program: str, env: tuple[str, ...]) -> tuple[str, ...]:
 # -- filesystem ----------------------------------------------------------------------------------
 
 def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str,
-                own_netns: bool) -> tuple[int, list[Step]]:
+                own_netns: bool, controllers: frozenset[str]) -> tuple[int, list[Step]]:
     host_root = rootfs == "/"
     steps: list[Step] = []
     if host_root:
@@ -470,7 +475,7 @@ def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str,
         if dst == "/dev" and step.flags & MS_BIND:
             dev_is_bind = True
         if mount.type == "cgroup":
-            steps += _cgroup_steps(dst, step, cgroup)
+            steps += _cgroup_steps(dst, step, cgroup, controllers)
         else:
             steps.append(step)
     if not dev_is_bind:
@@ -535,11 +540,14 @@ def _mount_step(mount: Mount, dst: str, bundle: str, field: str, label: str | No
                 propagation=propagation, data=",".join(data) or None, mktype=Mk.DIR)
 
 
-def _cgroup_steps(dst: str, step: Step, cgroup: str) -> list[Step]:
+def _cgroup_steps(dst: str, step: Step, cgroup: str, controllers: frozenset[str]) -> list[Step]:
     """runc's cgroup mount without a cgroup namespace: a tmpfs holding a read-only bind of the
-    container's cgroup in each v1 hierarchy, or one bind of it on a pure v2 host."""
+    container's cgroup in each v1 hierarchy (the supervisor's own where the container has none), or
+    one bind of it on a pure v2 host."""
     flags = step.flags
-    dirs = cgroup_dirs(cgroup, hierarchies())
+    every = hierarchies()
+    own = set(select(every, controllers)) if controllers else set()
+    dirs = {h: cgroup_dirs(cgroup if h in own else "", [h])[h] for h in every}
     ro = MS_BIND | MS_REMOUNT | (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME))
     v1 = {h: d for h, d in dirs.items() if h.version == 1}
     if not v1:

@@ -170,3 +170,18 @@ print(status.code, open("{home}/supervisor-leaf/cgroup.procs").read().split() ==
             if d.is_dir():
                 d.rmdir()
         home.rmdir()
+
+
+async def test_cgroups_path_and_blkio_weight(bundle: Bundle) -> None:
+    path = f"/sv-test-{os.getpid()}/box"
+
+    def edit(c: dict[str, Any]) -> None:
+        c["linux"]["cgroupsPath"] = path
+        limits(blockIO={"weight": 500})(c)
+
+    script = "grep pids: /proc/self/cgroup; cat /sys/fs/cgroup/blkio/blkio.bfq.weight 2>/dev/null | head -1"
+    status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/sh", "-c", script, edit=edit)))
+    assert status.code == 0, out
+    assert f"pids:{path}" in out  # an absolute cgroupsPath is taken from the hierarchy's root
+    assert "500" in out.split("\n")[1]
+    assert not os.path.exists(f"/sys/fs/cgroup/pids{path}")  # and removed with the container
