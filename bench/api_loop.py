@@ -80,6 +80,15 @@ def main() -> int:
         if status.code != 0:
             raise RuntimeError(f"container {tag}-{i} {status}")
 
+    # like unshare: no cgroup, hence no device rules either (runc's default config has one)
+    no_cgroup = supervisor.spec.attrs.evolve(spec, annotations={**spec.annotations, "supervisor.cgroup": "false"},
+                                             resources=None)
+
+    async def api_no_cgroup(i: int) -> None:
+        status = await supervisor.run(no_cgroup, name=f"{tag}-n{i}")
+        if status.code != 0:
+            raise RuntimeError(f"container {tag}-n{i} {status}")
+
     async def api_cold(i: int) -> None:
         # the same life with the encoder's caches emptied: what a container never seen before costs
         supervisor.bootstrap.encode.cache_clear()
@@ -97,6 +106,7 @@ def main() -> int:
 
     lives: dict[str, tuple[str, Life]] = {
         "api": ("supervisor.run() (trio API)", api),
+        "api_no_cgroup": ("supervisor.run(), no cgroup (like unshare)", api_no_cgroup),
         "api_cold": ("supervisor.run(), encoder caches cleared", api_cold),
         "subprocess": ("unshare+chroot via subprocess.run", via_subprocess),
         "posix_spawn": ("unshare+chroot via posix_spawn+waitpid", via_posix_spawn),

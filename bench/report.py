@@ -225,7 +225,9 @@ def main() -> int:
               ("API life vs unshare+chroot, posix_spawn+waitpid (warm Python)", api_ms, amedian("posix_spawn"),
                TARGETS["api"]),
               ("API life vs unshare+chroot, subprocess.run (warm Python)", api_ms, amedian("subprocess"),
-               TARGETS["api"])]
+               TARGETS["api"]),
+              ("API life without a cgroup (as unshare has none) vs unshare+chroot, posix_spawn+waitpid",
+               amedian("api_no_cgroup"), amedian("posix_spawn"), TARGETS["api"])]
     for n, rows in (conc or {}).get("results", {}).items():
         sup, uns = rows.get("supervisor", {}), rows.get("unshare", {})
         checks.append((f"{n} containers at once, Supervisor vs unshare+chroot via posix_spawn (wall; ≤ 1× is our rate"

@@ -185,3 +185,20 @@ async def test_cgroups_path_and_blkio_weight(bundle: Bundle) -> None:
     assert f"pids:{path}" in out  # an absolute cgroupsPath is taken from the hierarchy's root
     assert "500" in out.split("\n")[1]
     assert not os.path.exists(f"/sys/fs/cgroup/pids{path}")  # and removed with the container
+
+
+async def test_a_container_may_go_without_a_cgroup(bundle: Bundle) -> None:
+    def edit(c: dict[str, Any]) -> None:
+        c["annotations"] = {"supervisor.cgroup": "false"}
+        del c["linux"]["resources"]
+
+    status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/cat", "/proc/self/cgroup", edit=edit)))
+    assert status.code == 0 and f"supervisor-{os.getpid()}" not in out  # it stays in ours
+
+    def with_limits(c: dict[str, Any]) -> None:
+        c["annotations"] = {"supervisor.cgroup": "false"}
+
+    from supervisor.plan import plan
+
+    with pytest.raises(SpecError, match="a container without a cgroup cannot have linux.resources"):
+        plan(ContainerSpec.from_bundle(bundle(edit=with_limits)))
