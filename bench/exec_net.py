@@ -48,7 +48,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from typing import Any
@@ -62,6 +61,7 @@ from supervisor.supervise import Supervisor
 
 from idle import make_bundle  # BASE/bundle-sleep
 from isolation import Life, children_cpu, no_cgroup_plan, reexec_in_bench_ns, rounds, row_stats
+from peers import Peers  # bench/peers.py: the scripts run from bench/
 
 BRIDGE, GATEWAY = "svbench0", "10.213.9.1/24"
 BRIDGE1, GATEWAY1 = "svbench1", "10.213.10.1/24"
@@ -135,20 +135,8 @@ def main() -> int:
     sleep_spec = supervisor.ContainerSpec.from_bundle(sleep_bundle)
     true_spec = supervisor.ContainerSpec.from_bundle(os.path.join(o.base, "bundle"))
     tag = f"xn-{os.getpid()}"
-    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    err = tempfile.TemporaryFile()
-    actions = [(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
-               (os.POSIX_SPAWN_DUP2, err.fileno(), 2)]
-
-    def spawn_wait(argv: list[str]) -> None:
-        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
-        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        if code:
-            err.seek(0)
-            text = err.read().decode(errors="replace").strip()[-500:]
-            err.seek(0)
-            err.truncate()
-            raise RuntimeError(f"exit {code}: {' '.join(argv)}: {text}")
+    peers = Peers()
+    spawn_wait = peers.run
 
     def peer(argv: list[str]) -> Life:
         async def life(_: int) -> None:
@@ -199,7 +187,7 @@ def main() -> int:
                 await phase(exec_rows, f"{tool}_exec", peer(argvs[f"{tool}_exec"]))
             finally:
                 for argv in ([exe, "--root", root, "kill", cid, "KILL"], [exe, "--root", root, "delete", "-f", cid]):
-                    done = subprocess.run(argv, stdin=devnull, capture_output=True, text=True)
+                    done = subprocess.run(argv, stdin=peers.devnull, capture_output=True, text=True)
                     if done.returncode and "kill" not in argv:
                         problems.append(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
 
@@ -331,10 +319,7 @@ def main() -> int:
                        "veth_kept": f"+ veth on {BRIDGE} (bridge kept by a keeper)",
                        "veth_bridge": f"+ veth on {BRIDGE1}, bridge made+removed per life"}, "none")
 
-    err.seek(0)
-    errors = err.read().decode(errors="replace")
-    if errors.strip():
-        print(f"peers' stderr (first 2000 chars):\n{errors[:2000]}", file=sys.stderr)
+    peers.report()
     print(f"\n(a) exec /bin/true into a running /bin/sleep 3600 container, {o.n} runs after {o.warmup} warm-ups,"
           f" one warm {sys.executable} (ms)")
     table(exec_rows, "÷ ours")
@@ -364,7 +349,8 @@ def main() -> int:
         with open(o.json, "w") as fh:
             json.dump({"n": o.n, "warmup": o.warmup, "python": sys.executable, "base": o.base, "nproc": os.cpu_count(),
                        "sleep_bundle": sleep_bundle, "argv": argvs, "exec": exec_rows, "net": net_rows,
-                       "info": info, "links_before": links0, "problems": problems, "peer_stderr": errors[:2000],
+                       "info": info, "links_before": links0, "problems": problems,
+                       "peer_stderr": peers.stderr_text()[:2000],
                        "seconds": time.time() - started}, fh, indent=1)
     rows = list(exec_rows.values()) + list(net_rows.values())
     return 0 if rows and all(r.get("ok") for r in rows) and not problems and not info["links_after"] else 1

@@ -50,7 +50,6 @@ import resource
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -62,6 +61,7 @@ import trio
 import supervisor
 from supervisor.plan import Plan, plan
 from supervisor.seccomp import DEFAULT_PROFILE, Seccomp, compile_seccomp, parse_seccomp
+from peers import Peers  # bench/peers.py: the scripts run from bench/
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.environ.get("SHARED") or os.path.join(BENCH, "..", "..", "shared", "bench")
@@ -255,10 +255,7 @@ def main() -> int:
         except Exception as e:
             return {"ok": False, "error": f"{type(e).__name__}: {e}"}
 
-    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    err = tempfile.TemporaryFile()
-    actions = [(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
-               (os.POSIX_SPAWN_DUP2, err.fileno(), 2)]
+    peers = Peers()
     roots = {"crun": os.path.join(base, "crun-root"), "runc": os.path.join(base, "runc-root")}
     argvs: dict[str, dict[str, list[str]]] = {}
 
@@ -271,15 +268,7 @@ def main() -> int:
 
     def peer_life(argv: list[str]) -> Life:
         async def life(i: int) -> None:
-            a = [*argv, f"b-{tag}-{i}"]
-            pid = os.posix_spawn(a[0], a, os.environ, file_actions=actions)
-            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-            if code:
-                err.seek(0)
-                text = err.read().decode(errors="replace").strip()[-500:]
-                err.seek(0)
-                err.truncate()
-                raise RuntimeError(f"exit {code}: {' '.join(a)}: {text}")
+            peers.run([*argv, f"b-{tag}-{i}"])
         return life
 
     results: dict[str, dict[str, dict[str, Any]]] = {}
@@ -355,8 +344,7 @@ def main() -> int:
             if p.get("ok"):
                 cross.setdefault(key, {})[f"ours/{peer}"] = ours["median_ms"] / p["median_ms"]
 
-    err.seek(0)
-    errors = err.read().decode(errors="replace")
+    errors = peers.stderr_text()
     how = "a tool's rows in turn, shuffled every round" if o.order == "shuffle" else "each row's lives in a row"
     print(f"\nOne life (/bin/true), {o.n} per row after {o.warmup} warm-ups, {how}; one warm"
           f" {sys.executable} (ms per life)")
