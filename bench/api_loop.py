@@ -91,7 +91,7 @@ def main() -> int:
 
     async def api_cold(i: int) -> None:
         # the same life with the encoder's caches emptied: what a container never seen before costs
-        supervisor.bootstrap.encode.cache_clear()
+        supervisor.bootstrap._encode.cache_clear()
         supervisor.bootstrap._nested.cache_clear()
         await api(i)
 

@@ -69,6 +69,7 @@ class Attr(IntEnum):
     APPARMOR = lib.SV_ATTR_APPARMOR
     SELINUX = lib.SV_ATTR_SELINUX
     TERMINAL = lib.SV_ATTR_TERMINAL
+    CGROUP_PATH = lib.SV_ATTR_CGROUP_PATH
 
 
 class NsAttr(IntEnum):
@@ -97,6 +98,7 @@ class StepAttr(IntEnum):
     UID = lib.SV_STEP_UID
     GID = lib.SV_STEP_GID
     MKTYPE = lib.SV_STEP_MKTYPE
+    CGROUP = lib.SV_STEP_CGROUP
 
 
 class Op(IntEnum):

@@ -9,6 +9,8 @@ import functools
 import struct
 from typing import Any
 
+from attrs import evolve
+
 from ._pyroute2 import NLM_F_REQUEST, nla, nlmsg
 from ._wire import MAX_MESSAGE, MSG_BOOTSTRAP, Attr, Mk, PayloadType, payload_type, scope_of
 from .errors import SpecError
@@ -63,14 +65,35 @@ def _step_attrs(step: Step) -> tuple[tuple[str, Any], ...]:
             attrs.append((name.upper(), value))
     if step.mktype != Mk.NONE:
         attrs.append(("MKTYPE", int(step.mktype)))
+    if step.cgroup:
+        attrs.append(("CGROUP", 1))
     return tuple(attrs)
 
 
-@functools.lru_cache(maxsize=256)
 def encode(plan: Plan) -> bytes:
     """The bootstrap message for a plan. Raises ``SpecError`` when a value cannot be carried.
 
-    Memoized by value: a container that restarts sends the same plan again."""
+    Everything but the container's cgroup path is the same for every container of a spec (their
+    replicas, their restarts): that part is encoded once (memoized by value), and the cgroup path is
+    appended as the last attribute."""
+    if plan.cgroup is None:
+        return _encode(plan)
+    shared = _encode(evolve(plan, cgroup=None))
+    tail = _attributes([("CGROUP_PATH", _check_str(plan.cgroup.lstrip("/") or ".", "linux.cgroupsPath"))])
+    return struct.pack("=I", len(shared) + len(tail)) + shared[4:] + tail
+
+
+def _attributes(pairs: list[tuple[str, Any]]) -> bytes:
+    """Attributes alone, encoded by the message class (a message without its header)."""
+    msg = BootstrapMessage()
+    msg["header"]["type"] = MSG_BOOTSTRAP
+    msg["attrs"] = pairs
+    msg.encode()
+    return bytes(msg.data[16:])
+
+
+@functools.lru_cache(maxsize=256)
+def _encode(plan: Plan) -> bytes:
     a: list[tuple[str, Any]] = [("CLONE_FLAGS", plan.clone_flags)]
 
     def add(name: str, value: Any) -> None:

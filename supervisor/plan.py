@@ -29,7 +29,7 @@ from .resources import Resources
 from .seccomp import compile_seccomp
 from .spec import CAPABILITIES, NAMESPACE_TYPES, ContainerSpec, Device, IdMapping, Mount, Namespace
 
-__all__ = ["DEFAULT_PATH", "Plan", "Step", "plan", "resolve_in_root"]
+__all__ = ["DEFAULT_PATH", "Plan", "Step", "for_container", "plan", "plan_exec", "resolve_in_root"]
 
 #: the annotation that asks for a pid-1 init in the container
 INIT_ANNOTATION = "supervisor.init"
@@ -107,6 +107,8 @@ class Step:
     uid: int = 0
     gid: int = 0
     mktype: Mk = Mk.NONE
+    #: ``src`` is a cgroup hierarchy's base: the bootstrap appends the container's cgroup path
+    cgroup: bool = False
 
 
 @attrs.frozen
@@ -162,6 +164,14 @@ class Plan:
     #: newuidmap / newgidmap, when an unprivileged supervisor maps more than its own ids
     uid_map_helper: str | None = None
     gid_map_helper: str | None = None
+
+
+def for_container(plan: Plan, spec: ContainerSpec, name: str) -> Plan:
+    """A spec's plan for container ``name``: only its cgroup differs from one container to the next
+    (which is why a supervisor plans a spec once and its replicas and restarts share the rest)."""
+    if plan.cgroup is None:
+        return plan
+    return attrs.evolve(plan, cgroup=spec.cgroups_path or default_path(name))
 
 
 def plan(spec: ContainerSpec, name: str = "container") -> Plan:
@@ -555,17 +565,22 @@ def _cgroup_steps(dst: str, step: Step, cgroup: str, controllers: frozenset[str]
     flags = step.flags
     every = hierarchies()
     own = set(select(every, controllers)) if controllers else set()
-    dirs = {h: cgroup_dirs(cgroup if h in own else "", [h])[h] for h in every}
+    # Where the container has a cgroup, the source is the hierarchy's base and the bootstrap adds the
+    # container's cgroup path (SV_ATTR_CGROUP_PATH): the steps stay the same for every container of
+    # a spec, and so does most of the message.
+    absolute = cgroup.startswith("/")
+    dirs = {h: (h.mountpoint if absolute else cgroup_dirs("", [h])[h]) if h in own else cgroup_dirs("", [h])[h]
+            for h in every}
     ro = MS_BIND | MS_REMOUNT | (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME))
     v1 = {h: d for h, d in dirs.items() if h.version == 1}
     if not v1:
-        return [Step(Op.MOUNT, dst=dst, src=d, flags=MS_BIND | MS_REC, remount_flags=ro, mktype=Mk.DIR)
-                for d in list(dirs.values())[:1]]
+        return [Step(Op.MOUNT, dst=dst, src=d, flags=MS_BIND | MS_REC, remount_flags=ro, mktype=Mk.DIR,
+                     cgroup=h in own) for h, d in list(dirs.items())[:1]]
     steps = [Step(Op.MOUNT, dst=dst, src="tmpfs", fstype="tmpfs", flags=flags & ~MS_RDONLY,
                   data="mode=755", mktype=Mk.DIR)]
     for h, d in v1.items():
         steps.append(Step(Op.MOUNT, dst=f"{dst}/{os.path.basename(h.mountpoint)}", src=d, flags=MS_BIND | MS_REC,
-                          remount_flags=ro, mktype=Mk.DIR))
+                          remount_flags=ro, mktype=Mk.DIR, cgroup=h in own))
     return steps
 
 

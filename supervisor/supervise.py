@@ -33,7 +33,7 @@ from ._launch import ExitStatus
 from .container import Container, open_container
 from .errors import BootstrapError, SpecError
 from .logs import LogBook, LogSink, RotatingFile, pump_lines
-from .plan import Plan, plan
+from .plan import Plan, for_container, plan
 from .service import Service
 from .network import Attachment, Networks
 from .spec import ContainerSpec, Namespace
@@ -130,8 +130,9 @@ class Supervisor:
         self._changed = trio.Event()  # set and replaced on every change of any container
         self._devnull = -1  # every container's stdin
         self.networks = Networks()
-        #: a container is planned once, when first started; its restarts reuse the plan
-        self._plans: dict[tuple[str, ContainerSpec], Plan] = {}
+        #: a spec is planned once, when a container of it first starts; its restarts and the other
+        #: containers of the spec (replicas) take that plan with their own cgroup (``for_container``)
+        self._plans: dict[ContainerSpec, Plan] = {}
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -313,10 +314,10 @@ class Supervisor:
 
         try:
             spec = self._network_spec(service)
-            key = (service.name, spec)
-            the_plan = self._plans.get(key)
-            if the_plan is None:
-                the_plan = self._plans[key] = plan(spec, service.name)
+            shared = self._plans.get(spec)
+            if shared is None:
+                shared = self._plans[spec] = plan(spec, service.name)
+            the_plan = for_container(shared, spec, service.name)
             bridged = service.network is not None and service.network.bridge is not None
             async with open_container(spec, name=service.name, stdin=self._devnull, stdout=out_w,
                                       stderr=err_w, plan=the_plan,

@@ -9,6 +9,8 @@ import pytest
 from supervisor._wire import MSG_BOOTSTRAP, Attr, Mk, Op, ffi, lib
 from supervisor.bootstrap import decode, encode
 from supervisor.errors import SpecError
+from attrs import evolve as attrs_evolve
+
 from supervisor.plan import Plan, Step
 
 MINIMAL = Plan(args=("/bin/true",), exec_paths=("/bin/true",))
@@ -213,3 +215,17 @@ def test_every_wire_constant_has_its_enum_member() -> None:
         in_header = {name[len(prefix):]: getattr(lib, name) for name in dir(lib)
                      if name.startswith(prefix) and not name.endswith("_MAX")}
         assert {m.name: m.value for m in enum} == in_header, enum
+
+
+def test_the_cgroup_path_is_appended_to_a_shared_message() -> None:
+    base = attrs_evolve(FULL, steps=FULL.steps + (Step(Op.MOUNT, dst="/sys/fs/cgroup/pids", src="/sys/fs/cgroup/pids",
+                                                         flags=4096, cgroup=True),))
+    a = encode(attrs_evolve(base, cgroup="supervisor-1/a"))
+    b = encode(attrs_evolve(base, cgroup="supervisor-1/b"))
+    shared = encode(base)  # no cgroup: no CGROUP_PATH
+    assert a[16:len(shared)] == b[16:len(shared)] == shared[16:]  # everything else is shared
+    assert a[len(shared):] == string(Attr.CGROUP_PATH, "supervisor-1/a")
+    p = Parsed(a)
+    assert p.rc == 0, p.error
+    assert ffi.string(p.cfg.cgroup_path) == b"supervisor-1/a" and p.cfg.steps[3].cgroup == 1
+    assert "a cgroup bind without a cgroup path" in Parsed(shared).error

@@ -199,11 +199,19 @@ static void remount_readonly(int fd, const char *dst)
 
 /* -- the steps ------------------------------------------------------------------------------ */
 
+static const char *cgroup_path; /* SV_ATTR_CGROUP_PATH */
+
 static void step_mount(const struct sv_step *s)
 {
     struct target t;
+    char joined[PATH_MAX];
     int fd = open_target(s->dst, s->mktype, 0, 0);
     const char *source = s->src ? s->src : s->fstype;
+    if (s->cgroup) {
+        if (snprintf(joined, sizeof(joined), "%s/%s", s->src, cgroup_path) >= (int)sizeof(joined))
+            sv_fail(ENAMETOOLONG, "mount", "%s", s->dst);
+        source = joined;
+    }
     if (mount(source, target_of(&t, fd, s->dst), s->fstype, s->flags, s->data) < 0)
         sv_fail(errno, "mount", "%s", s->dst);
     close(fd);
@@ -681,6 +689,7 @@ static void run_pid1_init(const struct sv_config *cfg)
 void sv_run_init(const struct sv_config *cfg)
 {
     wait_for_supervisor(); /* sync: maps written, cgroup and network ready */
+    cgroup_path = cfg->cgroup_path;
     if (cfg->become_root) {
         if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
             sv_fail(errno, "become root", "in the user namespace");

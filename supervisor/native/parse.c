@@ -57,6 +57,7 @@ static const struct attr_def top_attrs[SV_ATTR_MAX + 1] = {
     [SV_ATTR_APPARMOR] = {SV_T_STR, 0},
     [SV_ATTR_SELINUX] = {SV_T_STR, 0},
     [SV_ATTR_TERMINAL] = {SV_T_BOOL, 0},
+    [SV_ATTR_CGROUP_PATH] = {SV_T_STR, 0},
 };
 
 static const struct attr_def ns_attrs[SV_NS_MAX + 1] = {
@@ -85,6 +86,7 @@ static const struct attr_def step_attrs[SV_STEP_MAX + 1] = {
     [SV_STEP_UID] = {SV_T_U32, 0},
     [SV_STEP_GID] = {SV_T_U32, 0},
     [SV_STEP_MKTYPE] = {SV_T_U32, 0},
+    [SV_STEP_CGROUP] = {SV_T_BOOL, 0},
 };
 
 static const struct attr_def *scope_table(uint32_t scope, uint32_t *max)
@@ -265,6 +267,7 @@ static int step_field(void *obj, const struct attr *a)
     case SV_STEP_UID: s->uid = u32_of(a); break;
     case SV_STEP_GID: s->gid = u32_of(a); break;
     case SV_STEP_MKTYPE: s->mktype = u32_of(a); break;
+    case SV_STEP_CGROUP: s->cgroup = (int)u32_of(a); break;
     }
     return 0;
 }
@@ -453,6 +456,13 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
         case SV_ATTR_APPARMOR: out->apparmor = str_of(&a); break;
         case SV_ATTR_SELINUX: out->selinux = str_of(&a); break;
         case SV_ATTR_TERMINAL: out->terminal = (int)u32_of(&a); break;
+        case SV_ATTR_CGROUP_PATH: out->cgroup_path = str_of(&a); break;
+        }
+    }
+    for (size_t i = 0; i < out->n_steps; i++) {
+        if (out->steps[i].cgroup && (out->cgroup_path == NULL || out->steps[i].src == NULL)) {
+            fail(err, errlen, "step %zu: a cgroup bind without a cgroup path", i);
+            goto bad;
         }
     }
     if (out->n_steps > 0 && out->rootfs == NULL) {

@@ -66,7 +66,10 @@
 #define SV_ATTR_SELINUX 33          /* str: SELinux label for the workload's execve */
 #define SV_ATTR_TERMINAL 34         /* bool: a pty from the container's devpts as stdio; its master
                                      * goes to the supervisor (SV_SYNC_CONSOLE) */
-#define SV_ATTR_MAX 34
+#define SV_ATTR_CGROUP_PATH 35      /* str: the container's cgroup, appended to the SRC of SV_STEP_CGROUP
+                                     * steps, so the rest of the message is the same for every
+                                     * container of a spec */
+#define SV_ATTR_MAX 35
 
 /* SV_ATTR_NS_PATH */
 #define SV_NS_TYPE 1                /* u32: the CLONE_NEW* flag of the namespace */
@@ -94,7 +97,8 @@
 #define SV_STEP_UID 12              /* u32 */
 #define SV_STEP_GID 13              /* u32 */
 #define SV_STEP_MKTYPE 14           /* u32: SV_MK_*: what to create at DST when it is missing */
-#define SV_STEP_MAX 14
+#define SV_STEP_CGROUP 15           /* bool: SRC is a hierarchy's base: append "/" SV_ATTR_CGROUP_PATH */
+#define SV_STEP_MAX 15
 
 /* step operations */
 #define SV_OP_MOUNT 1               /* mount SRC on DST (FSTYPE, FLAGS, DATA), then remount, propagation */
@@ -166,6 +170,7 @@ struct sv_step {
     uint32_t uid;
     uint32_t gid;
     uint32_t mktype;
+    int cgroup;
 };
 
 struct sv_config {
@@ -210,6 +215,7 @@ struct sv_config {
     const char *apparmor;
     const char *selinux;
     int terminal;
+    const char *cgroup_path;
     const char **argv;      /* NULL-terminated */
     size_t n_args;
     const char **envp;      /* NULL-terminated */
