@@ -129,9 +129,10 @@ def write_seccomp_bundle(base: str, src: str, dst: str) -> str:
 
 
 def no_cgroup_plan(spec: supervisor.ContainerSpec, name: str) -> Plan:
-    """A plan without a cgroup whose /sys/fs/cgroup mount binds the supervisor's own cgroup directories
-    (they exist) where the default plan binds the container's: the same mounts, no cgroup."""
-    return attrs.evolve(plan(attrs.evolve(spec, cgroups_path="."), name), cgroup=None, resources=None)
+    """A plan without a cgroup (annotation supervisor.cgroup=false; the device rule goes too): its
+    /sys/fs/cgroup mount binds the supervisor's own cgroup directories, the same mounts otherwise."""
+    return plan(attrs.evolve(spec, annotations={**spec.annotations, "supervisor.cgroup": "false"}, resources=None),
+                name)
 
 
 def children_cpu() -> float:
