@@ -125,10 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         return _control(args)
     except ControlError as e:
         answer = e.answer
-        if "errno" in answer:  # exec could not start the command: as run does
+        if "errno" in answer:  # exec could not start the command: the same codes as run
             _err(f"{args.name}: {e}")
-            return 127 if answer["errno"] in (2, 20) and answer.get("stage") == "exec" else (
-                126 if answer["errno"] in (1, 8, 13) and answer.get("stage") == "exec" else 125)
+            return BootstrapError(int(answer["errno"]), str(answer.get("stage", "")), "", "").exit_code
         _err(str(e))
         return 1
 

@@ -22,7 +22,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["COMMANDS", "DEFAULT_STATE_DIR", "Connection", "ControlError", "acquire_state_dir", "default_state_dir",
+__all__ = ["COMMANDS", "Connection", "ControlError", "acquire_state_dir", "default_state_dir",
            "release_state_dir", "request", "socket_path"]
 
 def default_state_dir() -> str:
@@ -33,7 +33,6 @@ def default_state_dir() -> str:
     return os.path.join(runtime, "supervisor") if runtime else f"/tmp/supervisor-{os.geteuid()}"
 
 
-DEFAULT_STATE_DIR = "/run/supervisor"  # root's; see default_state_dir()
 COMMANDS = ("ps", "exec", "stop", "start", "logs")
 MAX_REQUEST = 1 << 20
 

@@ -19,6 +19,8 @@ blocking CLI and the trio supervisor run the same logic with their own transport
 """
 
 import enum
+import errno
+import os
 import struct
 from collections.abc import Generator, Sequence
 
@@ -51,8 +53,6 @@ class ProtocolError(BootstrapError):
     """The bootstrap said something the protocol does not allow."""
 
     def __init__(self, what: str) -> None:
-        import errno
-
         super().__init__(errno.EPROTO, "sync", "sync", what)
 
 
@@ -124,8 +124,6 @@ class SyncConnection:
 
     def close(self) -> None:
         """Close descriptors that arrived but were not handed out."""
-        import os
-
         while self._fds:
             os.close(self._fds.pop())
 
@@ -229,7 +227,5 @@ class Handshake:
 
     def close_console(self) -> None:
         if self.console is not None:
-            import os
-
             os.close(self.console)
             self.console = None

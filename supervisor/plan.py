@@ -14,7 +14,6 @@ Reading the rootfs (passwd, group, whether a mount source is a directory) is the
 
 import os
 import posixpath
-import resource
 import shutil
 import signal
 from collections import deque
@@ -27,7 +26,7 @@ from .cgroups import cgroup_dirs, controllers_for, default_path, hierarchies, se
 from .errors import SpecError
 from .resources import Resources
 from .seccomp import compile_seccomp
-from .spec import CAPABILITIES, NAMESPACE_TYPES, ContainerSpec, Device, IdMapping, Mount, Namespace
+from .spec import CAPABILITIES, NAMESPACE_TYPES, RLIMITS, ContainerSpec, Device, IdMapping, Mount, Namespace
 
 __all__ = ["DEFAULT_PATH", "Plan", "Step", "for_container", "plan", "plan_exec", "resolve_in_root"]
 
@@ -266,7 +265,7 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         steps=tuple(steps),
         hostname=spec.hostname,
         domainname=spec.domainname,
-        rlimits=tuple((_rlimit_number(r.type), r.soft, r.hard) for r in process.rlimits),
+        rlimits=tuple((RLIMITS[r.type], r.soft, r.hard) for r in process.rlimits),
         umask=0o022 if process.user.umask is None else process.user.umask,
         no_new_privs=process.no_new_privileges,
         uid=user.uid,
@@ -568,9 +567,8 @@ def _cgroup_steps(dst: str, step: Step, cgroup: str, controllers: frozenset[str]
     # Where the container has a cgroup, the source is the hierarchy's base and the bootstrap adds the
     # container's cgroup path (SV_ATTR_CGROUP_PATH): the steps stay the same for every container of
     # a spec, and so does most of the message.
-    absolute = cgroup.startswith("/")
-    dirs = {h: (h.mountpoint if absolute else cgroup_dirs("", [h])[h]) if h in own else cgroup_dirs("", [h])[h]
-            for h in every}
+    ours = cgroup_dirs("", every)  # the supervisor's own cgroup in each hierarchy
+    dirs = {h: h.mountpoint if h in own and cgroup.startswith("/") else ours[h] for h in every}
     ro = MS_BIND | MS_REMOUNT | (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME))
     v1 = {h: d for h, d in dirs.items() if h.version == 1}
     if not v1:
@@ -627,10 +625,6 @@ def _mask(names: Iterable[str]) -> int:
     for name in names:
         mask |= 1 << CAPABILITIES[name]
     return mask
-
-
-def _rlimit_number(name: str) -> int:
-    return int(getattr(resource, name))
 
 
 def _id_map(mappings: tuple[IdMapping, ...]) -> str | None:

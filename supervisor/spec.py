@@ -62,7 +62,8 @@ CAPABILITIES: Mapping[str, int] = {name: bit for bit, name in enumerate((
     "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 ))}
 
-_RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+#: rlimit name -> resource number
+RLIMITS: Mapping[str, int] = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
 _U32 = 2**32 - 1
 _U64 = 2**64 - 1
@@ -381,7 +382,7 @@ def _process(p: _Obj) -> Process:
     for path, item in p.items("rlimits"):
         r = _Obj(item, path)
         kind = r.string("type")
-        if kind not in _RLIMITS:
+        if kind is None or kind not in RLIMITS:
             raise SpecError(r.at("type"), f'unknown rlimit "{kind}"')
         if kind in seen:
             raise SpecError(r.at("type"), f'"{kind}" given twice')
