@@ -1,13 +1,15 @@
 """Build glue that pyproject.toml cannot express: the cffi module and the bootstrap executable.
 
 The bootstrap is a plain C program (it must be single-threaded to setns into user and mount
-namespaces), installed inside the package as ``supervisor/_bootstrap``. It is linked statically when
-the C library allows it: no dynamic loader on the path of every container start.
+namespaces), installed inside the package as ``supervisor/_bootstrap``. It is linked statically: no
+dynamic loader, and no host library, on the path of every container start. A C library that cannot
+link it so stops the build, unless SUPERVISOR_DYNAMIC_BOOTSTRAP=1 asks for a dynamic one.
 """
 
 import os
 import shlex
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -40,8 +42,16 @@ class BuildWithBootstrap(build_ext):
         base = cc + CFLAGS + ["-o", str(target)] + sources
         try:
             subprocess.run(base + ["-static"], check=True, capture_output=True)
-        except subprocess.CalledProcessError:
-            subprocess.run(base, check=True)  # no static C library here: link dynamically
+        except subprocess.CalledProcessError as e:
+            if os.environ.get("SUPERVISOR_DYNAMIC_BOOTSTRAP") != "1":
+                raise SystemExit(
+                    "error: the bootstrap must be linked statically, and this C library cannot "
+                    "(install the static libc: Debian's libc6-dev, Alpine's musl-dev).\n"
+                    "A dynamically linked bootstrap loads the libraries of the machine it runs on; set "
+                    "SUPERVISOR_DYNAMIC_BOOTSTRAP=1 to build one anyway.\n" + e.stderr.decode(errors="replace"))
+            print("WARNING: supervisor's bootstrap is linked dynamically (SUPERVISOR_DYNAMIC_BOOTSTRAP=1)",
+                  file=sys.stderr)
+            subprocess.run(base, check=True)
 
     def get_outputs(self) -> list[str]:
         return super().get_outputs() + [str(Path(self.build_lib) / "supervisor" / "_bootstrap")]

@@ -6,6 +6,7 @@ than a whole container start.
 
 The bootstrap is spawned with ``posix_spawn`` from the calling thread, which must be a long-lived
 one (the main thread): the init's parent-death signal fires when the thread that spawned it exits.
+It is always spawned from a sealed in-memory copy (``sealed_bootstrap``), made once per process.
 """
 
 import os
@@ -18,11 +19,14 @@ import attrs
 from .bootstrap import encode
 from .cgroups import Cgroup
 from .errors import BootstrapError
-from .pipes import Handshake, HostSetup, Request, Send
+from .pipes import Handshake, HostSetup, InitDied, Request, Send
 from .plan import Plan
 
 __all__ = [
     "finish_cgroup",
+    "raise_fd_limit",
+    "message_for",
+    "orphan_init",
     "make_cgroup",
     "spawn_into",
     "BOOTSTRAP",
@@ -78,6 +82,9 @@ class Spawned:
     pid: int
     pidfd: int
     sock: socket.socket
+    #: the inode of the bootstrap's end of the socket, which the init inherits: how an init whose
+    #: bootstrap died before reporting its pid is found (``orphan_init``)
+    peer_inode: int = 0
 
     def close(self) -> None:
         self.sock.close()
@@ -92,10 +99,26 @@ def _dup_above(fd: int, low: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low)
 
 
+_sealed: int | None = None
+
+
 def sealed_bootstrap() -> int:
-    """A sealed in-memory copy of the bootstrap (a memfd; the caller closes it). A bootstrap that
-    enters a running container's namespaces is exec'd from this, so nothing in the container can
-    reach the host's binary through /proc/PID/exe and overwrite it (CVE-2019-5736)."""
+    """The descriptor of a sealed in-memory copy of the bootstrap, made on first use and kept for the
+    life of the process (close-on-exec). Every bootstrap, for a start or an exec, is exec'd from it, so
+    what runs in a container as /proc/PID/exe (the init's, or ``/proc/self/exe`` run by the workload
+    before the init's execve) is this copy, which no one can write: the host's binary is out of
+    reach (CVE-2019-5736). One copy per process, not one per start: spawning from it costs nothing."""
+    global _sealed
+    if _sealed is None:
+        fd = _make_sealed_copy()
+        if fd <= INITPIPE_FD:  # a spawn's dup2 onto 0-3 must not replace what it execs
+            fd, low = _dup_above(fd, INITPIPE_FD + 1), fd
+            os.close(low)
+        _sealed = fd
+    return _sealed
+
+
+def _make_sealed_copy() -> int:
     fd = os.memfd_create("supervisor-bootstrap", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         with open(BOOTSTRAP, "rb") as f:
@@ -114,8 +137,13 @@ def sealed_bootstrap() -> int:
 
 
 def spawn_bootstrap(stdio: tuple[int | None, int | None, int | None] = (None, None, None),
-                    executable: str = BOOTSTRAP) -> Spawned:
-    """Spawn the bootstrap with the sync socket at fd 3 and ``stdio`` (None: ours) at 0-2."""
+                    executable: str | None = None) -> Spawned:
+    """Spawn the bootstrap (from the sealed copy unless ``executable`` says otherwise) with the sync
+    socket at fd 3 and ``stdio`` (None: ours) at 0-2. Every other descriptor the process has open,
+    inheritable or not, is closed by the bootstrap before it reads a byte."""
+    if executable is None:
+        # exec resolves /proc/self/fd/N before it closes the close-on-exec descriptors
+        executable = f"/proc/self/fd/{sealed_bootstrap()}"
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     temps: list[int] = []
     try:
@@ -133,6 +161,7 @@ def spawn_bootstrap(stdio: tuple[int | None, int | None, int | None] = (None, No
         actions.append((os.POSIX_SPAWN_DUP2, source(child.fileno()), INITPIPE_FD))
         pid = os.posix_spawn(executable, [BOOTSTRAP], {"_LIBCONTAINER_INITPIPE": str(INITPIPE_FD)},
                              file_actions=actions, setsigdef=_DEFAULT_SIGNALS, setsigmask=())
+        peer_inode = os.fstat(child.fileno()).st_ino
     except BaseException:
         parent.close()
         raise
@@ -140,7 +169,7 @@ def spawn_bootstrap(stdio: tuple[int | None, int | None, int | None] = (None, No
         child.close()
         for fd in temps:
             os.close(fd)
-    return Spawned(pid, os.pidfd_open(pid), parent)
+    return Spawned(pid, os.pidfd_open(pid), parent, peer_inode)
 
 
 def host_setup(plan: Plan, pid: int) -> None:
@@ -180,9 +209,87 @@ def _write(path: str, text: str) -> None:
 
 
 def recv_with_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
-    """A read of the sync socket and the descriptors that came with it."""
-    data, ancillary, _, _ = sock.recvmsg(_RECV_SIZE, socket.CMSG_SPACE(4 * 4))
+    """A read of the sync socket and the descriptors that came with it (close-on-exec from the start:
+    no other container's bootstrap may inherit them)."""
+    try:
+        data, ancillary, _, _ = sock.recvmsg(_RECV_SIZE, socket.CMSG_SPACE(4 * 4), socket.MSG_CMSG_CLOEXEC)
+    except ConnectionResetError:
+        return b"", []  # the init died with our go-ahead unread: the end of the stream all the same
     return data, fds_of(ancillary)
+
+
+def recv_or_bootstrap_exit(sock: socket.socket, pidfd: int) -> tuple[bytes, list[int]]:
+    """``recv_with_fds``, or an end of stream once the bootstrap exited without saying more."""
+    import select
+
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    ready = {fd for fd, _ in poller.poll()}
+    if sock.fileno() in ready:
+        return recv_with_fds(sock)
+    return drain_after_exit(sock)
+
+
+def drain_after_exit(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """What the socket still holds once the bootstrap has exited (its writes all came before), or an
+    end of stream when it holds nothing."""
+    sock.setblocking(False)
+    try:
+        return recv_with_fds(sock)
+    except BlockingIOError:
+        return b"", []
+    finally:
+        sock.setblocking(True)
+
+
+def orphan_init(spawned: Spawned) -> int | None:
+    """The pid of an init whose bootstrap died before reporting it: a child of ours (it was cloned
+    with CLONE_PARENT) that holds the bootstrap's end of the sync socket. A rare path (stage 0
+    killed between clone and its report, an OOM kill say), so a scan of /proc is fine."""
+    me, want = str(os.getpid()), f"socket:[{spawned.peer_inode}]"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            if stat.rsplit(")", 1)[1].split()[1] != me:
+                continue
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") == want for fd in os.listdir(f"/proc/{entry}/fd")):
+                return int(entry)
+        except OSError:
+            continue  # gone meanwhile
+    return None
+
+
+#: the fd limit this process had before ``raise_fd_limit``: what its containers get by default
+_fd_limit_before: tuple[int, int] | None = None
+
+
+def raise_fd_limit() -> None:
+    """Each container costs a supervisor a pidfd and two pipes while it runs: allow many. The limit
+    it had before is what its containers keep (``message_for``): a workload does not inherit a
+    supervisor's own needs."""
+    import resource
+
+    global _fd_limit_before
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        if _fd_limit_before is None:
+            _fd_limit_before = (soft, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 20), hard))
+
+
+_RLIMIT_NOFILE = 7
+
+
+def message_for(plan: Plan) -> bytes:
+    """The bootstrap message of a plan, with the fd limit this process had before it raised its
+    own where the spec sets none."""
+    if _fd_limit_before is not None and all(r != _RLIMIT_NOFILE for r, _, _ in plan.rlimits):
+        plan = attrs.evolve(plan, rlimits=(*plan.rlimits, (_RLIMIT_NOFILE, *_fd_limit_before)))
+    return encode(plan)
 
 
 def fds_of(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
@@ -198,7 +305,7 @@ def fds_of(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
 
 
 def _drive_blocking(gen: Generator[Request, tuple[bytes, list[int]] | None, int], sock: socket.socket,
-                    host_work: Callable[[int], None]) -> int:
+                    bootstrap_pidfd: int, host_work: Callable[[int], None]) -> int:
     request = next(gen)
     while True:
         try:
@@ -211,6 +318,8 @@ def _drive_blocking(gen: Generator[Request, tuple[bytes, list[int]] | None, int]
                 except BrokenPipeError:
                     pass  # the peer is gone; what it said before going is still to be read
                 request = gen.send(None)
+            elif request.watch_bootstrap:
+                request = gen.send(recv_or_bootstrap_exit(sock, bootstrap_pidfd))
             else:
                 request = gen.send(recv_with_fds(sock))
         except StopIteration as done:
@@ -243,19 +352,10 @@ def make_cgroup(plan: Plan) -> Cgroup | None:
     return Cgroup.create(plan.cgroup, plan.resources, controllers=plan.cgroup_controllers or None)
 
 
-def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int | None],
-               sealed: bool = False) -> Spawned:
+def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int | None]) -> Spawned:
     """Spawn the bootstrap and put it into the cgroup before it reads its message, so the init and
-    everything it forks are born inside. ``sealed``: from a sealed copy (see ``sealed_bootstrap``)."""
-    if sealed:
-        memfd = sealed_bootstrap()
-        try:
-            # exec resolves /proc/self/fd/N before it closes the close-on-exec descriptors
-            spawned = spawn_bootstrap(stdio, f"/proc/self/fd/{memfd}")
-        finally:
-            os.close(memfd)
-    else:
-        spawned = spawn_bootstrap(stdio)
+    everything it forks are born inside."""
+    spawned = spawn_bootstrap(stdio)
     if cgroup is not None:
         try:
             cgroup.add(spawned.pid)
@@ -271,7 +371,7 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
                     ) -> tuple[int, int, Cgroup | None, int | None]:
     """Start a container; once the workload is exec'd, return its init's pid, pidfd and cgroup,
     and the pty master when it has a terminal."""
-    message = encode(plan)
+    message = message_for(plan)
     cgroup = make_cgroup(plan)
     try:
         spawned = spawn_into(cgroup, stdio)
@@ -281,15 +381,18 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
         raise
     handshake = Handshake()
     try:
-        pid = _drive_blocking(handshake.run(message), spawned.sock, lambda pid: host_setup(plan, pid))
+        pid = _drive_blocking(handshake.run(message), spawned.sock, spawned.pidfd, lambda pid: host_setup(plan, pid))
         return pid, os.pidfd_open(pid), cgroup, handshake.console
     except BaseException as e:
         if isinstance(e, BootstrapError):
             e.container = name
-        if handshake.init_pid is not None:
-            fd = os.pidfd_open(handshake.init_pid)
+        init_pid = handshake.init_pid if handshake.init_pid is not None else orphan_init(spawned)
+        if init_pid is not None:
+            fd = os.pidfd_open(init_pid)
             signal.pidfd_send_signal(fd, signal.SIGKILL)
-            wait_blocking(fd)
+            status = wait_blocking(fd)
+            if isinstance(e, InitDied):
+                e.object = f"the container (the init {status} before exec)"
         if cgroup is not None:
             cgroup.remove()
         handshake.close_console()

@@ -128,6 +128,7 @@ class Sync(IntEnum):
     CONTINUE = lib.SV_SYNC_CONTINUE
     ERROR = lib.SV_SYNC_ERROR
     CONSOLE = lib.SV_SYNC_CONSOLE
+    EXEC = lib.SV_SYNC_EXEC
 
 
 class Stage(IntEnum):

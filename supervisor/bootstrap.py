@@ -70,6 +70,17 @@ def _step_attrs(step: Step) -> tuple[tuple[str, Any], ...]:
     return tuple(attrs)
 
 
+def _step(step: Step) -> bytes:
+    """One step's nested attribute; a step too big for a netlink attribute (its strings fit one by
+    one, not together) is a ``SpecError`` that names it, not pyroute2's ``struct.error``."""
+    fields = _step_attrs(step)
+    size = sum(4 + (len(v.encode()) + 1 if isinstance(v, str) else 8) for _, v in fields)
+    if size + 4 > _NLA_MAX_LEN:
+        raise SpecError(f"{step.op.name.lower()} {step.dst}",
+                        f"takes {size} bytes, over the {_NLA_MAX_LEN} a step can carry")
+    return _nested(Attr.STEP, fields)
+
+
 def encode(plan: Plan) -> bytes:
     """The bootstrap message for a plan. Raises ``SpecError`` when a value cannot be carried.
 
@@ -110,7 +121,7 @@ def _encode(plan: Plan) -> bytes:
     add("ROOTFS", plan.rootfs)
     add("ROOTFS_BIND", plan.rootfs_bind)
     add("ROOT_PROPAGATION", plan.root_propagation or None)
-    a += [("STEP", _nested(Attr.STEP, _step_attrs(step))) for step in plan.steps]
+    a += [("STEP", _step(step)) for step in plan.steps]
     add("HOSTNAME", plan.hostname)
     add("DOMAINNAME", plan.domainname)
     a += [("RLIMIT", _nested(Attr.RLIMIT, (("RESOURCE", r), ("SOFT", soft), ("HARD", hard))))

@@ -81,14 +81,20 @@ def run_bundle(bundle: str, name: str | None) -> int:
     except SpecError as e:
         _err(str(e if e.file else e.with_file(config)))
         return 2
+    # A signal that comes while the container starts waits for the handler below (the workload may
+    # already run, and the user sees it run, before we return from the handshake).
+    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     try:
         pid, pidfd, cgroup, console = launch_blocking(the_plan, name)
-    except BootstrapError as e:
-        _err(f"{name}: {e.message}")
-        return e.exit_code
-    except SpecError as e:
-        _err(str(e.with_file(config)))
-        return 2
+    except BaseException as e:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
+        if isinstance(e, BootstrapError):
+            _err(f"{name}: {e.message}")
+            return e.exit_code
+        if isinstance(e, SpecError):
+            _err(str(e.with_file(config)))
+            return 2
+        raise
 
     def forward(signum: int, _frame: object) -> None:
         try:
@@ -98,6 +104,7 @@ def run_bundle(bundle: str, name: str | None) -> int:
 
     for sig in _FORWARDED:
         signal.signal(sig, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     if console is not None:
         from .console import relay
 

@@ -18,10 +18,20 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ._launch import ExitStatus, fds_of, finish_cgroup, host_setup, make_cgroup, spawn_into
-from .bootstrap import encode
+from ._launch import (
+    ExitStatus,
+    Spawned,
+    drain_after_exit,
+    fds_of,
+    finish_cgroup,
+    host_setup,
+    make_cgroup,
+    message_for,
+    orphan_init,
+    spawn_into,
+)
 from .errors import BootstrapError
-from .pipes import Handshake, HostSetup, InitStarted, Request, Send, SyncConnection
+from .pipes import Handshake, HostSetup, InitDied, InitStarted, Request, Send, SyncConnection
 from .plan import Plan, plan, plan_exec
 from .cgroups import Cgroup, Stats
 from .spec import NAMESPACE_TYPES, ContainerSpec
@@ -120,7 +130,7 @@ class Container:
             raise ValueError("a terminal needs on_console, to receive the pty master")
         the_plan = plan_exec(self.plan, self.spec, self.pid, tuple(args), None if env is None else tuple(env), cwd,
                              terminal)
-        pid, console = await _launch(the_plan, self.name, (stdin, stdout, stderr), self.cgroup, sealed=True)
+        pid, console = await _launch(the_plan, self.name, (stdin, stdout, stderr), self.cgroup)
         fd = os.pidfd_open(pid)
         if console is not None and on_console is not None:
             try:
@@ -152,8 +162,8 @@ _TOKEN = object()
 HostWork = Callable[[int], Awaitable[None]]
 
 
-async def _drive(gen: Generator[Request, tuple[bytes, list[int]] | None, int], sock: "trio.socket.SocketType",
-                 host_work: HostWork) -> int:
+async def _drive(gen: Generator[Request, tuple[bytes, list[int]] | None, int], spawned: Spawned,
+                 sock: "trio.socket.SocketType", host_work: HostWork) -> int:
     request = next(gen)
     while True:
         try:
@@ -168,11 +178,36 @@ async def _drive(gen: Generator[Request, tuple[bytes, list[int]] | None, int], s
                 except BrokenPipeError:
                     pass  # the peer is gone; what it said before going is still to be read
                 request = gen.send(None)
+            elif request.watch_bootstrap and not await _readable_or_exited(sock, spawned.pidfd):
+                request = gen.send(drain_after_exit(spawned.sock))
             else:
-                data, ancillary, _, _ = await sock.recvmsg(65536, _socket.CMSG_SPACE(4 * 4))
+                try:
+                    data, ancillary, _, _ = await sock.recvmsg(65536, _socket.CMSG_SPACE(4 * 4),
+                                                               _socket.MSG_CMSG_CLOEXEC)
+                except ConnectionResetError:  # the init died with our go-ahead unread
+                    data, ancillary = b"", []
                 request = gen.send((data, fds_of(ancillary)))
         except StopIteration as done:
             return int(done.value)
+
+
+async def _readable_or_exited(sock: "trio.socket.SocketType", pidfd: int) -> bool:
+    """Wait until the socket is readable (True) or the process behind ``pidfd`` exited (False)."""
+    readable = False
+    async with trio.open_nursery() as nursery:
+        async def socket_side() -> None:
+            nonlocal readable
+            await trio.lowlevel.wait_readable(sock.fileno())
+            readable = True
+            nursery.cancel_scope.cancel()
+
+        async def process_side() -> None:
+            await trio.lowlevel.wait_readable(pidfd)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(socket_side)
+        nursery.start_soon(process_side)
+    return readable
 
 
 async def _finish_cgroup(cgroup: Cgroup | None) -> bool:
@@ -202,13 +237,13 @@ async def _reap(pidfd: int) -> ExitStatus:
         os.close(pidfd)
 
 
-async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None, sealed: bool,
+async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None,
                   on_init: HostWork | None = None) -> tuple[int, int | None]:
     """Spawn a bootstrap for a plan and run the handshake; the init's pid once it exec'd, and the
     pty master when the plan asked for a terminal.
     ``on_init(pid)`` runs while the init waits for its go-ahead (a network to attach, say)."""
-    message = encode(the_plan)
-    spawned = spawn_into(None, stdio, sealed)  # from this (the main) thread: see _launch
+    message = message_for(the_plan)
+    spawned = spawn_into(None, stdio)  # from this (the main) thread: see _launch
     if cgroup is not None:
         # Into the cgroup before it reads its message, so the init is born inside. (Done here on
         # the event loop: the writes take microseconds in the hierarchies a container uses; worker
@@ -231,7 +266,7 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
     handshake = Handshake()
     sock = trio.socket.from_stdlib_socket(spawned.sock)
     try:
-        return await _drive(handshake.run(message), sock, host_work), handshake.console
+        return await _drive(handshake.run(message), spawned, sock, host_work), handshake.console
     except BaseException as e:
         handshake.close_console()
         if isinstance(e, BootstrapError):
@@ -245,10 +280,14 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
                 stage0, spawned.pidfd = spawned.pidfd, -1
                 await _reap(stage0)
                 handshake.init_pid = _leftover_pid(spawned.sock)
+            if handshake.init_pid is None:
+                handshake.init_pid = orphan_init(spawned)  # the bootstrap died before it reported it
             if handshake.init_pid is not None:
                 fd = os.pidfd_open(handshake.init_pid)
                 _signal.pidfd_send_signal(fd, _signal.SIGKILL)
-                await _reap(fd)
+                status = await _reap(fd)
+                if isinstance(e, InitDied):
+                    e.object = f"the container (the init {status} before exec)"
         raise
     finally:
         sock.close()
@@ -284,7 +323,7 @@ async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | 
         e.container = name
         raise
     try:
-        pid, console = await _launch(the_plan, name, stdio, cgroup, sealed=False, on_init=on_init)
+        pid, console = await _launch(the_plan, name, stdio, cgroup, on_init=on_init)
     except BaseException:
         finish_cgroup(cgroup)
         raise

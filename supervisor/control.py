@@ -102,7 +102,7 @@ class Connection:
     def receive(self) -> tuple[dict[str, Any], list[int]] | None:
         """The next answer and the descriptors that came with it; None at the end."""
         while b"\n" not in self._buf:
-            data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
+            data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4), socket.MSG_CMSG_CLOEXEC)
             for level, kind, payload in ancillary:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     received = array.array("i")

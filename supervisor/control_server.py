@@ -59,7 +59,7 @@ async def _read_request(conn: trio.socket.SocketType) -> tuple[dict[str, Any], l
     buf = bytearray()
     fds: list[int] = []
     while b"\n" not in buf:
-        data, ancillary, _, _ = await conn.recvmsg(65536, socket.CMSG_SPACE(3 * 4))
+        data, ancillary, _, _ = await conn.recvmsg(65536, socket.CMSG_SPACE(3 * 4), socket.MSG_CMSG_CLOEXEC)
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 received = array.array("i")

@@ -6,12 +6,16 @@ Theory of operation. After the bootstrap message, the socket carries framed mess
     bootstrap → supervisor   PID(init pid)          the init exists, blocked before any setup
     supervisor → init        CONTINUE               uid/gid maps, cgroup and network are ready
     init → supervisor        CONSOLE + an fd        the pty master, when the workload has a terminal
+    init → supervisor        EXEC                   set up; the workload's execve comes next
     bootstrap/init → sup.    ERROR(record)          a step failed; the sender exits
-    (end of stream)                                 the socket is close-on-exec in the init: the
-                                                    workload runs
+    (end of stream)                                 the socket is close-on-exec in the init: after
+                                                    EXEC, the workload runs
 
-So there are three outcomes, kept apart: setup failed (an ERROR record), exec'd (EOF after PID
-without a record), and later the workload's exit (seen on its pidfd, not here).
+So the outcomes are kept apart: setup failed (an ERROR record), the init died during setup (the end
+of the stream before EXEC: a crash or an OOM kill, which must not pass for a running workload), the
+bootstrap died before reporting a pid (the caller watches its pidfd beside the socket, since the init
+it may have cloned still holds the socket open), exec'd (EXEC, then the end of the stream without a
+record), and later the workload's exit (seen on its pidfd, not here).
 
 ``SyncConnection`` takes bytes and returns events; all its transitions are in ``_advance``.
 ``Handshake`` is the supervisor's side of a whole start as a generator of I/O requests, so that the
@@ -31,7 +35,9 @@ from .errors import BootstrapError
 
 __all__ = [
     "ConsoleReady",
+    "ExecAnnounced",
     "Execed",
+    "InitDied",
     "Handshake",
     "HostSetup",
     "Request",
@@ -56,6 +62,13 @@ class ProtocolError(BootstrapError):
         super().__init__(errno.EPROTO, "sync", "sync", what)
 
 
+class InitDied(BootstrapError):
+    """The init ended before it announced the workload's execve: a crash or a kill during setup."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ECHILD, "init", "set up", "the container (the init died before exec)")
+
+
 @attrs.frozen
 class InitStarted:
     pid: int
@@ -64,6 +77,11 @@ class InitStarted:
 @attrs.frozen
 class SetupFailed:
     error: BootstrapError
+
+
+@attrs.frozen
+class ExecAnnounced:
+    pass
 
 
 @attrs.frozen
@@ -76,12 +94,13 @@ class ConsoleReady:
     fd: int  # the pty master; the receiver owns it
 
 
-Event = InitStarted | SetupFailed | Execed | ConsoleReady
+Event = InitStarted | SetupFailed | ExecAnnounced | Execed | ConsoleReady
 
 
 class SyncState(enum.Enum):
     AWAIT_PID = "await pid"
     AWAIT_EXEC = "await exec"
+    EXEC_NEXT = "exec next"
     EXECED = "exec'd"
     FAILED = "failed"
 
@@ -145,6 +164,12 @@ class SyncConnection:
             if kind == Sync.CONSOLE and not payload and self._fds and not self._console:
                 self._console = True
                 return ConsoleReady(self._fds.pop(0))
+            if kind == Sync.EXEC and not payload:
+                self.state = SyncState.EXEC_NEXT
+                return ExecAnnounced()
+            if kind == "eof":
+                return self._fail(InitDied())
+        elif self.state == SyncState.EXEC_NEXT:
             if kind == "eof":
                 if self._buf:
                     return self._fail(ProtocolError("the stream ended inside a message"))
@@ -174,7 +199,11 @@ class Send:
 
 @attrs.frozen
 class Recv:
-    pass
+    """Read the socket. With ``watch_bootstrap``, also wake when the bootstrap (stage 0) exits and
+    answer with an end of stream if it said nothing more: until it reported the init's pid, an init
+    it cloned holds the socket open, and would wait for ever for a go-ahead nobody sends."""
+
+    watch_bootstrap: bool = False
 
 
 @attrs.frozen
@@ -207,7 +236,7 @@ class Handshake:
         try:
             yield Send(message)
             while True:
-                received = yield Recv()
+                received = yield Recv(watch_bootstrap=self.init_pid is None)
                 data, fds = received if received is not None else (b"", [])
                 for event in conn.receive_data(data, fds):
                     if isinstance(event, InitStarted):

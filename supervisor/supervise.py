@@ -19,7 +19,6 @@ import functools
 import json
 import math
 import os
-import resource
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -29,7 +28,7 @@ from typing import Any
 import attrs
 import trio
 
-from ._launch import ExitStatus
+from ._launch import ExitStatus, raise_fd_limit
 from .container import Container, open_container
 from .errors import BootstrapError, SpecError
 from .logs import LogBook, LogSink, RotatingFile, pump_lines
@@ -137,7 +136,7 @@ class Supervisor:
     # -- lifetime ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> "Supervisor":
-        _raise_fd_limit()
+        raise_fd_limit()
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._nursery = await self._stack.enter_async_context(trio.open_nursery())
         return self
@@ -455,11 +454,3 @@ class Supervisor:
             changed, handle._changed = handle._changed, trio.Event()
             changed.set()
             self.wake()
-
-
-def _raise_fd_limit() -> None:
-    """Each container costs the supervisor a pidfd and two pipes while it runs: allow many."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 20), hard))
-

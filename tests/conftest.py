@@ -126,6 +126,15 @@ def _cgroups() -> set[str]:
     return found
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sealed_bootstrap() -> None:
+    """The sealed copy of the bootstrap every container runs from stays open for the process's life:
+    made before the first test's fd count, it is no test's leak."""
+    from supervisor._launch import sealed_bootstrap
+
+    sealed_bootstrap()
+
+
 @pytest.fixture(autouse=True)
 def nothing_left_behind() -> Iterator[None]:
     """Every test leaves no fd, child process (zombie or not), mount or container cgroup behind."""

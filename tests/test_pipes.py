@@ -8,9 +8,11 @@ import pytest
 from supervisor._wire import Stage, Sync
 from supervisor.errors import BootstrapError
 from supervisor.pipes import (
-    HostSetup,
+    ExecAnnounced,
     Execed,
     Handshake,
+    HostSetup,
+    InitDied,
     InitStarted,
     Recv,
     Send,
@@ -36,13 +38,32 @@ def feed(conn: SyncConnection, data: bytes, chunk: int) -> list[object]:
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 1000])
-def test_exec_is_eof_after_pid(chunk: int) -> None:
+def test_exec_is_eof_after_the_exec_message(chunk: int) -> None:
     conn = SyncConnection()
     assert feed(conn, msg(Sync.PID, struct.pack("=I", 4242)), chunk) == [InitStarted(4242)]
     assert conn.state == SyncState.AWAIT_EXEC
     assert conn.continue_bytes() == msg(Sync.CONTINUE)
+    assert feed(conn, msg(Sync.EXEC), chunk) == [ExecAnnounced()]
+    assert conn.state == SyncState.EXEC_NEXT
     assert conn.receive_data(b"") == [Execed()]
     assert conn.state == SyncState.EXECED
+
+
+def test_eof_before_the_exec_message_is_an_init_that_died() -> None:
+    """A crash or an OOM kill during setup closes the socket too: never taken for a running workload."""
+    conn = SyncConnection()
+    conn.receive_data(msg(Sync.PID, struct.pack("=I", 4242)))
+    [failed] = conn.receive_data(b"")
+    assert isinstance(failed, SetupFailed) and isinstance(failed.error, InitDied)
+    assert conn.state == SyncState.FAILED
+
+
+def test_an_error_after_the_exec_message_is_a_failure() -> None:
+    """execve itself, or the seccomp filter installed after the announcement, can still fail."""
+    conn = SyncConnection()
+    events = conn.receive_data(msg(Sync.PID, struct.pack("=I", 7)) + msg(Sync.EXEC)
+                               + error(Stage.EXEC, errno.ENOENT, "exec", "/bin/nope"))
+    assert isinstance(events[-1], SetupFailed) and events[-1].error.errno == errno.ENOENT
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
@@ -74,7 +95,7 @@ def test_out_of_order_messages_are_protocol_errors() -> None:
     [event] = conn.receive_data(msg(Sync.PID, struct.pack("=I", 1)))
     assert isinstance(event, SetupFailed)
     conn = SyncConnection()
-    conn.receive_data(msg(Sync.PID, struct.pack("=I", 1)) + b"\1\0")
+    conn.receive_data(msg(Sync.PID, struct.pack("=I", 1)) + msg(Sync.EXEC) + b"\1\0")
     [event] = conn.receive_data(b"")
     assert isinstance(event, SetupFailed) and "inside a message" in str(event.error)
     with pytest.raises(RuntimeError):
@@ -85,11 +106,12 @@ def test_handshake_runs_host_setup_between_pid_and_continue() -> None:
     hs = Handshake()
     gen = hs.run(b"MSG")
     assert next(gen) == Send(b"MSG")
-    assert gen.send(None) == Recv()
+    assert gen.send(None) == Recv(watch_bootstrap=True)
     assert gen.send((msg(Sync.PID, struct.pack("=I", 99)), [])) == HostSetup(99)
     assert hs.init_pid == 99
     assert gen.send(None) == Send(msg(Sync.CONTINUE))
     assert gen.send(None) == Recv()
+    assert gen.send((msg(Sync.EXEC), [])) == Recv()
     with pytest.raises(StopIteration) as done:
         gen.send((b"", []))
     assert done.value.value == 99

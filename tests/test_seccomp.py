@@ -103,13 +103,27 @@ def test_bad_profiles() -> None:
         assert message in str(info.value)
 
 
-async def test_the_pid1_init_runs_outside_the_workloads_filter(bundle: Bundle) -> None:
-    # a profile that refuses what our init needs (fork, wait4, kill) but not what the workload does
+@pytest.mark.parametrize("no_new_privs", [False, True])
+async def test_the_pid1_init_runs_under_the_workloads_filter(bundle: Bundle, no_new_privs: bool) -> None:
+    """The init, root in the workload's namespaces, is confined as the workload is (as Docker's --init
+    is): under its filter, whatever noNewPrivileges says."""
     def edit(c: dict[str, Any]) -> None:
-        profile(syscalls=[{"names": ["fork", "vfork", "wait4", "kill", "close_range"], "action": "SCMP_ACT_ERRNO",
-                           "errnoRet": errno.EPERM}])(c)
+        profile(syscalls=[{"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM}])(c)
+        c["process"]["noNewPrivileges"] = no_new_privs
         c["annotations"] = {"supervisor.init": "true"}
 
-    with trio.fail_after(10):  # an init that cannot reap would wait for ever
+    args = ("/bin/sh", "-c", "grep Seccomp: /proc/1/status /proc/self/status")
+    status, out = await run_capture(ContainerSpec.from_bundle(bundle(*args, edit=edit)))
+    assert status.code == 0
+    assert sorted(out.split()) == ["/proc/1/status:Seccomp:", "/proc/self/status:Seccomp:", "2", "2"]
+
+
+async def test_a_pid1_init_its_filter_stops_from_reaping_ends(bundle: Bundle) -> None:
+    """A profile that refuses wait4 leaves the init unable to do its job: it ends (255), never hangs."""
+    def edit(c: dict[str, Any]) -> None:
+        profile(syscalls=[{"names": ["wait4"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM}])(c)
+        c["annotations"] = {"supervisor.init": "true"}
+
+    with trio.fail_after(10):
         status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/echo", "hello", edit=edit)))
-    assert (status.code, out) == (0, "hello\n")
+    assert (status.code, out) == (255, "hello\n")

@@ -2,6 +2,8 @@
  *
  * Theory of operation. The supervisor spawns this program from its main thread with one end of a
  * socketpair at the fd named in _LIBCONTAINER_INITPIPE. We
+ *   0. close every descriptor we inherited but 0-2 and that socket: whatever the spawning program left
+ *      inheritable (a host directory, another container's pty master) must never reach a container;
  *   1. read the bootstrap message and validate all of it (parse.c) before acting on any of it;
  *   2. set oom_score_adj (inherited by the init; done before any namespace change);
  *   3. join the namespaces given by path: every fd is opened before the first setns, since a path
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/syscall.h>
@@ -114,6 +117,24 @@ void sv_fail(int err, const char *op, const char *fmt, ...)
     _exit(1);
 }
 
+void sv_close_from(unsigned first, unsigned last)
+{
+    if (first > last)
+        return;
+    if (syscall(SYS_close_range, first, last, 0) == 0)
+        return;
+    struct rlimit lim;
+    rlim_t end = getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < 1048576 ? lim.rlim_cur : 1048576;
+    for (rlim_t fd = first; fd < end && fd <= last; fd++)
+        close((int)fd);
+}
+
+static void close_inherited(int keep)
+{
+    sv_close_from(3, (unsigned)keep - 1);
+    sv_close_from((unsigned)keep + 1, ~0U);
+}
+
 static int read_initpipe_fd(void)
 {
     const char *s = getenv("_LIBCONTAINER_INITPIPE");
@@ -197,6 +218,13 @@ static void join_namespaces(const struct sv_config *cfg)
 int main(void)
 {
     sv_sync_fd = read_initpipe_fd();
+    if (sv_sync_fd < 3) {
+        fprintf(stderr, "supervisor-bootstrap: the init pipe must not be fd 0-2\n");
+        exit(2);
+    }
+    close_inherited(sv_sync_fd);
+    /* Spawned from the sealed copy as /proc/self/fd/N, we would be named "N" in ps. */
+    prctl(PR_SET_NAME, "sv-bootstrap", 0, 0, 0);
     size_t len;
     uint8_t *msg = read_message(&len);
     struct sv_config cfg;

@@ -12,6 +12,10 @@ int sv_send(uint32_t type, const void *payload, uint32_t len);
 /* Send a message without payload that carries one file descriptor (SCM_RIGHTS). */
 int sv_send_fd(uint32_t type, int fd);
 
+/* Close descriptors FIRST..LAST: close_range where the kernel (and a seccomp filter) allows it, else one
+ * at a time up to the fd limit. */
+void sv_close_from(unsigned first, unsigned last);
+
 /* Report a failure to the supervisor as a record (stage, errno, operation, object), then _exit(1).
  * The object is printf-formatted. */
 __attribute__((noreturn, format(printf, 3, 4)))

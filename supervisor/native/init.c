@@ -46,11 +46,26 @@
 #ifndef PROC_SUPER_MAGIC
 #define PROC_SUPER_MAGIC 0x9fa0
 #endif
+#ifndef DEVPTS_SUPER_MAGIC
+#define DEVPTS_SUPER_MAGIC 0x1cd1
+#endif
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
 static int root_fd = -1;
+
+/* PATH itself (not a symlink there) is a procfs: only then does /proc/self/fd/N name our own
+ * descriptors rather than whatever the rootfs put there (CVE-2019-19921 class). */
+static int is_procfs(const char *path)
+{
+    struct statfs fs;
+    int fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int ok = fd >= 0 && fstatfs(fd, &fs) == 0 && fs.f_type == PROC_SUPER_MAGIC;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
 static const char *root_name;  /* for error messages */
 static int fd_paths = 1;        /* /proc/self/fd is usable for mount targets */
 
@@ -85,13 +100,33 @@ static int resolve(const char *path, uint64_t flags)
     return openat2_in(root_fd, path, O_PATH | flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
 }
 
-/* Splits "/a/b/c" into a descriptor of "/a/b" (created if missing) and "c". */
-static int open_parent(const char *path, char *name, size_t name_size);
+/* The last component of PATH (trailing slashes ignored) into NAME; returns the length of its parent. */
+static size_t split_path(const char *path, char *name, size_t name_size)
+{
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/')
+        len--;
+    const char *slash = memrchr(path, '/', len);
+    size_t plen = slash ? (size_t)(slash - path) : 0;
+    size_t nlen = len - plen - (slash ? 1 : 0);
+    if (nlen >= name_size)
+        sv_fail(ENAMETOOLONG, "resolve", "%s", path);
+    memcpy(name, path + len - nlen, nlen);
+    name[nlen] = '\0';
+    if (nlen == 0 || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        sv_fail(EINVAL, "resolve", "%s", path);
+    return plen;
+}
 
-/* mkdir -p inside the root; an existing directory is fine. */
+/* mkdir -p inside the root; an existing directory is fine. A loop over the path's prefixes, each
+ * resolved from the root again (a symlink among them still resolves inside it), never a recursion:
+ * a destination of thousands of missing components must not exhaust the stack. */
 static void make_dirs(const char *path, mode_t mode)
 {
-    char name[NAME_MAX + 1];
+    char prefix[PATH_MAX], name[NAME_MAX + 1];
+    size_t len = strlen(path);
+    if (len >= sizeof(prefix))
+        sv_fail(ENAMETOOLONG, "resolve", "%s", path);
     int fd = resolve(path, O_DIRECTORY);
     if (fd >= 0) {
         close(fd);
@@ -99,31 +134,40 @@ static void make_dirs(const char *path, mode_t mode)
     }
     if (errno != ENOENT)
         sv_fail(errno, "resolve", "%s", path);
-    int parent = open_parent(path, name, sizeof(name));
-    if (name[0] != '\0' && mkdirat(parent, name, mode) < 0 && errno != EEXIST)
-        sv_fail(errno, "mkdir", "%s", path);
-    close(parent);
+    for (size_t end = 1; end <= len; end++) {
+        if (end < len && (path[end] != '/' || path[end - 1] == '/'))
+            continue; /* not the end of a component */
+        memcpy(prefix, path, end);
+        prefix[end] = '\0';
+        fd = resolve(prefix, O_DIRECTORY);
+        if (fd >= 0) {
+            close(fd);
+            continue;
+        }
+        if (errno != ENOENT)
+            sv_fail(errno, "resolve", "%s", prefix);
+        size_t plen = split_path(prefix, name, sizeof(name));
+        prefix[plen ? plen : 1] = '\0'; /* the parent: "/" for a top-level name */
+        int parent = resolve(prefix, O_DIRECTORY);
+        if (parent < 0)
+            sv_fail(errno, "resolve", "%s", prefix);
+        if (mkdirat(parent, name, end == len ? mode : 0755) < 0 && errno != EEXIST)
+            sv_fail(errno, "mkdir", "%s", path);
+        close(parent);
+    }
 }
 
+/* Splits "/a/b/c" into a descriptor of "/a/b" (created if missing) and "c". */
 static int open_parent(const char *path, char *name, size_t name_size)
 {
     char parent[PATH_MAX];
-    size_t len = strlen(path);
-    while (len > 1 && path[len - 1] == '/')
-        len--;
-    const char *slash = memrchr(path, '/', len);
-    size_t plen = slash ? (size_t)(slash - path) : 0;
-    size_t nlen = len - plen - (slash ? 1 : 0);
-    if (plen >= sizeof(parent) || nlen >= name_size)
+    size_t plen = split_path(path, name, name_size);
+    if (plen >= sizeof(parent))
         sv_fail(ENAMETOOLONG, "resolve", "%s", path);
     memcpy(parent, path, plen);
     parent[plen] = '\0';
     if (plen == 0)
         strcpy(parent, "/");
-    memcpy(name, path + len - nlen, nlen);
-    name[nlen] = '\0';
-    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-        sv_fail(EINVAL, "resolve", "%s", path);
     make_dirs(parent, 0755);
     int fd = resolve(parent, O_DIRECTORY);
     if (fd < 0)
@@ -201,18 +245,77 @@ static void remount_readonly(int fd, const char *dst)
 
 static const char *cgroup_path; /* SV_ATTR_CGROUP_PATH */
 
-static void step_mount(const struct sv_step *s)
+/* Host paths a step binds (a bind mount's or a device's source), opened O_PATH by sources_open()
+ * before the first mount, indexed like cfg->steps; -1 where a step has none. */
+static int *source_fds;
+
+static int binds_host_path(const struct sv_step *s)
 {
-    struct target t;
+    return (s->op == SV_OP_MOUNT && (s->flags & MS_BIND) && s->src != NULL) || s->op == SV_OP_BIND_DEV;
+}
+
+/* Every bind source is a path in the host's view: open them all while that is what we see, before the
+ * rootfs bind or a mount of the container's (its /tmp, say) could cover one. Errors name the source. */
+static void sources_open(const struct sv_config *cfg)
+{
     char joined[PATH_MAX];
-    int fd = open_target(s->dst, s->mktype, 0, 0);
-    const char *source = s->src ? s->src : s->fstype;
-    if (s->cgroup) {
-        if (snprintf(joined, sizeof(joined), "%s/%s", s->src, cgroup_path) >= (int)sizeof(joined))
-            sv_fail(ENAMETOOLONG, "mount", "%s", s->dst);
-        source = joined;
+    source_fds = calloc(cfg->n_steps ? cfg->n_steps : 1, sizeof(int));
+    if (source_fds == NULL)
+        sv_fail(ENOMEM, "open bind sources", "%zu steps", cfg->n_steps);
+    for (size_t i = 0; i < cfg->n_steps; i++) {
+        const struct sv_step *s = &cfg->steps[i];
+        source_fds[i] = -1;
+        if (!binds_host_path(s))
+            continue;
+        const char *source = s->src;
+        if (s->cgroup) {
+            if (snprintf(joined, sizeof(joined), "%s/%s", s->src, cgroup_path) >= (int)sizeof(joined))
+                sv_fail(ENAMETOOLONG, "open bind source", "%s", s->src);
+            source = joined;
+        }
+        source_fds[i] = open(source, O_PATH | O_CLOEXEC);
+        if (source_fds[i] < 0)
+            sv_fail(errno, "open bind source", "%s", source);
     }
-    if (mount(source, target_of(&t, fd, s->dst), s->fstype, s->flags, s->data) < 0)
+}
+
+static void sources_close(const struct sv_config *cfg)
+{
+    for (size_t i = 0; source_fds != NULL && i < cfg->n_steps; i++)
+        if (source_fds[i] >= 0)
+            close(source_fds[i]);
+    free(source_fds);
+    source_fds = NULL;
+}
+
+/* What mount(2) gets as the source of step I: its descriptor opened by sources_open(). Binds happen
+ * before pivot_root, while /proc is the host's procfs (checked by fd_paths). */
+static const char *source_of(struct target *t, size_t i, const struct sv_step *s)
+{
+    if (source_fds[i] < 0)
+        return s->src ? s->src : s->fstype;
+    if (!fd_paths)
+        sv_fail(EPERM, "bind", "%s (no procfs to bind from)", s->src);
+    snprintf(t->path, sizeof(t->path), "/proc/self/fd/%d", source_fds[i]);
+    return t->path;
+}
+
+static void step_mount(size_t i, const struct sv_step *s)
+{
+    struct target t, src;
+    int fd;
+    if (s->fstype != NULL && (strcmp(s->fstype, "proc") == 0 || strcmp(s->fstype, "sysfs") == 0)) {
+        /* procfs and sysfs go on a real directory: through a symlink in the rootfs they would land
+         * where the masked and read-only paths miss them (CVE-2019-19921, CVE-2023-27561, CVE-2023-28642). */
+        make_dirs(s->dst, 0755);
+        fd = openat2_in(root_fd, s->dst, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
+        if (fd < 0)
+            sv_fail(errno == ELOOP ? EPERM : errno, "mount", "%s (%s must be on a directory, not a symlink)",
+                    s->dst, s->fstype);
+    } else {
+        fd = open_target(s->dst, s->mktype, 0, 0);
+    }
+    if (mount(source_of(&src, i, s), target_of(&t, fd, s->dst), s->fstype, s->flags, s->data) < 0)
         sv_fail(errno, "mount", "%s", s->dst);
     close(fd);
     if (s->remount_flags == 0 && s->propagation == 0)
@@ -249,11 +352,11 @@ static void step_mknod(const struct sv_step *s)
     close(parent);
 }
 
-static void step_bind_dev(const struct sv_step *s)
+static void step_bind_dev(size_t i, const struct sv_step *s)
 {
-    struct target t;
+    struct target t, src;
     int fd = open_target(s->dst, SV_MK_FILE, 0, 0);
-    if (mount(s->src, target_of(&t, fd, s->dst), NULL, MS_BIND, NULL) < 0)
+    if (mount(source_of(&src, i, s), target_of(&t, fd, s->dst), NULL, MS_BIND, NULL) < 0)
         sv_fail(errno, "bind device", "%s", s->dst);
     close(fd);
 }
@@ -264,7 +367,7 @@ static void reopen_root(void)
     root_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (root_fd < 0)
         sv_fail(errno, "open", "/");
-    fd_paths = access("/proc/self/fd", F_OK) == 0;
+    fd_paths = is_procfs("/proc");
 }
 
 static void step_pivot(void)
@@ -361,15 +464,15 @@ static void step_setattr_ro(const struct sv_step *s)
     close(fd);
 }
 
-static void run_step(const struct sv_step *s)
+static void run_step(size_t i, const struct sv_step *s)
 {
     int fd;
     switch (s->op) {
-    case SV_OP_MOUNT: step_mount(s); break;
+    case SV_OP_MOUNT: step_mount(i, s); break;
     case SV_OP_MKDIR: make_dirs(s->dst, s->mode ? s->mode : 0755); break;
     case SV_OP_SYMLINK: step_symlink(s); break;
     case SV_OP_MKNOD: step_mknod(s); break;
-    case SV_OP_BIND_DEV: step_bind_dev(s); break;
+    case SV_OP_BIND_DEV: step_bind_dev(i, s); break;
     case SV_OP_PIVOT: step_pivot(); break;
     case SV_OP_CHROOT: step_chroot(); break;
     case SV_OP_REMOUNT_RO:
@@ -399,15 +502,25 @@ static void run_step(const struct sv_step *s)
  * controlling terminal and stdio. */
 static void setup_console(const struct sv_config *cfg)
 {
-    int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    /* The path is the container's (an exec opens it in a running container, which may have mounted
+     * anything there): no magic links on the way, and what opened must be the pty multiplexer, whose
+     * peer lives on a devpts (CVE-2025-52881 class). */
+    struct open_how how = {.flags = O_RDWR | O_NOCTTY | O_CLOEXEC, .resolve = RESOLVE_NO_MAGICLINKS};
+    int master = (int)syscall(SYS_openat2, AT_FDCWD, "/dev/ptmx", &how, sizeof(how));
     if (master < 0)
         sv_fail(errno, "open", "/dev/ptmx");
+    struct stat st;
+    if (fstat(master, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(5, 2))
+        sv_fail(EPERM, "open", "/dev/ptmx (not the pty multiplexer)");
     int unlock = 0;
     if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
         sv_fail(errno, "unlock pty", "/dev/ptmx");
     int peer = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (peer < 0)
         sv_fail(errno, "open pty peer", "/dev/ptmx");
+    struct statfs fs;
+    if (fstatfs(peer, &fs) < 0 || fs.f_type != DEVPTS_SUPER_MAGIC)
+        sv_fail(EPERM, "open pty peer", "/dev/ptmx (its peer is not on a devpts)");
     if (cfg->has_uid && fchown(peer, cfg->uid, cfg->has_gid ? cfg->gid : (gid_t)-1) < 0 && errno != EPERM)
         sv_fail(errno, "chown", "the pty");
     if (sv_send_fd(SV_SYNC_CONSOLE, master) < 0)
@@ -620,6 +733,14 @@ static int try_exec(const struct sv_config *cfg)
     return err;
 }
 
+/* Setup is over: tell the supervisor, so that an end of stream without this message is an init that
+ * died on the way (a crash, an OOM kill), never taken for a workload that runs. */
+static void announce_exec(void)
+{
+    if (sv_send(SV_SYNC_EXEC, NULL, 0) < 0)
+        _exit(1); /* the supervisor is gone */
+}
+
 __attribute__((noreturn))
 static void exec_workload(const struct sv_config *cfg)
 {
@@ -631,7 +752,10 @@ static void exec_workload(const struct sv_config *cfg)
  * signal to it, reap whatever else dies in the namespace, and exit with the workload's status
  * (128+N when signal N killed it: pid 1 cannot die of its own signal). The sync socket stays open
  * until the workload's execve succeeded, reported through a close-on-exec pipe, so the supervisor
- * still sees "exec'd" as EOF and an exec failure as an error record. */
+ * sees an exec failure as an error record. We run with the workload's credentials, under its
+ * seccomp filter, not dumpable (no exec resets that), and close every descriptor once it runs: the
+ * workload, root in the same namespaces, gets nothing from us through ptrace, /proc/1/mem,
+ * /proc/1/fd or pidfd_getfd. */
 __attribute__((noreturn))
 static void run_pid1_init(const struct sv_config *cfg)
 {
@@ -649,8 +773,6 @@ static void run_pid1_init(const struct sv_config *cfg)
         if (cfg->pdeathsig)
             prctl(PR_SET_PDEATHSIG, cfg->pdeathsig, 0, 0, 0);
         sigprocmask(SIG_SETMASK, &old, NULL);
-        if (cfg->no_new_privs)
-            install_seccomp(cfg); /* the workload's filter, not our init's */
         int err = try_exec(cfg);
         if (write(pipefd[1], &err, sizeof(err)) < 0)
             _exit(127);
@@ -666,8 +788,10 @@ static void run_pid1_init(const struct sv_config *cfg)
         sv_stage = SV_STAGE_EXEC;
         sv_fail(err, "exec", "%s", cfg->argv[0]);
     }
-    close(pipefd[0]);
-    close(sv_sync_fd); /* the workload runs */
+    announce_exec();
+    /* The workload runs. We keep nothing it could reach through /proc/1/fd: not its stdio, not the
+     * sync socket. */
+    sv_close_from(0, ~0U);
     for (;;) {
         siginfo_t si;
         int sig = sigwaitinfo(&all, &si);
@@ -683,12 +807,20 @@ static void run_pid1_init(const struct sv_config *cfg)
             if (pid == (pid_t)child)
                 _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
         }
+        if (pid < 0 && errno != ECHILD && errno != EINTR)
+            _exit(255); /* we cannot reap (a filter that refuses wait4): end rather than hang */
     }
 }
 
 void sv_run_init(const struct sv_config *cfg)
 {
     wait_for_supervisor(); /* sync: maps written, cgroup and network ready */
+    /* From here on nothing else may ptrace us or open our /proc files: the maps are written (a
+     * rootless supervisor needed us dumpable for that), and what joins the container later is hostile.
+     * execve makes the workload dumpable again, as it would be anywhere; the pid-1 init stays not. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        sv_fail(errno, "prctl", "PR_SET_DUMPABLE");
+    fd_paths = is_procfs("/proc");
     cgroup_path = cfg->cgroup_path;
     if (cfg->become_root) {
         if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
@@ -700,10 +832,12 @@ void sv_run_init(const struct sv_config *cfg)
         bring_up_loopback();
     set_lsm_labels(cfg);
     umask(0); /* modes of what we create are the planned ones */
+    sources_open(cfg);
     if (cfg->rootfs)
         prepare_root(cfg);
     for (size_t i = 0; i < cfg->n_steps; i++)
-        run_step(&cfg->steps[i]);
+        run_step(i, &cfg->steps[i]);
+    sources_close(cfg);
     if (cfg->terminal)
         setup_console(cfg);
     if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
@@ -731,8 +865,12 @@ void sv_run_init(const struct sv_config *cfg)
     mark_fds_cloexec();
     if (root_fd >= 0)
         close(root_fd);
-    if (cfg->pid1_init)
+    if (cfg->pid1_init) {
+        if (cfg->no_new_privs)
+            install_seccomp(cfg); /* ours too, inherited by the workload */
         run_pid1_init(cfg);
+    }
+    announce_exec();
     if (cfg->no_new_privs)
         install_seccomp(cfg); /* last: the profile need not allow what setup does */
     exec_workload(cfg);

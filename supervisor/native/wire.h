@@ -126,6 +126,9 @@
 #define SV_SYNC_CONTINUE 2          /* supervisor -> init: host-side work is done, go on */
 #define SV_SYNC_ERROR 3             /* bootstrap or init -> supervisor: struct sv_error_record + op\0 + object\0 */
 #define SV_SYNC_CONSOLE 4           /* init -> supervisor: no payload; the pty master comes with it (SCM_RIGHTS) */
+#define SV_SYNC_EXEC 5              /* init -> supervisor: no payload; set up, the workload's execve is next.
+                                     * EOF without it means the init died during setup (a crash, an OOM
+                                     * kill), never that the workload runs */
 
 /* where an error happened */
 #define SV_STAGE_PARSE 1            /* reading and validating the bootstrap message */
