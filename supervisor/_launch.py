@@ -392,7 +392,7 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
             signal.pidfd_send_signal(fd, signal.SIGKILL)
             status = wait_blocking(fd)
             if isinstance(e, InitDied):
-                e.object = f"the container (the init {status} before exec)"
+                e.how = str(status)
         if cgroup is not None:
             cgroup.remove()
         handshake.close_console()

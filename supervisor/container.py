@@ -287,7 +287,7 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
                 _signal.pidfd_send_signal(fd, _signal.SIGKILL)
                 status = await _reap(fd)
                 if isinstance(e, InitDied):
-                    e.object = f"the container (the init {status} before exec)"
+                    e.how = str(status)
         raise
     finally:
         sock.close()

@@ -63,10 +63,16 @@ class ProtocolError(BootstrapError):
 
 
 class InitDied(BootstrapError):
-    """The init ended before it announced the workload's execve: a crash or a kill during setup."""
+    """The init ended before it announced the workload's execve: a crash or a kill during setup.
+    ``how`` says how once the caller has reaped it (``killed by SIGKILL``)."""
 
     def __init__(self) -> None:
-        super().__init__(errno.ECHILD, "init", "set up", "the container (the init died before exec)")
+        super().__init__(errno.ECHILD, "init", "set up", "the container")
+        self.how = "died"
+
+    @property
+    def message(self) -> str:
+        return f"the init {self.how} during setup, before exec"
 
 
 @attrs.frozen

@@ -479,7 +479,12 @@ def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str,
         field = f"mounts[{i}]"
         if in_userns:
             mount = _for_user_namespace(mount, own_netns, mapped_gids)
-        dst = _inside(rootfs, _dest(mount.destination, f"{field}.destination"))
+        wanted = _dest(mount.destination, f"{field}.destination")
+        dst = _inside(rootfs, wanted)
+        if mount.type in ("proc", "sysfs") and dst != wanted:
+            # Elsewhere, the masked and read-only paths would miss it (CVE-2019-19921, CVE-2023-28642).
+            raise SpecError(f"{field}.destination", f'"{mount.destination}" leads elsewhere in the rootfs: '
+                            f"{mount.type} must be mounted on a directory, not through a symlink")
         if dst == "/":
             raise SpecError(f"{field}.destination", "cannot mount over the root")
         # On the read-only host root a mount point must exist already, unless an earlier mount

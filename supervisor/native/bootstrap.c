@@ -131,8 +131,9 @@ void sv_close_from(unsigned first, unsigned last)
 
 static void close_inherited(int keep)
 {
-    sv_close_from(3, (unsigned)keep - 1);
-    sv_close_from((unsigned)keep + 1, ~0U);
+    if (keep > 3)
+        sv_close_from(3, (unsigned)keep - 1);
+    sv_close_from(keep < 3 ? 3 : (unsigned)keep + 1, ~0U);
 }
 
 static int read_initpipe_fd(void)
@@ -218,10 +219,6 @@ static void join_namespaces(const struct sv_config *cfg)
 int main(void)
 {
     sv_sync_fd = read_initpipe_fd();
-    if (sv_sync_fd < 3) {
-        fprintf(stderr, "supervisor-bootstrap: the init pipe must not be fd 0-2\n");
-        exit(2);
-    }
     close_inherited(sv_sync_fd);
     /* Spawned from the sealed copy as /proc/self/fd/N, we would be named "N" in ps. */
     prctl(PR_SET_NAME, "sv-bootstrap", 0, 0, 0);
