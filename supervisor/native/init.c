@@ -537,16 +537,38 @@ static void setup_console(const struct sv_config *cfg)
 
 /* -- LSM labels ---------------------------------------------------------------------------- */
 
-/* What the next execve runs under. Written through the host's procfs, before pivot_root, and only
- * if that file is on a real procfs (a fake one would apply nothing: CVE-2019-16884). Fails closed. */
-static void set_exec_label(const char *file, const char *fallback, const char *value)
+/* A procfs instance of our own, attached nowhere (fsopen/fsmount): nothing in a container can have
+ * mounted anything over it, as it could over the /proc an exec finds in the container's mount
+ * namespace (CVE-2025-52881). -1 where the kernel or our privileges refuse it. */
+static int private_procfs(void)
 {
-    int fd = open(file, O_WRONLY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT && fallback != NULL)
-        fd = open(fallback, O_WRONLY | O_CLOEXEC);
+    int fs = (int)syscall(SYS_fsopen, "proc", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return -1;
+    int mnt = -1;
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
+        mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, 0);
+    close(fs);
+    return mnt;
+}
+
+/* What the next execve runs under: FILE (relative to a procfs) is written through a procfs of our own,
+ * or else the one at /proc, and only if what opened is on a real procfs (a fake one would apply
+ * nothing: CVE-2019-16884). Fails closed. */
+static void set_exec_label(int proc, const char *file, const char *fallback, const char *value)
+{
+    char path[PATH_MAX];
+    const char *name = file;
+    int fd = -1;
+    for (int i = 0; i < 2 && fd < 0 && name != NULL; i++, name = fallback) {
+        snprintf(path, sizeof(path), "/proc/%s", name);
+        fd = proc >= 0 ? openat(proc, name, O_WRONLY | O_CLOEXEC) : open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 && errno != ENOENT)
+            break;
+    }
     struct statfs fs;
     if (fd < 0 || fstatfs(fd, &fs) < 0 || fs.f_type != PROC_SUPER_MAGIC)
-        sv_fail(fd < 0 ? errno : EPERM, "open", "%s", file);
+        sv_fail(fd < 0 ? errno : EPERM, "open", "/proc/%s", file);
     size_t len = strlen(value);
     if (write(fd, value, len) != (ssize_t)len)
         sv_fail(errno, "set exec label", "%s", value);
@@ -556,12 +578,17 @@ static void set_exec_label(const char *file, const char *fallback, const char *v
 static void set_lsm_labels(const struct sv_config *cfg)
 {
     char profile[4096];
+    if (cfg->apparmor == NULL && cfg->selinux == NULL)
+        return;
+    int proc = private_procfs();
     if (cfg->apparmor != NULL) {
         snprintf(profile, sizeof(profile), "exec %s", cfg->apparmor);
-        set_exec_label("/proc/thread-self/attr/apparmor/exec", "/proc/thread-self/attr/exec", profile);
+        set_exec_label(proc, "thread-self/attr/apparmor/exec", "thread-self/attr/exec", profile);
     }
     if (cfg->selinux != NULL)
-        set_exec_label("/proc/thread-self/attr/exec", NULL, cfg->selinux);
+        set_exec_label(proc, "thread-self/attr/exec", NULL, cfg->selinux);
+    if (proc >= 0)
+        close(proc);
 }
 
 /* -- seccomp ------------------------------------------------------------------------------ */
