@@ -11,6 +11,7 @@ other children from trio.
 
 import errno
 import os
+import select
 import socket as _socket
 import signal as _signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
@@ -192,22 +193,13 @@ async def _drive(gen: Generator[Request, tuple[bytes, list[int]] | None, int], s
 
 
 async def _readable_or_exited(sock: "trio.socket.SocketType", pidfd: int) -> bool:
-    """Wait until the socket is readable (True) or the process behind ``pidfd`` exited (False)."""
-    readable = False
-    async with trio.open_nursery() as nursery:
-        async def socket_side() -> None:
-            nonlocal readable
-            await trio.lowlevel.wait_readable(sock.fileno())
-            readable = True
-            nursery.cancel_scope.cancel()
-
-        async def process_side() -> None:
-            await trio.lowlevel.wait_readable(pidfd)
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(socket_side)
-        nursery.start_soon(process_side)
-    return readable
+    """Wait until the socket is readable (True) or the process behind ``pidfd`` exited (False).
+    One epoll set holding both, waited on as one fd: cheaper than a task per fd on a start's path."""
+    with select.epoll(2) as both:
+        both.register(sock.fileno(), select.EPOLLIN)
+        both.register(pidfd, select.EPOLLIN)
+        await trio.lowlevel.wait_readable(both.fileno())
+        return any(fd == sock.fileno() for fd, _ in both.poll(0))
 
 
 async def _finish_cgroup(cgroup: Cgroup | None) -> bool:
