@@ -249,7 +249,7 @@ def orphan_init(spawned: Spawned) -> int | None:
     killed between clone and its report, an OOM kill say), so a scan of /proc is fine."""
     me, want = str(os.getpid()), f"socket:[{spawned.peer_inode}]"
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or int(entry) == spawned.pid:  # stage 0 holds that socket too
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:

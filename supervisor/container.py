@@ -265,6 +265,10 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
             e.container = name
         with trio.CancelScope(shield=True):
             if handshake.init_pid is None:
+                # An init whose bootstrap died before reporting it waits for our go-ahead, alive
+                # and holding the socket, until we shut our end: look for it first.
+                handshake.init_pid = orphan_init(spawned)
+            if handshake.init_pid is None:
                 # Cancelled before the init's pid was read: it may exist all the same. Let the
                 # bootstrap finish (it reads EOF if it still waits for its message), then look for
                 # its PID message among what it left on the socket.
@@ -272,8 +276,6 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
                 stage0, spawned.pidfd = spawned.pidfd, -1
                 await _reap(stage0)
                 handshake.init_pid = _leftover_pid(spawned.sock)
-            if handshake.init_pid is None:
-                handshake.init_pid = orphan_init(spawned)  # the bootstrap died before it reported it
             if handshake.init_pid is not None:
                 fd = os.pidfd_open(handshake.init_pid)
                 _signal.pidfd_send_signal(fd, _signal.SIGKILL)

@@ -777,9 +777,8 @@ static void exec_workload(const struct sv_config *cfg)
 
 /* The pid-1 init (what tini and bubblewrap do): the workload runs as our child; we forward every
  * signal to it, reap whatever else dies in the namespace, and exit with the workload's status
- * (128+N when signal N killed it: pid 1 cannot die of its own signal). The sync socket stays open
- * until the workload's execve succeeded, reported through a close-on-exec pipe, so the supervisor
- * sees an exec failure as an error record. We run with the workload's credentials, under its
+ * (128+N when signal N killed it: pid 1 cannot die of its own signal). The workload reports its own
+ * exec failure as an error record, so the supervisor sees the same outcomes as without us. We run with the workload's credentials, under its
  * seccomp filter, not dumpable (no exec resets that), and close every descriptor once it runs: the
  * workload, root in the same namespaces, gets nothing from us through ptrace, /proc/1/mem,
  * /proc/1/fd or pidfd_getfd. */
@@ -789,35 +788,28 @@ static void run_pid1_init(const struct sv_config *cfg)
     sigset_t all, old;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, &old);
-    int pipefd[2];
-    if (pipe2(pipefd, O_CLOEXEC) < 0)
+    int go[2];
+    if (pipe2(go, O_CLOEXEC) < 0)
         sv_fail(errno, "pipe", "pid-1 init");
     long child = syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, 0);
     if (child < 0)
         sv_fail(errno, "fork", "workload");
     if (child == 0) {
-        close(pipefd[0]);
+        /* Wait until our init holds nothing, then exec; a failure is ours to report on the sync
+         * socket, which we still hold (close-on-exec) after the init let go of its own. */
+        close(go[1]);
+        char byte;
+        while (read(go[0], &byte, 1) < 0 && errno == EINTR)
+            ;
+        close(go[0]);
         if (cfg->pdeathsig)
             prctl(PR_SET_PDEATHSIG, cfg->pdeathsig, 0, 0, 0);
         sigprocmask(SIG_SETMASK, &old, NULL);
-        int err = try_exec(cfg);
-        if (write(pipefd[1], &err, sizeof(err)) < 0)
-            _exit(127);
-        _exit(127);
-    }
-    close(pipefd[1]);
-    int err;
-    ssize_t n;
-    do
-        n = read(pipefd[0], &err, sizeof(err));
-    while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)sizeof(err)) {
-        sv_stage = SV_STAGE_EXEC;
-        sv_fail(err, "exec", "%s", cfg->argv[0]);
+        exec_workload(cfg);
     }
     announce_exec();
-    /* The workload runs. We keep nothing it could reach through /proc/1/fd: not its stdio, not the
-     * sync socket. */
+    /* Let go of everything (stdio, the sync socket, the go-ahead pipe, whose end of stream lets the
+     * workload exec) before the workload runs: nothing of ours is in reach of /proc/1/fd. */
     sv_close_from(0, ~0U);
     for (;;) {
         siginfo_t si;
