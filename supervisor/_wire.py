@@ -70,6 +70,7 @@ class Attr(IntEnum):
     SELINUX = lib.SV_ATTR_SELINUX
     TERMINAL = lib.SV_ATTR_TERMINAL
     CGROUP_PATH = lib.SV_ATTR_CGROUP_PATH
+    CONSOLE_SIZE = lib.SV_ATTR_CONSOLE_SIZE
 
 
 class NsAttr(IntEnum):

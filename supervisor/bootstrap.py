@@ -146,6 +146,8 @@ def _encode(plan: Plan) -> bytes:
     add("APPARMOR", plan.apparmor_profile)
     add("SELINUX", plan.selinux_label)
     add("TERMINAL", plan.terminal)
+    if plan.terminal and plan.console_size is not None:
+        add("CONSOLE_SIZE", plan.console_size[0] << 16 | plan.console_size[1])
     if plan.seccomp is not None:
         if len(plan.seccomp) + 4 > _NLA_MAX_LEN:
             raise SpecError("linux.seccomp", f"the compiled filter takes {len(plan.seccomp)} bytes, too many")

@@ -81,6 +81,13 @@ def run_bundle(bundle: str, name: str | None) -> int:
     except SpecError as e:
         _err(str(e if e.file else e.with_file(config)))
         return 2
+    if the_plan.terminal and os.isatty(0):
+        from .console import window_size
+
+        import attrs
+
+        # the pty starts at our terminal's size (the relay follows it from then on)
+        the_plan = attrs.evolve(the_plan, console_size=window_size(0) or the_plan.console_size)
     # A signal that comes while the container starts waits for the handler below (the workload may
     # already run, and the user sees it run, before we return from the handshake).
     signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
@@ -182,7 +189,9 @@ def _exec_with_terminal(state_dir: str, name: str, cmd: list[str]) -> dict[str, 
 
     conn = Connection(state_dir)
     try:
-        conn.send({"cmd": "exec", "name": name, "args": cmd, "tty": True})
+        from .console import window_size
+
+        conn.send({"cmd": "exec", "name": name, "args": cmd, "tty": True, "size": window_size(0)})
         while (got := conn.receive()) is not None:
             answer, fds = got
             if answer.get("console") and fds:

@@ -17,7 +17,18 @@ import termios
 import tty
 from types import FrameType
 
-__all__ = ["relay", "copy_window_size"]
+__all__ = ["relay", "copy_window_size", "window_size"]
+
+
+def window_size(fd: int = 0) -> tuple[int, int] | None:
+    """(height, width) of the terminal at ``fd``, or None when it is not one."""
+    import struct
+
+    try:
+        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        return None
+    return rows, cols
 
 
 def copy_window_size(src: int, dst: int) -> None:

@@ -118,19 +118,19 @@ class Container:
 
     async def exec(self, args: Sequence[str], *, env: Sequence[str] | None = None, cwd: str | None = None,
                    stdin: int | None = None, stdout: int | None = None, stderr: int | None = None,
-                   terminal: bool = False, on_console: Callable[[int], Awaitable[None]] | None = None
-                   ) -> ExitStatus:
+                   terminal: bool = False, on_console: Callable[[int], Awaitable[None]] | None = None,
+                   console_size: tuple[int, int] | None = None) -> ExitStatus:
         """Run another process inside the running container and wait for it: in all its namespaces
         and its cgroup, as its user with its capabilities, env and cwd unless given. Cancelling kills
         it. A container that has ended raises ``BootstrapError`` (ESRCH), it never hangs.
-        ``terminal``: the process gets a pty of the container's; ``on_console(master)`` receives
-        its master (and owns it) once the process runs."""
+        ``terminal``: the process gets a pty of the container's, ``console_size`` (height, width)
+        before it runs; ``on_console(master)`` receives its master (and owns it) once it runs."""
         if self._status is not None or self._pidfd < 0:
             raise BootstrapError(errno.ESRCH, "exec", "exec into", "a container that has exited", self.name)
         if terminal and on_console is None:
             raise ValueError("a terminal needs on_console, to receive the pty master")
         the_plan = plan_exec(self.plan, self.spec, self.pid, tuple(args), None if env is None else tuple(env), cwd,
-                             terminal)
+                             terminal, console_size)
         pid, console = await _launch(the_plan, self.name, (stdin, stdout, stderr), self.cgroup)
         fd = os.pidfd_open(pid)
         if console is not None and on_console is not None:

@@ -174,6 +174,9 @@ async def _exec(conn: trio.socket.SocketType, h: Handle, m: dict[str, Any], fds:
     if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
         raise ValueError("exec needs args: a non-empty list of strings")
     terminal = bool(m.get("tty"))
+    size = m.get("size")
+    console_size = (size[0], size[1]) if isinstance(size, list) and len(size) == 2 and all(
+        isinstance(n, int) and 0 <= n <= 0xFFFF for n in size) else None
     stdio: list[int | None] = [*fds[:3], None, None, None][:3]
 
     async def hand_over(master: int) -> None:
@@ -190,6 +193,7 @@ async def _exec(conn: trio.socket.SocketType, h: Handle, m: dict[str, Any], fds:
         try:
             outcome["status"] = await container.exec(args, env=m.get("env"), cwd=m.get("cwd"), stdin=stdio[0],
                                                      stdout=stdio[1], stderr=stdio[2], terminal=terminal,
+                                                     console_size=console_size,
                                                      on_console=hand_over if terminal else None)
         except BootstrapError as e:
             outcome["error"] = e

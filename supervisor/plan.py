@@ -144,6 +144,8 @@ class Plan:
     seccomp_flags: int = 0
     #: a pty as the workload's stdio, its master handed to the supervisor
     terminal: bool = False
+    #: (height, width) of the pty before the workload runs
+    console_size: tuple[int, int] | None = None
     #: LSM labels for the workload's execve
     apparmor_profile: str | None = None
     selinux_label: str | None = None
@@ -283,6 +285,7 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         seccomp=seccomp,
         seccomp_flags=seccomp_flags,
         terminal=process.terminal,
+        console_size=process.console_size,
         apparmor_profile=process.apparmor_profile,
         selinux_label=process.selinux_label,
         uid_map=_id_map(spec.uid_mappings),
@@ -646,7 +649,8 @@ _NS_FILES = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid"
 
 
 def plan_exec(container: Plan, spec: ContainerSpec, init_pid: int, args: tuple[str, ...],
-              env: tuple[str, ...] | None = None, cwd: str | None = None, terminal: bool = False) -> Plan:
+              env: tuple[str, ...] | None = None, cwd: str | None = None, terminal: bool = False,
+              console_size: tuple[int, int] | None = None) -> Plan:
     """A process to run inside a running container: every namespace the container has, joined
     through its init's ``/proc/PID/ns/*``; the container's user, groups, capabilities, no_new_privs,
     rlimits and umask; its environment and cwd unless given. Nothing is mounted: joining the mount
@@ -666,6 +670,7 @@ def plan_exec(container: Plan, spec: ContainerSpec, init_pid: int, args: tuple[s
         env=env,
         cwd=cwd or container.cwd,
         terminal=terminal,
+        console_size=console_size,
         clone_flags=0,
         ns_paths=ns_paths,
         oom_score_adj=None,

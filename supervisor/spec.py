@@ -112,6 +112,8 @@ class Process:
     no_new_privileges: bool = False
     oom_score_adj: int | None = None
     terminal: bool = False
+    #: (height, width) of the terminal's window before the workload runs (``consoleSize``)
+    console_size: tuple[int, int] | None = None
     apparmor_profile: str | None = None
     selinux_label: str | None = None
 
@@ -290,7 +292,7 @@ def _int(v: Any, path: str, lo: int, hi: int) -> int:
 
 # -- the loader ----------------------------------------------------------------------------------
 
-_PROCESS_UNSUPPORTED = ("consoleSize", "commandLine", "ioPriority",
+_PROCESS_UNSUPPORTED = ("commandLine", "ioPriority",
                         "scheduler", "execCPUAffinity")
 _LINUX_UNSUPPORTED = ("timeOffsets", "unified", "intelRdt", "personality",
                       "memoryPolicy", "netDevices")
@@ -395,6 +397,12 @@ def _process(p: _Obj) -> Process:
             raise SpecError(r.at("soft"), f"{soft} is above the hard limit {hard}")
         r.done()
         rlimits.append(Rlimit(kind, soft, hard))
+    console_size = None
+    if (size := p.obj("consoleSize")) is not None:
+        height, width = size.integer("height", 0, 0, 0xFFFF), size.integer("width", 0, 0, 0xFFFF)
+        size.done()
+        assert height is not None and width is not None
+        console_size = (height, width)
     process = Process(
         args=args,
         env=env,
@@ -405,6 +413,7 @@ def _process(p: _Obj) -> Process:
         no_new_privileges=p.flag("noNewPrivileges"),
         oom_score_adj=p.integer("oomScoreAdj", None, -1000, 1000),
         terminal=p.flag("terminal"),
+        console_size=console_size,
         apparmor_profile=p.string("apparmorProfile") or None,
         selinux_label=p.string("selinuxLabel") or None,
     )

@@ -141,3 +141,42 @@ def test_a_lot_of_input_does_not_deadlock_the_terminal(bundle: Bundle, tmp_path:
                                 stdin=stdin, capture_output=True, timeout=15, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.replace(b"\r\n", b"\n").count(b"\n") >= 2048
+
+
+def test_the_pty_has_the_terminals_size_before_the_workload_runs(bundle: Bundle, tmux: Tmux, tmp_path: Path) -> None:
+    """A workload that asks at once sees the user's terminal, never 0x0 (no SIGWINCH had time to come)."""
+    b = bundle("/bin/stty", "size", edit=terminal)
+    tmux.start(f"{SUPERVISOR} run --bundle {b} sized; echo EXIT=$?; sleep 60", width=123, height=45)
+    screen = tmux.wait_for("EXIT=")
+    assert "45 123" in screen and "EXIT=0" in screen
+
+
+def test_exec_with_a_terminal_starts_at_the_terminals_size(tmux: Tmux, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    manifest = tmp_path / "m.toml"
+    manifest.write_text('[containers.web]\nargs = ["/bin/sleep", "60"]\n')
+    with subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--state-dir", str(state), str(manifest)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as p:
+        try:
+            deadline = time.monotonic() + 10
+            while not (state / "control.sock").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            tmux.start(f"{SUPERVISOR} exec -t --state-dir {state} web -- /bin/stty size; echo EXIT=$?; sleep 60",
+                       width=111, height=33)
+            screen = tmux.wait_for("EXIT=")
+            assert "33 111" in screen and "EXIT=0" in screen
+        finally:
+            p.terminate()
+            p.wait(20)
+
+
+def test_console_size_from_the_config(bundle: Bundle, tmp_path: Path) -> None:
+    """Without a terminal of ours (stdin is not one), the pty takes process.consoleSize."""
+    def sized(c: dict[str, Any]) -> None:
+        terminal(c)
+        c["process"]["consoleSize"] = {"height": 21, "width": 77}
+
+    b = bundle("/bin/stty", "size", edit=sized)
+    result = subprocess.run([sys.executable, "-m", "supervisor", "run", "--bundle", str(b), "cs"],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False)
+    assert (result.returncode, result.stdout.split()) == (0, ["21", "77"]), result.stderr

@@ -341,8 +341,10 @@ def test_malformed_and_unsupported_configs(bundle: Bundle) -> None:
     b = bundle()
     config = json.loads((b / "config.json").read_text())
     cases = [
-        (lambda c: c["process"].update(consoleSize={"height": 1, "width": 1}),
-         "process.consoleSize: not supported yet"),
+        (lambda c: c["process"].update(consoleSize={"height": 70000, "width": 1}),
+         "process.consoleSize.height: 70000 is out of range (0..65535)"),
+        (lambda c: c["process"].update(consoleSize={"rows": 1}), "process.consoleSize.rows: unknown field"),
+        (lambda c: c["process"].update(commandLine="x"), "process.commandLine: not supported yet"),
         (lambda c: c["linux"].update(intelRdt={}), "linux.intelRdt: not supported yet"),
         (lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_NOTIFY"}),
          "linux.seccomp.defaultAction: unknown or unsupported action 'SCMP_ACT_NOTIFY' (one of SCMP_ACT_KILL, "

@@ -523,6 +523,11 @@ static void setup_console(const struct sv_config *cfg)
         sv_fail(EPERM, "open pty peer", "/dev/ptmx (its peer is not on a devpts)");
     if (cfg->has_uid && fchown(peer, cfg->uid, cfg->has_gid ? cfg->gid : (gid_t)-1) < 0 && errno != EPERM)
         sv_fail(errno, "chown", "the pty");
+    /* The size before the workload runs: a program that asks at once must not see 0x0. */
+    struct winsize ws = {.ws_row = (unsigned short)(cfg->console_size >> 16),
+                         .ws_col = (unsigned short)(cfg->console_size & 0xFFFF)};
+    if (cfg->has_console_size && ioctl(peer, TIOCSWINSZ, &ws) < 0)
+        sv_fail(errno, "set window size", "the pty");
     if (sv_send_fd(SV_SYNC_CONSOLE, master) < 0)
         _exit(1); /* the supervisor is gone */
     close(master);

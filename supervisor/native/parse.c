@@ -58,6 +58,7 @@ static const struct attr_def top_attrs[SV_ATTR_MAX + 1] = {
     [SV_ATTR_SELINUX] = {SV_T_STR, 0},
     [SV_ATTR_TERMINAL] = {SV_T_BOOL, 0},
     [SV_ATTR_CGROUP_PATH] = {SV_T_STR, 0},
+    [SV_ATTR_CONSOLE_SIZE] = {SV_T_U32, 0},
 };
 
 static const struct attr_def ns_attrs[SV_NS_MAX + 1] = {
@@ -457,6 +458,10 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
         case SV_ATTR_SELINUX: out->selinux = str_of(&a); break;
         case SV_ATTR_TERMINAL: out->terminal = (int)u32_of(&a); break;
         case SV_ATTR_CGROUP_PATH: out->cgroup_path = str_of(&a); break;
+        case SV_ATTR_CONSOLE_SIZE:
+            out->has_console_size = 1;
+            out->console_size = u32_of(&a);
+            break;
         }
     }
     for (size_t i = 0; i < out->n_steps; i++) {

@@ -69,7 +69,8 @@
 #define SV_ATTR_CGROUP_PATH 35      /* str: the container's cgroup, appended to the SRC of SV_STEP_CGROUP
                                      * steps, so the rest of the message is the same for every
                                      * container of a spec */
-#define SV_ATTR_MAX 35
+#define SV_ATTR_CONSOLE_SIZE 36     /* u32: the pty's window before the workload runs, height << 16 | width */
+#define SV_ATTR_MAX 36
 
 /* SV_ATTR_NS_PATH */
 #define SV_NS_TYPE 1                /* u32: the CLONE_NEW* flag of the namespace */
@@ -218,6 +219,8 @@ struct sv_config {
     const char *apparmor;
     const char *selinux;
     int terminal;
+    int has_console_size;
+    uint32_t console_size;
     const char *cgroup_path;
     const char **argv;      /* NULL-terminated */
     size_t n_args;
