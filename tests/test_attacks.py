@@ -17,6 +17,7 @@ import contextlib
 import copy
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -193,6 +194,26 @@ def test_pid1_init_cannot_be_traced_read_or_robbed(box: Path, tmp_path: Path, ho
     assert init == refused, result.stdout
 
 
+@pytest.mark.xfail(strict=True, reason="issue 8 item 2: with noNewPrivileges the pid-1 init runs without the filter")
+def test_pid1_init_is_as_confined_as_the_workload(box: Path, tmp_path: Path) -> None:
+    """The init that stays as pid 1 runs under the container's seccomp filter and with the
+    workload's credentials, whatever ``noNewPrivileges`` says: whoever takes it over gains nothing."""
+    def edit(c: dict[str, Any]) -> None:
+        with_init(c)
+        c["process"]["user"] = {"uid": 1000, "gid": 1000}
+        c["process"]["noNewPrivileges"] = True
+        c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                                 "syscalls": [{"names": ["kexec_load"], "action": "SCMP_ACT_ERRNO"}]}
+
+    b = write_bundle(tmp_path / "b", box, "/bin/sh", "-c", "grep -E '^(Uid|Gid|Seccomp):' /proc/1/status "
+                     "/proc/self/status", edit=edit)
+    result = run_bundle(b)
+    assert result.returncode == 0, result
+    init = sorted(line.split(":", 1)[1] for line in result.stdout.splitlines() if line.startswith("/proc/1/"))
+    mine = sorted(line.split(":", 1)[1] for line in result.stdout.splitlines() if line.startswith("/proc/self/"))
+    assert len(init) == 3 and init == mine, result.stdout
+
+
 # -- host descriptors (issue 8 item 1) --------------------------------------------------------------------
 
 @pytest.fixture
@@ -277,7 +298,7 @@ def test_cve_2019_5736_on_exec(box: Path, tmp_path: Path) -> None:
     manifest = f"""
 [containers.attacker]
 root = "{box}"
-args = ["/bin/sh", "-c", "echo ready; exec /bin/attack watch-exe 30"]
+args = ["/bin/sh", "-c", "echo ready; while :; do /bin/attack watch-exe 30; done"]
 capabilities = {json.dumps(_every_capability())}
 seccomp = "unconfined"
 stop_timeout = 0
@@ -519,3 +540,294 @@ def test_cve_2023_27561_proc_of_the_image_is_a_symlink(own_box: Path, tmp_path: 
         return
     assert result.stdout.split("\n")[:3] == ["timer_list 0", "sys ro", "proc"], result
     assert "fake" not in result.stdout
+
+
+def without_dev_tmpfs(c: dict[str, Any]) -> None:
+    """The image's own /dev (a config may leave /dev to the image, as runc allows)."""
+    c["mounts"] = [m for m in c["mounts"] if m["destination"] != "/dev"]
+
+
+CORE_PATTERN = "/proc/sys/kernel/core_pattern"
+
+
+@pytest.fixture
+def core_pattern() -> Iterator[None]:
+    """The host file these attacks aim at: it must be as it was."""
+    before = Path(CORE_PATTERN).read_text()
+    yield
+    assert Path(CORE_PATTERN).read_text() == before
+
+
+# -- CVE-2025-31133: the masking source /dev/null is the image's ---------------------------------------
+
+def test_cve_2025_31133_dev_null_replaced_by_a_symlink(own_box: Path, tmp_path: Path, core_pattern: None) -> None:
+    """runc masks files by bind-mounting /dev/null over them; an image (or a racing container)
+    that makes /dev/null a symlink to a procfs file gets that file bind-mounted writable in place
+    of every masked one. The source must be the null device: the start fails, naming it."""
+    (own_box / "dev" / "null").symlink_to(CORE_PATTERN)
+    b = write_bundle(tmp_path / "b", own_box, "/bin/sh", "-c",
+                     f"echo '|/data/pwn' > /proc/timer_list; cat {CORE_PATTERN}", edit=without_dev_tmpfs)
+    result = run_bundle(b)
+    assert result.returncode == 125, result
+    assert "/dev/null" in result.stderr and "not the null device" in result.stderr, result
+
+
+# -- CVE-2025-52565: the console through /dev/console or /dev/ptmx -------------------------------------
+
+@pytest.mark.parametrize("name", ["console", "ptmx"])
+def test_cve_2025_52565_console_redirected(own_box: Path, tmp_path: Path, core_pattern: None, name: str) -> None:
+    """runc bind-mounted the pty over /dev/console by path: an image whose /dev/console (or the
+    /dev/pts entry) is a symlink to a procfs file made runc mount that file where the container
+    can write it. The pty here comes from the container's devpts by TIOCGPTPEER and nothing is
+    mounted by path: the workload's terminal is a pty, and the image's symlink leads nowhere
+    writable (or, when it replaces /dev/ptmx, the start fails naming it)."""
+    (own_box / "dev" / name).symlink_to(CORE_PATTERN)
+
+    def edit(c: dict[str, Any]) -> None:
+        without_dev_tmpfs(c)
+        c["process"]["terminal"] = True
+
+    b = write_bundle(tmp_path / "b", own_box, "/bin/sh", "-c",
+                     f"tty; (echo '|/data/pwn' > /dev/{name}) 2>&1; cat {CORE_PATTERN}", edit=edit)
+    status, out = api_terminal(ContainerSpec.from_bundle(b))
+    if name == "ptmx" and isinstance(status, BootstrapError):
+        assert "/dev/ptmx" in str(status), status
+        return
+    assert out.splitlines()[0].strip() == "/dev/pts/0", out
+    assert "Read-only file system" in out, out
+
+
+def api_terminal(spec: ContainerSpec) -> tuple[Any, str]:
+    """A terminal container through the API: its status (or the error that stopped it) and what
+    its pty's master read."""
+    async def main() -> tuple[Any, str]:
+        try:
+            async with supervisor.open_container(spec, name="tty") as c:
+                master = c.take_console()
+                assert master is not None
+                out = bytearray()
+                try:
+                    while True:
+                        await trio.lowlevel.wait_readable(master)
+                        try:
+                            chunk = os.read(master, 65536)
+                        except OSError:  # EIO: every peer is closed
+                            break
+                        if not chunk:
+                            break
+                        out += chunk
+                finally:
+                    os.close(master)
+                return await c.wait(), out.decode(errors="replace").replace("\r\n", "\n")
+        except BootstrapError as e:
+            return e, ""
+
+    return trio.run(main)
+
+
+# -- CVE-2025-52881: writes to /proc redirected by mounts during setup ---------------------------------
+
+def test_cve_2025_52881_sysctl_redirected_by_a_mount(own_box: Path, tmp_path: Path) -> None:
+    """runc wrote sysctls (and LSM labels) by path under /proc; a mount that an image's symlink
+    steers over /proc/sys/... made the write land in a tmpfs (or another procfs file). Here the
+    image points ``/data/vol`` at /proc/sys/net and the config mounts a volume there: the sysctl
+    write must not follow into the tmpfs (it is opened beneath a checked procfs, never across a
+    mount): the start fails naming the sysctl, or the value is the kernel's own."""
+    (own_box / "data" / "vol").symlink_to("/proc/sys/net")
+
+    def edit(c: dict[str, Any]) -> None:
+        c["mounts"].append({"destination": "/data/vol/ipv4", "type": "tmpfs", "source": "tmpfs"})
+        c["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+        c["root"]["readonly"] = False
+
+    result = run_bundle(write_bundle(tmp_path / "b", own_box, "/bin/sh", "-c",
+                                     "ls /proc/sys/net/ipv4/; stat -f -c %T /proc/sys/net/ipv4/", edit=edit))
+    if result.returncode == 125:
+        assert "ip_forward" in result.stderr or "/proc" in result.stderr, result
+    else:
+        assert result.returncode == 0 and "ip_forward" not in result.stdout.split("\n")[0], result
+
+
+# -- CVE-2019-16884: a fake procfs under the LSM label -----------------------------------------------------
+
+def _lsm() -> str | None:
+    from supervisor.plan import apparmor_enabled, selinux_enabled
+
+    return "apparmor" if apparmor_enabled() else "selinux" if selinux_enabled() else None
+
+
+@pytest.mark.skipif(_lsm() is None, reason="needs AppArmor or SELinux: without an LSM there is no label to drop")
+def test_cve_2019_16884_fake_proc_under_the_exec_label(box: Path, tmp_path: Path) -> None:
+    """The container mounts a tmpfs over /proc with a fake attr/ tree, then asks for an exec: the
+    label must be written to the real procfs, or the exec refused; never into the fake file."""
+    lsm = _lsm()
+
+    def edit(c: dict[str, Any]) -> None:
+        all_caps(c)
+        if lsm == "apparmor":
+            c["process"]["apparmorProfile"] = "unconfined"
+        else:
+            c["process"]["selinuxLabel"] = Path("/proc/self/attr/current").read_text().strip("\0\n")
+
+    spec = ContainerSpec.from_bundle(write_bundle(
+        tmp_path / "b", box, "/bin/sh", "-c",
+        "mount -t tmpfs fake /proc && mkdir -p /proc/self/attr/apparmor && touch /proc/self/attr/exec "
+        "/proc/self/attr/apparmor/exec && echo ready && sleep 100", edit=edit))
+
+    async def main() -> Any:
+        async with supervisor.open_container(spec, name="box", stdout=subprocess.DEVNULL) as c:
+            await trio.sleep(0.5)
+            try:
+                return await c.exec(["/bin/true"])
+            except BootstrapError as e:
+                return e
+            finally:
+                c.kill()
+
+    outcome = trio.run(main)
+    assert isinstance(outcome, BootstrapError) or outcome.code == 0
+
+
+# -- devices (issue 8 item 4) --------------------------------------------------------------------------------
+
+def host_disk() -> tuple[int, int]:
+    st = os.stat("/")
+    return os.major(st.st_dev), os.minor(st.st_dev)
+
+
+def read_the_disk() -> str:
+    major, minor = host_disk()
+    return (f"mknod /dev/hostdisk b {major} {minor} && echo made; "
+            "head -c 512 /dev/hostdisk > /dev/null && echo READ; mknod /dev/loop-x b 7 0 && "
+            "head -c 1 /dev/loop-x > /dev/null 2>&1 && echo OPENED loop; true")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 8 item 4: without device rules every device is allowed")
+def test_mknod_of_a_host_disk_without_device_rules(box: Path, tmp_path: Path) -> None:
+    """A config with CAP_MKNOD and no ``linux.resources.devices``: runc denies every device but
+    its defaults all the same; the disk node can be made (``m`` is allowed) but not opened."""
+    def edit(c: dict[str, Any]) -> None:
+        for key in ("bounding", "effective", "permitted"):
+            c["process"]["capabilities"][key].append("CAP_MKNOD")
+        c["linux"]["resources"].pop("devices", None)
+
+    result = run_bundle(write_bundle(tmp_path / "b", box, "/bin/sh", "-c", read_the_disk(), edit=edit))
+    assert "made" in result.stdout, result
+    assert "READ" not in result.stdout and "OPENED" not in result.stdout, result
+    assert "Operation not permitted" in result.stderr, result
+
+
+@pytest.mark.xfail(strict=True, reason="issue 8 item 4: inline containers get no device rules")
+def test_mknod_of_a_host_disk_in_an_inline_container(tmp_path: Path) -> None:
+    """An inline manifest container on the host root has CAP_MKNOD by default (Docker's set):
+    it makes the host disk's node in its /dev and must not be able to open it."""
+    manifest = f"""
+[containers.box]
+args = ["/bin/sh", "-c", "{read_the_disk()}"]
+"""
+    path = tmp_path / "manifest.toml"
+    path.write_text(manifest)
+    result = subprocess.run(CLI + ["run", "--state-dir", str(tmp_path / "state"), str(path)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert "box | made" in result.stdout, result
+    assert "READ" not in result.stdout and "OPENED" not in result.stdout, result
+
+
+# -- the handshake (issue 8 item 5) -------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="issue 8 item 5: recursive mkdir overflows the init's stack")
+def test_deep_mount_destination_fails_cleanly(own_box: Path, tmp_path: Path) -> None:
+    """A mount destination with thousands of missing components (from an image or a config) must
+    be made, or refused by name: never crash the init and be reported as the workload's death."""
+    deep = "/data/" + "/".join(["d"] * 2000)  # within PATH_MAX
+
+    def edit(c: dict[str, Any]) -> None:
+        c["mounts"].append({"destination": deep, "type": "tmpfs", "source": "tmpfs"})
+        c["root"]["readonly"] = False
+
+    result = run_bundle(write_bundle(tmp_path / "b", own_box, "/bin/echo", "ran", edit=edit))
+    assert (result.returncode, result.stdout) == (0, "ran\n") or (
+        result.returncode == 125 and "/data/d/d" in result.stderr), result
+
+
+def test_oversized_field_is_a_spec_error(box: Path, tmp_path: Path) -> None:
+    """An environment entry past the netlink attribute limit (64 KiB): a bad config, exit 2, the
+    field named; not a traceback."""
+    b = write_bundle(tmp_path / "b", box, "/bin/true",
+                     edit=lambda c: c["process"]["env"].append("BIG=" + "x" * 70000))
+    result = run_bundle(b)
+    assert result.returncode == 2 and "process.env" in result.stderr, result
+    assert "Traceback" not in result.stderr
+
+
+# -- host-side paths (issue 8 items 6 and 7) ------------------------------------------------------------------
+
+def test_exec_terminal_when_the_container_replaced_dev_ptmx(box: Path, tmp_path: Path) -> None:
+    """An exec with a terminal opens the container's /dev/ptmx while it holds host privileges; the
+    container (allowed to mount) bound something else there. The exec fails naming /dev/ptmx; the
+    supervisor never receives a non-pty as the master."""
+    spec = ContainerSpec.from_bundle(write_bundle(
+        tmp_path / "b", box, "/bin/sh", "-c", "mount --bind /data/not-executable /dev/ptmx && echo ready && sleep 100",
+        edit=all_caps))
+    r, w = os.pipe()
+    received: list[int] = []
+
+    async def take(master: int) -> None:
+        received.append(os.fstat(master).st_rdev)
+        os.close(master)
+
+    async def main() -> Any:
+        async with supervisor.open_container(spec, name="box", stdout=w) as c:
+            assert os.read(r, 6) == b"ready\n"
+            try:
+                return await c.exec(["/bin/true"], terminal=True, on_console=take)
+            except BootstrapError as e:
+                return e
+            finally:
+                c.kill()
+
+    try:
+        outcome = trio.run(main)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert isinstance(outcome, BootstrapError) and "/dev/ptmx" in str(outcome), outcome
+    assert received == []
+
+
+@pytest.mark.xfail(strict=True, reason="issue 8 item 7: the container's /tmp covers a bind source under /tmp")
+def test_bind_source_is_the_hosts_not_the_containers_tmp(tmp_path: Path) -> None:
+    """An inline container on the host root binds a host directory under /tmp: the source is the
+    host's, opened before any of the container's mounts (its own /tmp tmpfs would hide it)."""
+    source = tmp_path / "shared"
+    source.mkdir()
+    (source / "marker").write_text("from the host\n")
+    path = tmp_path / "manifest.toml"
+    path.write_text(f"""
+[containers.box]
+args = ["/bin/cat", "/mnt/marker"]
+mounts = [{{ destination = "/mnt", type = "bind", source = "{source}", options = ["rbind", "ro"] }}]
+""")
+    result = subprocess.run(CLI + ["run", "--state-dir", str(tmp_path / "state"), str(path)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert "box | from the host" in result.stdout, result
+
+
+# -- limits (issue 8 item 8) ------------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="issue 8 item 8: the supervisor's raised fd limit reaches the containers")
+def test_the_supervisors_fd_limit_stays_its_own(tmp_path: Path) -> None:
+    """``supervisor run`` raises its own RLIMIT_NOFILE (it holds fds per container); a container
+    without rlimits gets what the supervisor was started with, not the raised limit."""
+    path = tmp_path / "manifest.toml"
+    path.write_text("""
+[containers.box]
+args = ["/bin/sh", "-c", "echo $(ulimit -n) $(ulimit -Hn)"]
+""")
+
+    def limits() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1000, 3000))
+
+    result = subprocess.run(CLI + ["run", "--state-dir", str(tmp_path / "state"), str(path)], capture_output=True,
+                            text=True, timeout=60, check=False, preexec_fn=limits)
+    assert "box | 1000 3000" in result.stdout, result

@@ -8,8 +8,9 @@
  *   attack ptrace PID       PTRACE_SEIZE it (from a child, so the trace ends when the child does)
  *   attack getfd PID        pidfd_getfd every descriptor of PID below 1024; print what each is
  *   attack watch-exe SECS   CVE-2019-5736: hold /proc/PID/exe of every process that runs a file
- *                           named like the bootstrap, then try to write to it once nothing runs it;
- *                           stops at the first write that works
+ *                           from outside this rootfs (the runtime), then try to write to it once nothing runs it;
+ *                           stops at the first write that works, or a second after the
+ *                           last copy it held refused the write
  *   attack stalk SECS       CVE-2016-9962: stop every process that joins our pid namespace, again
  *                           and again, until /proc/PID/mem opens; report whether it was still the
  *                           runtime (not yet the exec'd program) when it did, and what fds it held
@@ -142,9 +143,11 @@ static int others(int *pids, int max)
     return n;
 }
 
+/* Whatever a process runs that is not a file of this rootfs (whose programs are all in /bin): the
+ * runtime's binary, the host's file or a copy of it, whatever its name. */
 static int is_runtime(const char *target)
 {
-    return strstr(target, "bootstrap") != NULL;
+    return target[0] == '/' && strncmp(target, "/bin/", 5) != 0;
 }
 
 /* CVE-2019-5736: a process of ours that runs the runtime's file lends us its /proc/PID/exe; once
@@ -152,9 +155,11 @@ static int is_runtime(const char *target)
 static int cmd_watch_exe(double seconds)
 {
     enum { MAX = 256 };
-    int held[MAX], seen_pid[4096] = {0}, n_held = 0;
-    double end = now() + seconds;
+    int held[MAX], seen_pid[4096] = {0}, n_held = 0, n_seen = 0;
+    double end = now() + seconds, last_event = now();
     while (now() < end) {
+        if (n_seen > 0 && n_held == 0 && now() - last_event > 1.0)
+            break; /* everything seen was refused, and nothing new for a second */
         int pids[512];
         int n = others(pids, 512);
         for (int i = 0; i < n && n_held < MAX; i++) {
@@ -170,6 +175,8 @@ static int cmd_watch_exe(double seconds)
                 continue;
             seen_pid[pids[i]] = 1;
             held[n_held++] = fd;
+            n_seen++;
+            last_event = now();
             printf("seen %s\n", target);
             fflush(stdout);
         }
@@ -190,6 +197,7 @@ static int cmd_watch_exe(double seconds)
             close(w);
             close(held[i]);
             held[i--] = held[--n_held];
+            last_event = now();
         }
         usleep(200);
     }
