@@ -480,7 +480,7 @@ stop_timeout = 0
         assert caps["CapEff"] == caps["CapPrm"] == caps["CapBnd"] != "0000000000000000", caps
 
 
-# -- the config's mounts against the image: CVE-2019-19921, CVE-2023-27561, CVE-2023-28642 ---------------
+# -- the config's mounts against the image: CVE-2019-19921 and CVE-2023-27561, CVE-2023-28642 -----------
 
 @pytest.fixture
 def own_box(tmp_path: Path, attack_bin: Path) -> Path:
@@ -497,7 +497,8 @@ CHECK_PROC = ("echo timer_list $(wc -c < /proc/timer_list); "
 
 @pytest.mark.xfail(strict=True, reason="not in issue 8: a mount destination that resolves into /proc is not refused")
 def test_cve_2019_19921_volume_symlinked_into_proc(own_box: Path, tmp_path: Path) -> None:
-    """runc's checks on mounts over /proc looked at the destination as written; an image whose
+    """CVE-2019-19921 (and its regression CVE-2023-27561): runc's checks on mounts over /proc
+    looked at the destination as written; an image whose
     volume path is a symlink into /proc got the volume mounted inside /proc, where runc later
     resolves paths it trusts. Here: the image makes ``/data/vol`` a symlink to ``/proc/self``; the
     config mounts a volume (a host directory the attacker filled earlier: symlinks named like the
@@ -523,8 +524,8 @@ def test_cve_2019_19921_volume_symlinked_into_proc(own_box: Path, tmp_path: Path
     assert result.returncode == 125 and "/proc" in result.stderr, result
 
 
-def test_cve_2023_27561_proc_of_the_image_is_a_symlink(own_box: Path, tmp_path: Path) -> None:
-    """CVE-2023-28642 and CVE-2023-27561: the image's /proc is a symlink (to a directory it
+def test_cve_2023_28642_proc_of_the_image_is_a_symlink(own_box: Path, tmp_path: Path) -> None:
+    """CVE-2023-28642: the image's /proc is a symlink (to a directory it
     filled with fake files). Mounts resolve inside the root, so procfs lands on the symlink's
     target and /proc is procfs all the same: the masked and read-only paths hold, and the fake
     tree is gone from view. (runc refuses the symlink; either is safe.)"""
@@ -734,6 +735,21 @@ args = ["/bin/sh", "-c", "{read_the_disk()}"]
 
 
 # -- the handshake (issue 8 item 5) -------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="issue 8 item 5: the init's death in setup is reported as the workload's")
+def test_init_killed_in_setup_is_not_the_workloads_death(box: Path, tmp_path: Path) -> None:
+    """Without ``noNewPrivileges`` the filter goes in before the credentials change; a filter that
+    kills ``capset`` kills the init in setup. That is a start that failed (125, said so), not a
+    workload killed by SIGSYS: the workload never ran."""
+    def edit(c: dict[str, Any]) -> None:
+        c["process"]["noNewPrivileges"] = False
+        c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                                 "syscalls": [{"names": ["capset"], "action": "SCMP_ACT_KILL"}]}
+
+    result = run_bundle(write_bundle(tmp_path / "b", box, "/bin/echo", "ran", edit=edit))
+    assert result.stdout == ""
+    assert result.returncode == 125 and result.stderr.startswith("supervisor: box: "), result
+
 
 @pytest.mark.xfail(strict=True, reason="issue 8 item 5: recursive mkdir overflows the init's stack")
 def test_deep_mount_destination_fails_cleanly(own_box: Path, tmp_path: Path) -> None:
