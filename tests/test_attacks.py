@@ -174,7 +174,6 @@ def supervising(tmp_path: Path, manifest: str, first_line: str) -> Iterator[Sess
 
 # -- the pid-1 init (issue 8 item 2) -------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 2: the pid-1 init is dumpable")
 @pytest.mark.parametrize("how, refused", [
     ("ptrace", "ptrace 1: Operation not permitted"),
     ("mem", "mem 1: Permission denied"),
@@ -194,7 +193,6 @@ def test_pid1_init_cannot_be_traced_read_or_robbed(box: Path, tmp_path: Path, ho
     assert init == refused, result.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 2: with noNewPrivileges the pid-1 init runs without the filter")
 def test_pid1_init_is_as_confined_as_the_workload(box: Path, tmp_path: Path) -> None:
     """The init that stays as pid 1 runs under the container's seccomp filter and with the
     workload's credentials, whatever ``noNewPrivileges`` says: whoever takes it over gains nothing."""
@@ -238,8 +236,7 @@ def look_for(fd: int) -> str:
 
 @pytest.mark.parametrize("init", [
     pytest.param(False, id="no-init"),
-    pytest.param(True, id="init", marks=pytest.mark.xfail(strict=True, reason="issue 8 item 1: the pid-1 init keeps "
-                                                                              "every fd the supervisor inherited")),
+    pytest.param(True, id="init"),
 ])
 def test_no_host_fd_reaches_the_container_from_the_cli(box: Path, tmp_path: Path, host_dir: int, init: bool) -> None:
     """``supervisor run --bundle b x 9</some/host/dir``: the shell's fd reaches the supervisor; it
@@ -258,7 +255,6 @@ def runtime_bytes() -> bytes:
     return Path(BOOTSTRAP).read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 3: a start runs the bootstrap from the installed file")
 @pytest.mark.parametrize("entry", ["/proc/self/exe", "/data/reexec"])
 def test_cve_2019_5736_on_start(box: Path, tmp_path: Path, entry: str) -> None:
     """The published exploit, on a start: the container's entry point is ``/proc/self/exe`` (or a
@@ -408,8 +404,7 @@ def test_cve_2024_21626_cwd_through_a_leaked_fd_on_exec(box: Path, tmp_path: Pat
 
 @pytest.mark.parametrize("init", [
     pytest.param(False, id="no-init"),
-    pytest.param(True, id="init", marks=pytest.mark.xfail(strict=True, reason="issue 8 items 1, 2: the pid-1 init "
-                                                                              "keeps inherited fds and is dumpable")),
+    pytest.param(True, id="init"),
 ])
 def test_fds_an_embedding_program_left_inheritable(box: Path, tmp_path: Path, host_dir: int, init: bool) -> None:
     """A program that embeds the library left a host directory fd inheritable (what ``subprocess``
@@ -421,7 +416,6 @@ def test_fds_an_embedding_program_left_inheritable(box: Path, tmp_path: Path, ho
     assert "host secret" not in out and "host-dir" not in out, out
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 items 1, 2: pty masters arrive inheritable; the pid-1 init keeps them")
 def test_one_containers_init_cannot_hold_anothers_pty_master(box: Path, tmp_path: Path) -> None:
     """Several containers in one program: A has a terminal, whose master reaches the supervisor over
     the sync socket; B, started next with a pid-1 init, must not hold it (received fds are
@@ -525,10 +519,10 @@ def test_cve_2019_19921_volume_symlinked_into_proc(own_box: Path, tmp_path: Path
 
 
 def test_cve_2023_28642_proc_of_the_image_is_a_symlink(own_box: Path, tmp_path: Path) -> None:
-    """CVE-2023-28642: the image's /proc is a symlink (to a directory it
-    filled with fake files). Mounts resolve inside the root, so procfs lands on the symlink's
-    target and /proc is procfs all the same: the masked and read-only paths hold, and the fake
-    tree is gone from view. (runc refuses the symlink; either is safe.)"""
+    """CVE-2023-28642: the image's /proc is a symlink (to a directory it filled with fake files).
+    procfs is never mounted through a symlink: the config is refused, naming /proc, as runc does.
+    (Were it mounted where the symlink leads inside the root, /proc would be procfs all the same,
+    with the masked and read-only paths in place: the test accepts that too, and checks it.)"""
     (own_box / "proc").rmdir()
     fake = own_box / "data" / "fakeproc"
     (fake / "sys" / "kernel").mkdir(parents=True)
@@ -536,8 +530,8 @@ def test_cve_2023_28642_proc_of_the_image_is_a_symlink(own_box: Path, tmp_path: 
     (own_box / "proc").symlink_to("/data/fakeproc")
     result = run_bundle(write_bundle(tmp_path / "b", own_box, "/bin/sh", "-c",
                                      CHECK_PROC + "; stat -f -c %T /proc/; cat /proc/timer_list"))
-    if result.returncode != 0:
-        assert result.returncode == 125 and "/proc" in result.stderr, result
+    if result.returncode != 0:  # refused: by the planner (a bad config, 2) or by the init (125)
+        assert result.returncode in (2, 125) and '"/proc"' in result.stderr, result
         return
     assert result.stdout.split("\n")[:3] == ["timer_list 0", "sys ro", "proc"], result
     assert "fake" not in result.stdout
@@ -736,7 +730,6 @@ args = ["/bin/sh", "-c", "{read_the_disk()}"]
 
 # -- the handshake (issue 8 item 5) -------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 5: the init's death in setup is reported as the workload's")
 def test_init_killed_in_setup_is_not_the_workloads_death(box: Path, tmp_path: Path) -> None:
     """Without ``noNewPrivileges`` the filter goes in before the credentials change; a filter that
     kills ``capset`` kills the init in setup. That is a start that failed (125, said so), not a
@@ -751,7 +744,6 @@ def test_init_killed_in_setup_is_not_the_workloads_death(box: Path, tmp_path: Pa
     assert result.returncode == 125 and result.stderr.startswith("supervisor: box: "), result
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 5: recursive mkdir overflows the init's stack")
 def test_deep_mount_destination_fails_cleanly(own_box: Path, tmp_path: Path) -> None:
     """A mount destination with thousands of missing components (from an image or a config) must
     be made, or refused by name: never crash the init and be reported as the workload's death."""
@@ -761,7 +753,12 @@ def test_deep_mount_destination_fails_cleanly(own_box: Path, tmp_path: Path) -> 
         c["mounts"].append({"destination": deep, "type": "tmpfs", "source": "tmpfs"})
         c["root"]["readonly"] = False
 
-    result = run_bundle(write_bundle(tmp_path / "b", own_box, "/bin/echo", "ran", edit=edit))
+    try:
+        result = run_bundle(write_bundle(tmp_path / "b", own_box, "/bin/echo", "ran", edit=edit))
+    finally:
+        # pytest removes old temporary directories with a recursive rmtree, which stops short of a
+        # tree 2000 deep (and fails the session that tries): rm walks it without recursing.
+        subprocess.run(["rm", "-rf", str(own_box / "data" / "d")], check=True)
     assert (result.returncode, result.stdout) == (0, "ran\n") or (
         result.returncode == 125 and "/data/d/d" in result.stderr), result
 
@@ -811,7 +808,6 @@ def test_exec_terminal_when_the_container_replaced_dev_ptmx(box: Path, tmp_path:
     assert received == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 7: the container's /tmp covers a bind source under /tmp")
 def test_bind_source_is_the_hosts_not_the_containers_tmp(tmp_path: Path) -> None:
     """An inline container on the host root binds a host directory under /tmp: the source is the
     host's, opened before any of the container's mounts (its own /tmp tmpfs would hide it)."""
@@ -831,7 +827,6 @@ mounts = [{{ destination = "/mnt", type = "bind", source = "{source}", options =
 
 # -- limits (issue 8 item 8) ------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 8: the supervisor's raised fd limit reaches the containers")
 def test_the_supervisors_fd_limit_stays_its_own(tmp_path: Path) -> None:
     """``supervisor run`` raises its own RLIMIT_NOFILE (it holds fds per container); a container
     without rlimits gets what the supervisor was started with, not the raised limit."""
