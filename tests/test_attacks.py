@@ -35,11 +35,12 @@ import supervisor
 from supervisor import BootstrapError, ContainerSpec
 from supervisor._launch import BOOTSTRAP
 
-from .conftest import HERE, RUNC_SPEC, container_inits, make_rootfs, needs_root
+from .conftest import HERE, RUNC_SPEC, children_of, make_rootfs, needs_root
 
 pytestmark = needs_root
 
 CLI = [sys.executable, "-m", "supervisor"]
+
 
 def _every_capability() -> list[str]:
     from supervisor.spec import CAPABILITIES
@@ -269,7 +270,7 @@ def test_cve_2019_5736_on_start(box: Path, tmp_path: Path, entry: str) -> None:
     with subprocess.Popen(CLI + ["run", "--bundle", str(a), "attacker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           stdin=subprocess.DEVNULL, text=True) as attacker:
         try:
-            init = _child_of(attacker.pid)
+            init = _child_of(attacker.pid, "attack")
 
             def join(c: dict[str, Any]) -> None:
                 pid_ns = next(ns for ns in c["linux"]["namespaces"] if ns["type"] == "pid")
@@ -311,13 +312,15 @@ stop_timeout = 0
     assert runtime_bytes() == before
 
 
-def _child_of(pid: int, timeout: float = 10.0) -> int:
+def _child_of(pid: int, name: str, timeout: float = 10.0) -> int:
+    """The container init of ``supervisor run`` (pid) once it runs the workload ``name``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if inits := container_inits(pid):
-            return inits.pop()
+        for child, comm, state in children_of(pid):
+            if comm == name and state != "Z":
+                return child
         time.sleep(0.02)
-    raise AssertionError(f"no container started by {pid}")
+    raise AssertionError(f"no container running {name} started by {pid}")
 
 
 # -- CVE-2016-9962: a process joining the container, caught before it execs -----------------------------
