@@ -625,23 +625,24 @@ def api_terminal(spec: ContainerSpec) -> tuple[Any, str]:
 
 def test_cve_2025_52881_sysctl_redirected_by_a_mount(own_box: Path, tmp_path: Path) -> None:
     """runc wrote sysctls (and LSM labels) by path under /proc; a mount that an image's symlink
-    steers over /proc/sys/... made the write land in a tmpfs (or another procfs file). Here the
-    image points ``/data/vol`` at /proc/sys/net and the config mounts a volume there: the sysctl
-    write must not follow into the tmpfs (it is opened beneath a checked procfs, never across a
-    mount): the start fails naming the sysctl, or the value is the kernel's own."""
+    steers over /proc/sys/... made the write land in the attacker's file (or another procfs file).
+    Here the image points ``/data/vol`` at /proc/sys/net and the config mounts a volume there (a
+    directory the attacker filled: an ``ip_forward`` of its own). The sysctl is opened beneath a
+    checked procfs and never across a mount: the start fails naming it, and the decoy is untouched."""
     (own_box / "data" / "vol").symlink_to("/proc/sys/net")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "ip_forward").write_text("decoy\n")
 
     def edit(c: dict[str, Any]) -> None:
-        c["mounts"].append({"destination": "/data/vol/ipv4", "type": "tmpfs", "source": "tmpfs"})
+        c["mounts"].append({"destination": "/data/vol/ipv4", "type": "bind", "source": str(volume),
+                            "options": ["rbind"]})
         c["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
         c["root"]["readonly"] = False
 
-    result = run_bundle(write_bundle(tmp_path / "b", own_box, "/bin/sh", "-c",
-                                     "ls /proc/sys/net/ipv4/; stat -f -c %T /proc/sys/net/ipv4/", edit=edit))
-    if result.returncode == 125:
-        assert "ip_forward" in result.stderr or "/proc" in result.stderr, result
-    else:
-        assert result.returncode == 0 and "ip_forward" not in result.stdout.split("\n")[0], result
+    result = run_bundle(write_bundle(tmp_path / "b", own_box, "/bin/true", edit=edit))
+    assert (volume / "ip_forward").read_text() == "decoy\n", result  # the write did not follow the mount
+    assert result.returncode == 125 and "ip_forward" in result.stderr, result
 
 
 # -- CVE-2019-16884: a fake procfs under the LSM label -----------------------------------------------------
