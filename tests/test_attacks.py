@@ -195,6 +195,25 @@ def test_pid1_init_cannot_be_traced_read_or_robbed(box: Path, tmp_path: Path, ho
     assert init == refused, result.stdout
 
 
+def test_pid1_init_of_a_manifest_container(box: Path, tmp_path: Path) -> None:
+    """The same through a manifest's ``init = true``, with Docker's capabilities and no seccomp
+    filter (the default profile would refuse ptrace on its own): the init is out of reach."""
+    path = tmp_path / "manifest.toml"
+    path.write_text(f"""
+[containers.box]
+root = "{box}"
+args = ["/bin/sh", "-c", "attack mem $$; for how in ptrace mem getfd exe; do attack $how 1; done"]
+init = true
+seccomp = "unconfined"
+""")
+    result = subprocess.run(CLI + ["run", "--state-dir", str(tmp_path / "state"), str(path)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    lines = [line.removeprefix("box | ") for line in result.stdout.splitlines()]
+    assert lines[0].endswith(": OPENED"), result  # the control: its own shell
+    assert lines[1:] == ["ptrace 1: Operation not permitted", "mem 1: Permission denied",
+                         "getfd 1: nothing: Operation not permitted", "exe 1: open: Permission denied"], result
+
+
 def test_pid1_init_is_as_confined_as_the_workload(box: Path, tmp_path: Path) -> None:
     """The init that stays as pid 1 runs under the container's seccomp filter and with the
     workload's credentials, whatever ``noNewPrivileges`` says: whoever takes it over gains nothing."""
@@ -655,34 +674,48 @@ def _lsm() -> str | None:
 
 @pytest.mark.skipif(_lsm() is None, reason="needs AppArmor or SELinux: without an LSM there is no label to drop")
 def test_cve_2019_16884_fake_proc_under_the_exec_label(box: Path, tmp_path: Path) -> None:
-    """The container mounts a tmpfs over /proc with a fake attr/ tree, then asks for an exec: the
-    label must be written to the real procfs, or the exec refused; never into the fake file."""
+    """The container mounts a tmpfs over /proc with a fake attr/ tree, then is asked for an exec
+    under a label: the label goes to the real procfs (or the exec is refused), never into the fake
+    files, which the exec'd process then shows empty."""
     lsm = _lsm()
+    if lsm == "apparmor":
+        label = "unconfined"
+    else:
+        label = Path("/proc/self/attr/current").read_text().strip("\0\n")
 
     def edit(c: dict[str, Any]) -> None:
         all_caps(c)
-        if lsm == "apparmor":
-            c["process"]["apparmorProfile"] = "unconfined"
-        else:
-            c["process"]["selinuxLabel"] = Path("/proc/self/attr/current").read_text().strip("\0\n")
+        c["process"]["apparmorProfile" if lsm == "apparmor" else "selinuxLabel"] = label
 
     spec = ContainerSpec.from_bundle(write_bundle(
         tmp_path / "b", box, "/bin/sh", "-c",
-        "mount -t tmpfs fake /proc && mkdir -p /proc/self/attr/apparmor && touch /proc/self/attr/exec "
-        "/proc/self/attr/apparmor/exec && echo ready && sleep 100", edit=edit))
+        "mount -t tmpfs fake /proc && mkdir -p /proc/self/attr/apparmor /proc/thread-self/attr/apparmor && "
+        "for d in self thread-self; do touch /proc/$d/attr/exec /proc/$d/attr/apparmor/exec; done && "
+        "echo ready && exec sleep 100", edit=edit))
+    r, w = os.pipe()
 
     async def main() -> Any:
-        async with supervisor.open_container(spec, name="box", stdout=subprocess.DEVNULL) as c:
-            await trio.sleep(0.5)
+        async with supervisor.open_container(spec, name="box", stdout=w, stderr=w) as c:
+            assert os.read(r, 6) == b"ready\n"
             try:
-                return await c.exec(["/bin/true"])
+                return await c.exec(["/bin/sh", "-c", "cat /proc/*/attr/exec /proc/*/attr/apparmor/exec"],
+                                    stdout=w, stderr=w)
             except BootstrapError as e:
                 return e
             finally:
                 c.kill()
 
-    outcome = trio.run(main)
-    assert isinstance(outcome, BootstrapError) or outcome.code == 0
+    try:
+        outcome = trio.run(main)
+        os.close(w)
+        w = -1
+        out = read_all(r)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    assert isinstance(outcome, BootstrapError) or outcome.code == 0, (outcome, out)
+    assert label not in out, out  # nothing was written into the fake files
 
 
 # -- devices (issue 8 item 4) --------------------------------------------------------------------------------
