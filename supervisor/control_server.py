@@ -4,6 +4,7 @@ commands (see ``control.py``), peers checked with ``SO_PEERCRED``: root or our o
 import array
 import json
 import os
+import signal
 import socket
 import struct
 import time
@@ -49,6 +50,34 @@ def _peer_uid(conn: trio.socket.SocketType) -> int:
     return int(struct.unpack("3i", creds)[1])
 
 
+_SO_PEERPIDFD = 77  # Linux 6.5; Python 3.11's socket module does not name it
+_OUR_NAMESPACES = ("mnt", "pid")
+
+
+def _peer_is_outside_containers(conn: trio.socket.SocketType) -> bool:
+    """Whether the peer shares our mount and pid namespaces. uid 0 is not enough: root in a
+    container without a user namespace is uid 0 too, and a unix socket stays connectable on a
+    read-only mount, so a container that can see the state directory could exec into, stop and start
+    its siblings. The peer is pinned by a pidfd, so its pid cannot have been reused meanwhile."""
+    try:
+        pidfd = conn.getsockopt(socket.SOL_SOCKET, _SO_PEERPIDFD)
+    except OSError:
+        pidfd = -1  # an older kernel: the pid alone
+    try:
+        pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
+        for ns in _OUR_NAMESPACES:
+            if os.stat(f"/proc/{pid}/ns/{ns}").st_ino != os.stat(f"/proc/self/ns/{ns}").st_ino:
+                return False
+        if pidfd >= 0:
+            signal.pidfd_send_signal(pidfd, 0)  # still the process we looked at
+        return True
+    except OSError:
+        return False  # gone, or not ours to look at
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+
+
 async def _send(conn: trio.socket.SocketType, answer: dict[str, Any]) -> None:
     data = memoryview((json.dumps(answer) + "\n").encode())
     while data:
@@ -86,6 +115,10 @@ async def _serve_one(sup: Supervisor, conn: trio.socket.SocketType) -> None:
             uid = _peer_uid(conn)
             if uid not in (0, os.geteuid()):
                 await _send(conn, {"ok": False, "error": f"uid {uid} may not control this supervisor"})
+                return
+            if not _peer_is_outside_containers(conn):
+                await _send(conn, {"ok": False, "error": "a process in another mount or pid namespace (a "
+                                                         "container's) may not control this supervisor"})
                 return
             await _dispatch(sup, conn, message, fds)
         except (BrokenPipeError, ConnectionResetError):

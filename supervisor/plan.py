@@ -79,6 +79,11 @@ _DEFAULT_DEVICES = (
 #: The host root is bound here (in the container's mount namespace only) before pivot_root: a
 #: directory every Linux host has, covered just for the moment of the pivot.
 _HOST_ROOT_BIND = "/tmp"
+#: what may be mounted over the container's procfs: the files lxcfs serves (runc allows the same)
+_PROC_MOUNTABLE = frozenset({"/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+                             "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+                             "/proc/sys/kernel/ns_last_pid"})
+
 _DEV_SYMLINKS = (("pts/ptmx", "/dev/ptmx"), ("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
                  ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"))
 _DEVICE_TYPES = {"c": 0o020000, "u": 0o020000, "b": 0o060000, "p": 0o010000}
@@ -194,6 +199,12 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         cgroup = None  # the container stays in ours: no limits, no cgroup of its own
     new = {ns.type for ns in spec.namespaces if ns.path is None}
     joined = {ns.type: ns.path for ns in spec.namespaces if ns.path is not None}
+    granted = spec.process.capabilities
+    if cgroup is None and not rootless and "user" not in new and "user" not in joined and (
+            granted is None or "CAP_MKNOD" in granted.bounding):
+        # The device rules live in the cgroup: without one, a node made with CAP_MKNOD opens anything.
+        raise SpecError(f"annotations.{CGROUP_ANNOTATION}", "a container without a cgroup has no device rules: "
+                        "drop CAP_MKNOD from process.capabilities.bounding, or give it a user namespace")
     controllers = controllers_for(spec.resources, "pid" in new or "pid" in joined)
     if "time" in new or "time" in joined:
         raise SpecError("linux.namespaces", 'the "time" namespace is not supported yet')
@@ -488,6 +499,11 @@ def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str,
             # Elsewhere, the masked and read-only paths would miss it (CVE-2019-19921, CVE-2023-28642).
             raise SpecError(f"{field}.destination", f'"{mount.destination}" leads elsewhere in the rootfs: '
                             f"{mount.type} must be mounted on a directory, not through a symlink")
+        if dst.startswith("/proc/") and dst not in _PROC_MOUNTABLE:
+            # Over the container's procfs, a mount would blind the masked paths and /proc/self/fd, which
+            # the init mounts through (CVE-2019-19921); runc allows the files lxcfs serves.
+            raise SpecError(f"{field}.destination", f'"{mount.destination}" leads to {dst}: nothing may be mounted '
+                            "over the container's /proc but " + ", ".join(sorted(_PROC_MOUNTABLE)))
         if dst == "/":
             raise SpecError(f"{field}.destination", "cannot mount over the root")
         # On the read-only host root a mount point must exist already, unless an earlier mount

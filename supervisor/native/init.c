@@ -314,6 +314,12 @@ static void step_mount(size_t i, const struct sv_step *s)
                     s->dst, s->fstype);
     } else {
         fd = open_target(s->dst, s->mktype, 0, 0);
+        /* The planner allows nothing over the container's procfs but a few files under /proc; what
+         * the destination leads to now (the rootfs may have changed since) must agree
+         * (CVE-2019-19921). */
+        struct statfs fs;
+        if (strncmp(s->dst, "/proc/", 6) != 0 && fstatfs(fd, &fs) == 0 && fs.f_type == PROC_SUPER_MAGIC)
+            sv_fail(EPERM, "mount", "%s (it leads into procfs)", s->dst);
     }
     if (mount(source_of(&src, i, s), target_of(&t, fd, s->dst), s->fstype, s->flags, s->data) < 0)
         sv_fail(errno, "mount", "%s", s->dst);
