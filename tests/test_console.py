@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,24 +78,32 @@ def test_run_attaches_the_terminal(bundle: Bundle, tmux: Tmux, tmp_path: Path) -
     assert (tmp_path / "before").read_text() == (tmp_path / "after").read_text()  # the terminal is back
 
 
-def test_exec_with_a_terminal(tmux: Tmux, tmp_path: Path) -> None:
+@contextmanager
+def running_manifest(tmp_path: Path, text: str) -> Iterator[Path]:
+    """``supervisor run`` of a manifest in the background; yields its state directory once it answers."""
     state = tmp_path / "state"
     manifest = tmp_path / "m.toml"
-    manifest.write_text('[containers.web]\nargs = ["/bin/sleep", "60"]\nhostname = "web"\ninit = true\n')
+    manifest.write_text(text)
     with subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--state-dir", str(state), str(manifest)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as p:
         try:
             deadline = time.monotonic() + 10
             while not (state / "control.sock").exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            tmux.start(f"{SUPERVISOR} exec -t --state-dir {state} web -- /bin/sh; echo EXIT=$?; sleep 60")
-            tmux.wait_for("#")  # the host root's /bin/sh (dash) prompts "# "
-            tmux.type("tty; hostname; exit 4", "Enter")
-            screen = tmux.wait_for("EXIT=4")
-            assert "/dev/pts/" in screen and "\nweb\n" in screen
+            yield state
         finally:
             p.terminate()
             p.wait(20)
+
+
+def test_exec_with_a_terminal(tmux: Tmux, tmp_path: Path) -> None:
+    manifest = '[containers.web]\nargs = ["/bin/sleep", "60"]\nhostname = "web"\ninit = true\n'
+    with running_manifest(tmp_path, manifest) as state:
+        tmux.start(f"{SUPERVISOR} exec -t --state-dir {state} web -- /bin/sh; echo EXIT=$?; sleep 60")
+        tmux.wait_for("#")  # the host root's /bin/sh (dash) prompts "# "
+        tmux.type("tty; hostname; exit 4", "Enter")
+        screen = tmux.wait_for("EXIT=4")
+        assert "/dev/pts/" in screen and "\nweb\n" in screen
 
 
 def test_a_terminal_containers_output_goes_to_the_logs(tmp_path: Path) -> None:
@@ -152,22 +161,11 @@ def test_the_pty_has_the_terminals_size_before_the_workload_runs(bundle: Bundle,
 
 
 def test_exec_with_a_terminal_starts_at_the_terminals_size(tmux: Tmux, tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    manifest = tmp_path / "m.toml"
-    manifest.write_text('[containers.web]\nargs = ["/bin/sleep", "60"]\n')
-    with subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--state-dir", str(state), str(manifest)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as p:
-        try:
-            deadline = time.monotonic() + 10
-            while not (state / "control.sock").exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            tmux.start(f"{SUPERVISOR} exec -t --state-dir {state} web -- /bin/stty size; echo EXIT=$?; sleep 60",
-                       width=111, height=33)
-            screen = tmux.wait_for("EXIT=")
-            assert "33 111" in screen and "EXIT=0" in screen
-        finally:
-            p.terminate()
-            p.wait(20)
+    with running_manifest(tmp_path, '[containers.web]\nargs = ["/bin/sleep", "60"]\n') as state:
+        tmux.start(f"{SUPERVISOR} exec -t --state-dir {state} web -- /bin/stty size; echo EXIT=$?; sleep 60",
+                   width=111, height=33)
+        screen = tmux.wait_for("EXIT=")
+        assert "33 111" in screen and "EXIT=0" in screen
 
 
 def test_console_size_from_the_config(bundle: Bundle, tmp_path: Path) -> None:
