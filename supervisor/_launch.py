@@ -349,7 +349,8 @@ def make_cgroup(plan: Plan) -> Cgroup | None:
     """The container's cgroup, made and limited before anything is spawned."""
     if plan.cgroup is None:
         return None
-    return Cgroup.create(plan.cgroup, plan.resources, controllers=plan.cgroup_controllers or None)
+    return Cgroup.create(plan.cgroup, plan.resources, controllers=plan.cgroup_controllers or None,
+                         device_policy=plan.device_policy)
 
 
 def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int | None]) -> Spawned:

@@ -10,11 +10,16 @@ code. The supervisor creates the cgroup and writes the limits before spawning th
 bootstrap to it before sending the bootstrap message (the bootstrap blocks reading it), so the init
 and everything it forks are born inside. After the container ended the cgroup is removed.
 
-v2 has no devices controller: its device rules are a BPF program, which we don't load yet, so device
-rules on a pure v2 host are an error that says so.
+Device rules (``devices.py`` says what they mean) go to the v1 devices controller where the host
+mounts one, as lines written to ``devices.deny``/``devices.allow``. cgroup v2 has no devices
+controller: every v2 cgroup can carry a BPF device program instead, so where no v1 hierarchy has
+``devices``, the v2 hierarchy is the one that carries it (``hierarchies`` says so), and the rules
+become a program, loaded and attached to the container's cgroup (``_bpf.py``); the kernel drops it
+with the cgroup.
 """
 
 import errno
+import functools
 import os
 import signal
 import time
@@ -22,21 +27,12 @@ from collections.abc import Iterable
 
 import attrs
 
+from . import devices
 from .errors import BootstrapError
-from .resources import DeviceRule, Resources
+from .resources import Resources
 
-__all__ = ["Hierarchy", "Cgroup", "Stats", "hierarchies", "default_path", "DEFAULT_DEVICE_RULES", "BASE_CONTROLLERS",
+__all__ = ["Hierarchy", "Cgroup", "Stats", "hierarchies", "default_path", "BASE_CONTROLLERS",
            "controllers_for", "select", "cgroup_dirs"]
-
-#: what every container may use whatever its device rules say (runc's list): mknod of anything,
-#: and the default devices, the ptys and tun
-DEFAULT_DEVICE_RULES = (
-    DeviceRule(True, "c", None, None, "m"), DeviceRule(True, "b", None, None, "m"),
-    DeviceRule(True, "c", 1, 3), DeviceRule(True, "c", 1, 5), DeviceRule(True, "c", 1, 7),
-    DeviceRule(True, "c", 1, 8), DeviceRule(True, "c", 1, 9), DeviceRule(True, "c", 5, 0),
-    DeviceRule(True, "c", 5, 1), DeviceRule(True, "c", 5, 2), DeviceRule(True, "c", 136, None),
-    DeviceRule(True, "c", 10, 200),
-)
 
 
 @attrs.frozen
@@ -88,6 +84,9 @@ def hierarchies() -> list[Hierarchy]:
             path = own.get(key, "/")
             rel = os.path.relpath(path, root) if path.startswith(root) else path.lstrip("/")
             out.append(Hierarchy(version, mountpoint, controllers, "" if rel == "." else rel))
+    if not any("devices" in h.controllers for h in out):
+        # no v1 devices controller: the v2 hierarchy takes device rules, as a BPF program
+        out = [attrs.evolve(h, controllers=h.controllers | {"devices"}) if h.version == 2 else h for h in out]
     return out
 
 
@@ -108,11 +107,14 @@ def cgroup_dirs(path: str, hier: Iterable[Hierarchy]) -> dict[Hierarchy, str]:
 BASE_CONTROLLERS = frozenset({"memory", "pids", "cpuacct"})
 
 
-def controllers_for(resources: Resources | None, own_pid_ns: bool) -> frozenset[str]:
+def controllers_for(resources: Resources | None, own_pid_ns: bool, device_rules: bool = True) -> frozenset[str]:
     """The controllers a container needs. On a v1 host every hierarchy costs a mkdir, a move and an
-    rmdir per container, so a container is put only where it needs to be: the base set, the freezer
-    to kill it without a pid namespace, and what its limits use."""
+    rmdir per container, so a container is put only where it needs to be: the base set, devices
+    (every container gets device rules, unless ``device_rules`` is off and the spec has none), the
+    freezer to kill it without a pid namespace, and what its limits use."""
     needed = set(BASE_CONTROLLERS)
+    if device_rules:
+        needed.add("devices")
     if not own_pid_ns:
         needed.add("freezer")
     if resources is not None:
@@ -153,12 +155,16 @@ class Cgroup:
 
     def __init__(self, dirs: dict[Hierarchy, str]) -> None:
         self.dirs = dirs
+        #: the device policy in force (None: what the cgroup inherited)
+        self.device_policy: devices.Policy | None = None
 
     @classmethod
     def create(cls, path: str, resources: Resources | None, hier: Iterable[Hierarchy] | None = None,
-               controllers: frozenset[str] | None = None) -> "Cgroup":
-        """Make the cgroup (in the hierarchies of ``controllers``) and write its limits; on any
-        failure, remove what was made."""
+               controllers: frozenset[str] | None = None, device_policy: devices.Policy | None = None
+               ) -> "Cgroup":
+        """Make the cgroup (in the hierarchies of ``controllers``), write its limits and its device
+        policy (``devices.fold`` of the container's rules; None leaves devices alone); on any failure,
+        remove what was made."""
         hier = list(hier if hier is not None else hierarchies())
         _sweep_once(hier)
         cgroup = cls(cgroup_dirs(path, select(hier, controllers)))
@@ -167,6 +173,8 @@ class Cgroup:
                 cgroup._make_dirs(h, target)
             if resources is not None:
                 cgroup.apply(resources)
+            if device_policy is not None:
+                cgroup.set_devices(device_policy)
         except OSError as e:
             cgroup.remove()
             if isinstance(e, BootstrapError):
@@ -317,16 +325,46 @@ class Cgroup:
             h = self._hierarchy_of("hugetlb")
             suffix = "max" if h is not None and h.version == 2 else "limit_in_bytes"
             self._set(f"hugetlb.{limit.page_size}.{suffix}", str(limit.limit))
-        if r.devices:
-            self._set_devices(r.devices)
 
-    def _set_devices(self, rules: tuple[DeviceRule, ...]) -> None:
+    def update(self, r: Resources) -> None:
+        """New limits for a running container: ``apply``, and the device rules (the spec's, then the
+        defaults) in place of the ones in force."""
+        self.apply(r)
+        self.set_devices(devices.fold(devices.effective(r.devices)))
+
+    def set_devices(self, policy: devices.Policy) -> None:
+        """Put ``policy`` in force: v1 lines on the devices controller (only the difference from the
+        policy in force), or a v2 program in place of the cgroup's."""
         h = self._hierarchy_of("devices")
-        if h is None or h.version == 2:
-            raise BootstrapError(errno.ENOTSUP, "cgroup", "set", "device rules (cgroup v2 needs a BPF program, "
-                                 "which is not supported yet)")
-        for rule in (*rules, *DEFAULT_DEVICE_RULES):
-            self._set("devices.allow" if rule.allow else "devices.deny", rule.v1())
+        if h is None:
+            if policy == devices.DEFAULT_POLICY:
+                return  # a host with neither a v1 devices controller nor cgroup v2: runc's defaults go too
+            raise BootstrapError(errno.ENOTSUP, "cgroup", "set", "device rules (no devices controller and no "
+                                 "cgroup v2 here)")
+        target = self.dirs[h]
+        if h.version == 1:
+            # one open per file, one write per line: opening a cgroup file costs more than the write
+            # (12 lines: 33 µs instead of 185 µs here)
+            files: dict[str, int] = {}
+            try:
+                for filename, line in devices.v1_writes(self.device_policy, policy):
+                    try:
+                        if filename not in files:
+                            files[filename] = os.open(os.path.join(target, filename), os.O_WRONLY | os.O_CLOEXEC)
+                        os.write(files[filename], line.encode())
+                    except OSError as e:
+                        raise BootstrapError(e.errno or 0, "cgroup", "set", f"{filename} {line!r} in {target}"
+                                             ) from None
+            finally:
+                for fd in files.values():
+                    os.close(fd)
+        else:
+            try:
+                _attach_device_policy(target, policy)
+            except OSError as e:
+                raise BootstrapError(e.errno or 0, "cgroup", "set", f"device program on {target} ({e.strerror})"
+                                     ) from None
+        self.device_policy = policy
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -484,6 +522,25 @@ def _move_into_leaf(own: str) -> None:
     if others:
         raise BootstrapError(errno.EBUSY, "cgroup", "delegate controllers from", f"{own} (other processes "
                              f"live in it: {' '.join(others[:5])}; run the supervisor in a cgroup of its own)")
+
+
+@functools.lru_cache(maxsize=16)
+def _device_program(policy: devices.Policy) -> bytes:
+    return devices.assemble(devices.program(policy))
+
+
+def _attach_device_policy(target: str, policy: devices.Policy) -> None:
+    from . import _bpf  # the cffi module: only where a v2 program is needed
+
+    prog = _bpf.load_device_program(_device_program(policy), devices.LICENSE)
+    try:
+        cgroup_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            _bpf.attach_device_program(cgroup_fd, prog)
+        finally:
+            os.close(cgroup_fd)
+    finally:
+        os.close(prog)  # the cgroup holds the program now; it goes with the cgroup
 
 
 def _max(value: int) -> str:

@@ -31,7 +31,7 @@ import attrs
 
 from .resources import DeviceRule
 
-__all__ = ["DEFAULT_RULES", "Policy", "Insn", "fold", "effective", "v1_writes", "program", "assemble",
+__all__ = ["DEFAULT_RULES", "DEFAULT_POLICY", "Policy", "Insn", "fold", "effective", "v1_writes", "program", "assemble",
            "LICENSE"]
 
 #: runc's ``AllowedDevices`` (libcontainer/specconv): mknod of any device (opening one is another
@@ -115,7 +115,12 @@ def fold(rules: tuple[DeviceRule, ...]) -> Policy:
     return Policy(default_allow, tuple(items))
 
 
-def v1_writes(current: Policy | None, target: Policy) -> list[tuple[str, str]]:
+#: what a container gets when its spec says nothing (or only "deny all", as ``runc spec`` writes)
+DEFAULT_POLICY = fold(DEFAULT_RULES)
+
+
+@functools.lru_cache(maxsize=64)
+def v1_writes(current: Policy | None, target: Policy) -> tuple[tuple[str, str], ...]:
     """(file, line) pairs that take a v1 devices cgroup from ``current`` to ``target``. A cgroup that
     allows everything by default cannot be read back (``devices.list`` shows only ``a *:* rwm``), nor
     can a new one (``None``): those are reset first. Otherwise only the difference is written, so a
@@ -137,7 +142,7 @@ def v1_writes(current: Policy | None, target: Policy) -> list[tuple[str, str]]:
         gained = _access(set(access) - set(old.get(key, "")))
         if gained:
             writes.append((add, DeviceRule(True, *key, gained).v1()))
-    return writes
+    return tuple(writes)
 
 
 # -- the cgroup v2 program --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 import attrs
 
+from . import devices
 from ._wire import Mk, Op
 from .cgroups import cgroup_dirs, controllers_for, default_path, hierarchies, select
 from .errors import SpecError
@@ -159,6 +160,8 @@ class Plan:
     cgroup: str | None = None
     cgroup_controllers: frozenset[str] = frozenset()
     resources: Resources | None = None
+    #: the device rules in force in the cgroup (the spec's, then runc's defaults; None: left alone)
+    device_policy: devices.Policy | None = None
     #: keep a minimal init as pid 1 (annotation ``supervisor.init = "true"``)
     pid1_init: bool = False
     #: bring "lo" up, as runc does in a new network namespace
@@ -193,7 +196,7 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
             raise SpecError(f"annotations.{CGROUP_ANNOTATION}", "a container without a cgroup cannot have "
                                                                 "linux.resources")
         cgroup = None
-    elif rootless and not _cgroups_writable(cgroup_path, controllers_for(spec.resources, True)):
+    elif rootless and not _cgroups_writable(cgroup_path, controllers_for(spec.resources, True, False)):
         if spec.resources is not None and not spec.resources.empty:
             raise SpecError("linux.resources", "cgroup limits need root, or a cgroup delegated to you")
         cgroup = None  # the container stays in ours: no limits, no cgroup of its own
@@ -205,7 +208,8 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         # The device rules live in the cgroup: without one, a node made with CAP_MKNOD opens anything.
         raise SpecError(f"annotations.{CGROUP_ANNOTATION}", "a container without a cgroup has no device rules: "
                         "drop CAP_MKNOD from process.capabilities.bounding, or give it a user namespace")
-    controllers = controllers_for(spec.resources, "pid" in new or "pid" in joined)
+    device_policy = _device_policy(spec, cgroup is not None, rootless)
+    controllers = controllers_for(spec.resources, "pid" in new or "pid" in joined, device_policy is not None)
     if "time" in new or "time" in joined:
         raise SpecError("linux.namespaces", 'the "time" namespace is not supported yet')
     clone_flags = 0
@@ -293,6 +297,7 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         cgroup=cgroup,
         cgroup_controllers=controllers,
         resources=spec.resources,
+        device_policy=device_policy,
         seccomp=seccomp,
         seccomp_flags=seccomp_flags,
         terminal=process.terminal,
@@ -339,6 +344,18 @@ def _map_writers(spec: ContainerSpec, rootless: bool) -> tuple[bool, tuple[str |
                                    f"ranges in /etc/sub{'uid' if tool == 'newuidmap' else 'gid'}")
         helpers.append(path)
     return own_gid, (helpers[0], helpers[1])
+
+
+def _device_policy(spec: ContainerSpec, has_cgroup: bool, rootless: bool) -> devices.Policy | None:
+    """runc's device rules for a container with a cgroup: the spec's, then the defaults. Left out for
+    a rootless container that asks for none: it cannot mknod, and a v2 program needs privileges."""
+    rules = spec.resources.devices if spec.resources is not None else ()
+    if not has_cgroup or (rootless and not rules):
+        return None
+    try:
+        return devices.fold(devices.effective(rules))
+    except ValueError as e:
+        raise SpecError("linux.resources.devices", str(e)) from None
 
 
 def _cgroups_writable(cgroup: str, controllers: frozenset[str]) -> bool:

@@ -1,16 +1,26 @@
 """Device rules: the fold of rules into a policy, the v1 lines, the v2 BPF program (golden
-instructions, an interpreter, the kernel's verifier)."""
+instructions, an interpreter, the kernel's verifier), and real containers on cgroup v1 (this host)
+and v2 (a private mount namespace that shows only cgroup2)."""
 
+import copy
 import itertools
+import json
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from supervisor import devices
+from supervisor import ContainerSpec, SpecError, devices
 from supervisor.devices import DEFAULT_RULES, Insn, Policy, assemble, effective, fold, program, v1_writes
+from supervisor.plan import plan
 from supervisor.resources import DeviceRule
 
-from .conftest import needs_root
+from .conftest import RUNC_SPEC, needs_root
+from .device_scenarios import INLINE, LOOP, play
 
 DENY_ALL = DeviceRule(False, "a")
 ALLOW_ALL = DeviceRule(True, "a")
@@ -49,20 +59,31 @@ def test_a_hole_in_a_wildcard_is_an_error() -> None:
     fold((DeviceRule(True, "c", None, None, "m"), DeviceRule(False, "c", 1, 3, "rw")))
 
 
+def test_the_planner_checks_the_rules(bundle: Any) -> None:
+    def edit(c: dict[str, Any]) -> None:
+        c["linux"]["resources"]["devices"] = [{"allow": True, "type": "c", "access": "rwm"},
+                                              {"allow": False, "type": "c", "major": 1, "minor": 3}]
+
+    with pytest.raises(SpecError, match="linux.resources.devices: rule 1"):
+        plan(ContainerSpec.from_bundle(bundle(edit=edit)))
+    p = plan(ContainerSpec.from_bundle(bundle()))
+    assert p.device_policy == fold(DEFAULT_RULES) and "devices" in p.cgroup_controllers
+
+
 def test_v1_lines_new_cgroup_and_updates() -> None:
     policy = fold(effective(()))
     writes = v1_writes(None, policy)
     assert writes[0] == ("devices.deny", "a")
-    assert writes[1:4] == [("devices.allow", "b *:* m"), ("devices.allow", "c *:* m"),
-                           ("devices.allow", "c 1:3 rwm")]
+    assert writes[1:4] == (("devices.allow", "b *:* m"), ("devices.allow", "c *:* m"),
+                           ("devices.allow", "c 1:3 rwm"))
     assert len(writes) == 1 + len(policy.exceptions)
     # an update says only the difference: no moment of deny-all for a running container
     wider = fold(effective((DeviceRule(True, "b", 7, 0, "rw"),)))
-    assert v1_writes(policy, wider) == [("devices.allow", "b 7:0 rw")]
-    assert v1_writes(wider, policy) == [("devices.deny", "b 7:0 rw")]
-    assert v1_writes(policy, policy) == []
+    assert v1_writes(policy, wider) == (("devices.allow", "b 7:0 rw"),)
+    assert v1_writes(wider, policy) == (("devices.deny", "b 7:0 rw"),)
+    assert v1_writes(policy, policy) == ()
     # to allow-all and back: a reset each way (an allow-all cgroup cannot be read back)
-    assert v1_writes(policy, Policy(True)) == [("devices.allow", "a")]
+    assert v1_writes(policy, Policy(True)) == (("devices.allow", "a"),)
     assert v1_writes(Policy(True), policy)[0] == ("devices.deny", "a")
 
 
@@ -157,3 +178,111 @@ def test_the_verifier_log_is_the_error() -> None:
 
     with pytest.raises(OSError, match="last insn is not an exit"):
         _bpf.load_device_program(assemble(program(Policy(True))[:-1]), devices.LICENSE)
+
+
+# -- real containers -----------------------------------------------------------------------------------
+
+def _bundles(rootfs: Path, base: Path) -> dict[str, str]:
+    def write(name: str, args: list[str], mknod: bool = True, rules: list[dict[str, Any]] | None = None,
+              resources: bool = True) -> str:
+        config = copy.deepcopy(RUNC_SPEC)
+        config["root"]["path"] = str(rootfs)
+        config["process"]["args"] = args
+        if mknod:
+            for key in ("bounding", "effective", "permitted"):
+                config["process"]["capabilities"][key].append("CAP_MKNOD")
+        if rules:
+            config["linux"]["resources"]["devices"] += rules
+        if not resources:
+            del config["linux"]["resources"]
+        (base / name).mkdir()
+        (base / name / "config.json").write_text(json.dumps(config))
+        return str(base / name)
+
+    sh = ["/bin/sh", "-c", LOOP]
+    return {
+        "runc_spec": write("runc_spec", ["/bin/sh", "-c", "head -c1 /dev/urandom | wc -c; echo > /dev/null"],
+                           mknod=False),
+        "mknod": write("mknod", sh),
+        "no_resources": write("no_resources", sh, resources=False),
+        "allowed": write("allowed", sh, rules=[{"allow": True, "type": "b", "major": 7, "minor": 0, "access": "rw"}]),
+        "sleeper": write("sleeper", ["/bin/sleep", "1000"]),
+    }
+
+
+def _check(results: dict[str, Any]) -> None:
+    assert results["runc_spec"] == {"code": 0, "out": "1\n"}
+    for name in ("mknod", "no_resources", "inline"):
+        out = results[name]["out"]
+        assert "made" in out and "Operation not permitted" in out and "opened" not in out, (name, out)
+        assert "null-ok" in out, (name, out)
+    allowed = results["allowed"]["out"]
+    assert "made" in allowed and "Operation not permitted" not in allowed and "null-ok" in allowed, allowed
+    update = results["update"]
+    assert "made" in update["before"] and "Operation not permitted" in update["before"], update
+    assert "Operation not permitted" not in update["after"], update
+    assert "Operation not permitted" in update["again"] and "opened" not in update["again"], update
+
+
+@needs_root
+async def test_devices_on_cgroup_v1(rootfs: Path, tmp_path: Path) -> None:
+    if not os.path.isdir("/sys/fs/cgroup/devices"):
+        pytest.skip("no v1 devices controller here")
+    (tmp_path / "manifest.toml").write_text(INLINE)
+    results = await play(_bundles(rootfs, tmp_path), str(tmp_path / "manifest.toml"))
+    _check(results)
+    assert results["update"]["programs"] is None
+
+
+def _v2_mount() -> str | None:
+    """Where this host mounts cgroup2 (``/sys/fs/cgroup`` on a pure v2 host)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, right = line.split(" - ", 1)
+        if right.split()[0] == "cgroup2" and left.split()[3] == "/":
+            return left.split()[4]
+    return None
+
+
+@needs_root
+def test_devices_on_cgroup_v2(rootfs: Path, tmp_path: Path) -> None:
+    """The supervisor in a mount namespace that shows it a pure v2 host: only cgroup2 at /sys/fs/cgroup.
+    Its cgroups are real ones on the host's cgroup2 mount; none is left."""
+    host_v2 = _v2_mount()
+    if host_v2 is None or shutil.which("unshare") is None:
+        pytest.skip("no cgroup2 mount (or no unshare) here")
+    (tmp_path / "manifest.toml").write_text(INLINE)
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"bundles": _bundles(rootfs, tmp_path), "manifest": str(tmp_path / "manifest.toml")}))
+    view = ("umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && "
+            'exec "$0" -m tests.device_scenarios "$1"')
+    # unshare and sh exec: the supervisor's pid is the child's, and its cgroups are supervisor-<pid>
+    child = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", view, sys.executable,
+                              str(args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).parent.parent)
+    mine = Path(host_v2) / f"supervisor-{child.pid}"
+    try:
+        stdout, stderr = child.communicate(timeout=120)
+        assert child.returncode == 0, stderr
+        results = json.loads(stdout.splitlines()[-1])
+        assert results["pid"] == child.pid
+        _check(results)
+        assert results["update"]["programs"] == 1  # replaced, not piled up
+    finally:
+        if child.returncode is None:
+            child.kill()
+            child.wait()
+        if mine.exists():
+            for d in sorted((p for p in mine.rglob("*") if p.is_dir()), key=lambda p: len(str(p)), reverse=True):
+                d.rmdir()
+            mine.rmdir()
+            pytest.fail(f"left behind on the host: {mine}")
+
+
+def test_no_device_rules_without_a_cgroup(bundle: Any) -> None:
+    def edit(c: dict[str, Any]) -> None:
+        c["annotations"] = {"supervisor.cgroup": "false"}
+        del c["linux"]["resources"]
+
+    p = plan(ContainerSpec.from_bundle(bundle(edit=edit)))
+    assert p.cgroup is None and p.device_policy is None
+
