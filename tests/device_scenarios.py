@@ -70,15 +70,22 @@ async def play(bundles: dict[str, str], manifest: str) -> dict[str, Any]:
         after = await _exec(container, "head -c1 /dev/loop0 > /dev/null && echo opened")
         container.cgroup.update(Resources())
         again = await _exec(container, "head -c1 /dev/loop0 > /dev/null && echo opened")
-        results["update"] = {"before": before, "after": after, "again": again,
-                             "programs": _programs(container.cgroup)}
+        programs = _programs(container.cgroup)
         container.kill()
         await container.wait()
+    # the program went with the cgroup (the kernel releases it a moment after the rmdir)
+    for _ in range(100):
+        if programs is None or not any(_program_exists(i) for i in programs):
+            break
+        await trio.sleep(0.02)
+    results["update"] = {"before": before, "after": after, "again": again,
+                         "programs": None if programs is None else len(programs),
+                         "programs_left": programs and [i for i in programs if _program_exists(i)]}
     return results
 
 
-def _programs(cgroup: "supervisor.cgroups.Cgroup") -> int | None:
-    """How many device programs the container's v2 cgroup holds (None on v1)."""
+def _programs(cgroup: "supervisor.cgroups.Cgroup") -> list[int] | None:
+    """The ids of the device programs the container's v2 cgroup holds (None on v1)."""
     h = next((h for h in cgroup.dirs if "devices" in h.controllers), None)
     if h is None or h.version != 2:
         return None
@@ -86,9 +93,19 @@ def _programs(cgroup: "supervisor.cgroups.Cgroup") -> int | None:
 
     fd = os.open(cgroup.dirs[h], os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return len(_bpf.device_program_ids(fd))
+        return _bpf.device_program_ids(fd)
     finally:
         os.close(fd)
+
+
+def _program_exists(prog_id: int) -> bool:
+    from supervisor._native import lib
+
+    fd = lib.sv_bpf_prog_fd_by_id(prog_id)
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
 
 
 if __name__ == "__main__":

@@ -267,6 +267,7 @@ def test_devices_on_cgroup_v2(rootfs: Path, tmp_path: Path) -> None:
         assert results["pid"] == child.pid
         _check(results)
         assert results["update"]["programs"] == 1  # replaced, not piled up
+        assert results["update"]["programs_left"] == []  # and gone with the cgroup
     finally:
         if child.returncode is None:
             child.kill()
