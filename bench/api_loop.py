@@ -4,7 +4,8 @@
 One container life through the Python API, measured from a warm Python process, next to the same
 number of unshare+chroot lives started from the same warm process (so the ratio is like for like):
 
-  api          N sequential ``await supervisor.run(spec, name=...)`` in one ``trio.run``
+  api          N sequential ``await supervisor.run(spec, name=...)`` in one ``trio.run`` (also: without
+               a cgroup, without ``linux.resources``, with the encoder's caches emptied)
   subprocess   N sequential ``subprocess.run(UNSHARE_ARGV, check=True)``
   posix_spawn  N sequential ``os.posix_spawn(UNSHARE_ARGV)`` + ``os.waitpid``
 
@@ -89,6 +90,14 @@ def main() -> int:
         if status.code != 0:
             raise RuntimeError(f"container {tag}-n{i} {status}")
 
+    # no linux.resources at all: the container still gets runc's default device rules
+    no_resources = supervisor.spec.attrs.evolve(spec, resources=None)
+
+    async def api_no_resources(i: int) -> None:
+        status = await supervisor.run(no_resources, name=f"{tag}-r{i}")
+        if status.code != 0:
+            raise RuntimeError(f"container {tag}-r{i} {status}")
+
     async def api_cold(i: int) -> None:
         # the same life with the encoder's caches emptied: what a container never seen before costs
         supervisor.bootstrap._encode.cache_clear()
@@ -107,6 +116,7 @@ def main() -> int:
     lives: dict[str, tuple[str, Life]] = {
         "api": ("supervisor.run() (trio API)", api),
         "api_no_cgroup": ("supervisor.run(), no cgroup (like unshare)", api_no_cgroup),
+        "api_no_resources": ("supervisor.run(), no linux.resources", api_no_resources),
         "api_cold": ("supervisor.run(), encoder caches cleared", api_cold),
         "subprocess": ("unshare+chroot via subprocess.run", via_subprocess),
         "posix_spawn": ("unshare+chroot via posix_spawn+waitpid", via_posix_spawn),
