@@ -65,11 +65,6 @@ class Policy:
     default_allow: bool
     exceptions: tuple[tuple[Key, str], ...] = ()
 
-    def rules(self) -> tuple[DeviceRule, ...]:
-        """The policy as rules on a fresh deny-all cgroup: the default, then every exception."""
-        return (DeviceRule(self.default_allow, "a"),
-                *(DeviceRule(not self.default_allow, t, ma, mi, acc) for (t, ma, mi), acc in self.exceptions))
-
 
 def _sort_key(item: tuple[Key, str]) -> tuple[int, int, str]:
     (kind, major, minor), _ = item
