@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 import supervisor
+import supervisor.cgroups
 from supervisor import ContainerSpec
 from supervisor.resources import DeviceRule, Resources
 
@@ -63,8 +64,13 @@ async def play(bundles: dict[str, str], manifest: str) -> dict[str, Any]:
     # an update of a running container: the rules change under it, the program is replaced
     spec = ContainerSpec.from_bundle(bundles["sleeper"])
     async with supervisor.open_container(spec, name="update") as container:
-        before = await _exec(container, LOOP)
         assert container.cgroup is not None
+        async with supervisor.open_container(spec, name="twin") as twin:
+            assert twin.cgroup is not None
+            shared = _programs(container.cgroup) == _programs(twin.cgroup)  # one program, loaded once
+            twin.kill()
+            await twin.wait()
+        before = await _exec(container, LOOP)
         allow = DeviceRule(True, "b", 7, 0, "rw")
         container.cgroup.update(Resources(devices=(allow,)))
         after = await _exec(container, "head -c1 /dev/loop0 > /dev/null && echo opened")
@@ -73,13 +79,15 @@ async def play(bundles: dict[str, str], manifest: str) -> dict[str, Any]:
         programs = _programs(container.cgroup)
         container.kill()
         await container.wait()
-    # the program went with the cgroup (the kernel releases it a moment after the rmdir)
+    # the programs went with the cgroups, once this process let its own fds go (the kernel releases
+    # them a moment after the rmdir)
+    supervisor.cgroups.release_device_programs()
     for _ in range(100):
         if programs is None or not any(_program_exists(i) for i in programs):
             break
         await trio.sleep(0.02)
     results["update"] = {"before": before, "after": after, "again": again,
-                         "programs": None if programs is None else len(programs),
+                         "programs": None if programs is None else len(programs), "shared": shared,
                          "programs_left": programs and [i for i in programs if _program_exists(i)]}
     return results
 

@@ -267,7 +267,8 @@ def test_devices_on_cgroup_v2(rootfs: Path, tmp_path: Path) -> None:
         assert results["pid"] == child.pid
         _check(results)
         assert results["update"]["programs"] == 1  # replaced, not piled up
-        assert results["update"]["programs_left"] == []  # and gone with the cgroup
+        assert results["update"]["shared"] is True  # two containers, one program
+        assert results["update"]["programs_left"] == []  # and gone with the cgroups
     finally:
         if child.returncode is None:
             child.kill()
