@@ -5,6 +5,8 @@ through the cffi module (``native/bpf.c``), compiled with the package: nothing i
 
 Lifetime: the program's fd is closed as soon as the program is attached; the cgroup holds it from then
 on, and the kernel frees it when the cgroup is removed. Nothing is pinned, nothing is left behind.
+While some cgroup still holds a program, another container can be given the same one by its id
+(``reopen_device_program``), without loading it again.
 """
 
 import errno
@@ -12,7 +14,8 @@ import os
 
 from ._native import ffi, lib
 
-__all__ = ["load_device_program", "attach_device_program", "device_program_ids"]
+__all__ = ["load_device_program", "attach_device_program", "device_program_ids", "program_identity",
+           "reopen_device_program"]
 
 _LOG_SIZE = 1 << 16
 
@@ -74,3 +77,29 @@ def attach_device_program(cgroup_fd: int, prog_fd: int) -> None:
                 raise _error("detach the old device program")
         finally:
             os.close(fd)
+
+
+#: BPF_PROG_TYPE_CGROUP_DEVICE (linux/bpf.h)
+_CGROUP_DEVICE = 15
+
+
+def program_identity(prog_fd: int) -> tuple[int, bytes]:
+    """A loaded program's id and tag (the kernel's hash of its instructions)."""
+    kind, prog_id, tag = ffi.new("uint32_t *"), ffi.new("uint32_t *"), ffi.new("uint8_t[8]")
+    if lib.sv_bpf_prog_info(prog_fd, kind, prog_id, tag) != 0:
+        raise _error("read the device program's id")
+    return int(prog_id[0]), bytes(ffi.buffer(tag))
+
+
+def reopen_device_program(prog_id: int, tag: bytes) -> int | None:
+    """An fd of the device program ``prog_id`` if it is still loaded (some cgroup still holds it) and
+    is the one with ``tag``; None otherwise (ids are not reused soon, but the tag makes sure)."""
+    fd = int(lib.sv_bpf_prog_fd_by_id(prog_id))
+    if fd < 0:
+        return None
+    kind, got_id, got_tag = ffi.new("uint32_t *"), ffi.new("uint32_t *"), ffi.new("uint8_t[8]")
+    if (lib.sv_bpf_prog_info(fd, kind, got_id, got_tag) != 0 or kind[0] != _CGROUP_DEVICE
+            or bytes(ffi.buffer(got_tag)) != tag):
+        os.close(fd)
+        return None
+    return fd

@@ -14,15 +14,13 @@ Device rules (``devices.py`` says what they mean) go to the v1 devices controlle
 mounts one, as lines written to ``devices.deny``/``devices.allow``. cgroup v2 has no devices
 controller: every v2 cgroup can carry a BPF device program instead, so where no v1 hierarchy has
 ``devices``, the v2 hierarchy is the one that carries it (``hierarchies`` says so), and the rules
-become a program, loaded once per policy and attached to the container's cgroup (``_bpf.py``); the
-kernel drops it once the cgroups that have it are gone and this process lets it go.
+become a program attached to the container's cgroup (``_bpf.py``; containers with the same rules
+share one while any of them runs); the kernel drops it with the last cgroup that has it.
 """
 
-import collections
 import errno
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterable
 
@@ -33,7 +31,7 @@ from .errors import BootstrapError
 from .resources import Resources
 
 __all__ = ["Hierarchy", "Cgroup", "Stats", "hierarchies", "default_path", "BASE_CONTROLLERS",
-           "controllers_for", "select", "cgroup_dirs", "release_device_programs"]
+           "controllers_for", "select", "cgroup_dirs"]
 
 
 @attrs.frozen
@@ -527,39 +525,32 @@ def _move_into_leaf(own: str) -> None:
                              f"live in it: {' '.join(others[:5])}; run the supervisor in a cgroup of its own)")
 
 
-#: v2 device programs loaded by this process, by policy: loading one costs about 250 µs (the
-#: verifier and the JIT), attaching a loaded one to another cgroup 6 µs, and nearly every container
-#: has the default policy. A cgroup holds the program it was given; the kernel frees a program once
-#: no cgroup has it and this process closed its fd (``release_device_programs``, or its exit).
-_PROGRAMS: collections.OrderedDict[devices.Policy, int] = collections.OrderedDict()
-_PROGRAMS_LOCK = threading.Lock()
-_PROGRAMS_KEPT = 8
+#: v2 device programs this process loaded, by policy: (id, tag). Loading one costs about 250 µs here
+#: (the verifier and the JIT), attaching a loaded one 6 µs, and nearly every container has the
+#: default policy: while a cgroup still holds the program, the next container is given the same one
+#: by its id. No fd is kept: a program lives as long as the cgroups that have it.
+_PROGRAMS: dict[devices.Policy, tuple[int, bytes]] = {}
+_PROGRAMS_KEPT = 16
 
 
 def _attach_device_policy(target: str, policy: devices.Policy) -> None:
     from . import _bpf  # the cffi module: only where a v2 program is needed
 
-    cgroup_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    known = _PROGRAMS.get(policy)
+    prog = _bpf.reopen_device_program(*known) if known is not None else None
+    if prog is None:
+        prog = _bpf.load_device_program(devices.assemble(devices.program(policy)), devices.LICENSE)
+        if len(_PROGRAMS) >= _PROGRAMS_KEPT:
+            _PROGRAMS.clear()
+        _PROGRAMS[policy] = _bpf.program_identity(prog)
     try:
-        with _PROGRAMS_LOCK:  # held while attaching: no other thread closes the fd meanwhile
-            prog = _PROGRAMS.get(policy)
-            if prog is None:
-                prog = _bpf.load_device_program(devices.assemble(devices.program(policy)), devices.LICENSE)
-                _PROGRAMS[policy] = prog
-                while len(_PROGRAMS) > _PROGRAMS_KEPT:
-                    os.close(_PROGRAMS.popitem(last=False)[1])  # the cgroups that have it keep it
-            _PROGRAMS.move_to_end(policy)
+        cgroup_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
             _bpf.attach_device_program(cgroup_fd, prog)
+        finally:
+            os.close(cgroup_fd)
     finally:
-        os.close(cgroup_fd)
-
-
-def release_device_programs() -> None:
-    """Close this process's fds of the v2 device programs it loaded: each program is freed once no
-    cgroup has it either (for a long-lived embedder that wants none kept, and for the tests)."""
-    with _PROGRAMS_LOCK:
-        while _PROGRAMS:
-            os.close(_PROGRAMS.popitem()[1])
+        os.close(prog)  # the cgroup holds the program now; it goes with the cgroup
 
 
 def _max(value: int) -> str:

@@ -18,7 +18,6 @@ from typing import Any
 import trio
 
 import supervisor
-import supervisor.cgroups
 from supervisor import ContainerSpec
 from supervisor.resources import DeviceRule, Resources
 
@@ -67,7 +66,8 @@ async def play(bundles: dict[str, str], manifest: str) -> dict[str, Any]:
         assert container.cgroup is not None
         async with supervisor.open_container(spec, name="twin") as twin:
             assert twin.cgroup is not None
-            shared = _programs(container.cgroup) == _programs(twin.cgroup)  # one program, loaded once
+            # one program for both, loaded once: the twin was given the one "update" holds
+            shared = _programs(container.cgroup) == _programs(twin.cgroup)
             twin.kill()
             await twin.wait()
         before = await _exec(container, LOOP)
@@ -79,9 +79,7 @@ async def play(bundles: dict[str, str], manifest: str) -> dict[str, Any]:
         programs = _programs(container.cgroup)
         container.kill()
         await container.wait()
-    # the programs went with the cgroups, once this process let its own fds go (the kernel releases
-    # them a moment after the rmdir)
-    supervisor.cgroups.release_device_programs()
+    # the programs went with the cgroups (the kernel releases them a moment after the rmdir)
     for _ in range(100):
         if programs is None or not any(_program_exists(i) for i in programs):
             break

@@ -86,3 +86,23 @@ int sv_bpf_prog_fd_by_id(uint32_t id)
     attr.prog_id = id;
     return sys_bpf(BPF_PROG_GET_FD_BY_ID, &attr);
 }
+
+int sv_bpf_prog_info(int prog_fd, uint32_t *type, uint32_t *id, uint8_t *tag)
+{
+    struct bpf_prog_info info;
+    union bpf_attr attr;
+    int ret;
+
+    memset(&info, 0, sizeof(info));
+    memset(&attr, 0, sizeof(attr));
+    attr.info.bpf_fd = (uint32_t)prog_fd;
+    attr.info.info_len = sizeof(info);
+    attr.info.info = (uint64_t)(uintptr_t)&info;
+    ret = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr);
+    if (ret == 0) {
+        *type = info.type;
+        *id = info.id;
+        memcpy(tag, info.tag, BPF_TAG_SIZE);
+    }
+    return ret;
+}

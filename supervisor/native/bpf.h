@@ -11,6 +11,7 @@ int sv_bpf_attach_device(int cgroup_fd, int prog_fd, int replace_fd);
 int sv_bpf_detach_device(int cgroup_fd, int prog_fd);
 int sv_bpf_query_device(int cgroup_fd, uint32_t *ids, uint32_t *count);
 int sv_bpf_prog_fd_by_id(uint32_t id);
+int sv_bpf_prog_info(int prog_fd, uint32_t *type, uint32_t *id, uint8_t *tag);
 /* CFFI-END */
 
 #endif
