@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,25 @@ def test_the_kernel_verifier_takes_the_program(policy: Policy) -> None:
 
     fd = _bpf.load_device_program(assemble(program(policy)), devices.LICENSE)
     os.close(fd)
+
+
+@needs_root
+def test_a_loaded_program_is_found_again_by_id_and_tag() -> None:
+    from supervisor import _bpf
+
+    fd = _bpf.load_device_program(assemble(program(fold(DEFAULT_RULES))), devices.LICENSE)
+    prog_id, tag = _bpf.program_identity(fd)
+    again = _bpf.reopen_device_program(prog_id, tag)
+    assert again is not None and _bpf.program_identity(again) == (prog_id, tag)
+    os.close(again)
+    assert _bpf.reopen_device_program(prog_id, bytes(8)) is None  # another program's tag
+    os.close(fd)
+    for _ in range(100):  # nothing holds it now: the kernel frees it a moment later
+        if _bpf.reopen_device_program(prog_id, tag) is None:
+            break
+        time.sleep(0.01)
+    else:
+        raise AssertionError("the program outlived its last fd")
 
 
 @needs_root
