@@ -734,7 +734,6 @@ def read_the_disk() -> str:
             "head -c 1 /dev/loop-x > /dev/null 2>&1 && echo OPENED loop; true")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 4: without device rules every device is allowed")
 def test_mknod_of_a_host_disk_without_device_rules(box: Path, tmp_path: Path) -> None:
     """A config with CAP_MKNOD and no ``linux.resources.devices``: runc denies every device but
     its defaults all the same; the disk node can be made (``m`` is allowed) but not opened."""
@@ -749,7 +748,6 @@ def test_mknod_of_a_host_disk_without_device_rules(box: Path, tmp_path: Path) ->
     assert "Operation not permitted" in result.stderr, result
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 4: inline containers get no device rules")
 def test_mknod_of_a_host_disk_in_an_inline_container(tmp_path: Path) -> None:
     """An inline manifest container on the host root has CAP_MKNOD by default (Docker's set):
     it makes the host disk's node in its /dev and must not be able to open it."""
