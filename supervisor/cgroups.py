@@ -538,12 +538,14 @@ def _attach_device_policy(target: str, policy: devices.Policy) -> None:
 
     known = _PROGRAMS.get(policy)
     prog = _bpf.reopen_device_program(*known) if known is not None else None
+    loaded = prog is None
     if prog is None:
         prog = _bpf.load_device_program(devices.assemble(devices.program(policy)), devices.LICENSE)
-        if len(_PROGRAMS) >= _PROGRAMS_KEPT:
-            _PROGRAMS.clear()
-        _PROGRAMS[policy] = _bpf.program_identity(prog)
     try:
+        if loaded:
+            if len(_PROGRAMS) >= _PROGRAMS_KEPT:
+                _PROGRAMS.clear()
+            _PROGRAMS[policy] = _bpf.program_identity(prog)
         cgroup_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             _bpf.attach_device_program(cgroup_fd, prog)
