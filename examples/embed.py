@@ -1,6 +1,6 @@
-"""Embedding the supervisor: run services from Python, watch their events, stop one by name.
+"""Embedding the supervisor in a trio program: run services, watch their events, stop one by name.
 
-    python examples/embed.py      (as root)
+    python examples/embed.py      (as root; examples/embed_asyncio.py is the same under asyncio)
 
 Every container here runs on a read-only view of the host (the hello bundle's config), with a
 different command.

@@ -1,8 +1,8 @@
-"""supervisor: start, watch and stop Linux containers from trio.
+"""supervisor: start, watch and stop Linux containers from asyncio or trio (through anyio).
 
 The public surface is re-exported here; everything else lives in private modules. Importing the
-package is cheap: the trio-based names are loaded on first use, so the one-shot CLI never pays for
-trio.
+package is cheap: the async names are loaded on first use, so the one-shot CLI never pays for anyio
+or an event loop.
 """
 
 from typing import TYPE_CHECKING, Any

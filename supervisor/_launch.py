@@ -1,8 +1,8 @@
-"""Starting one container, without trio: spawn the bootstrap, run the handshake, reap.
+"""Starting one container, without an event loop: spawn the bootstrap, run the handshake, reap.
 
-This is the part both front ends share. The trio ``Container`` drives ``Handshake`` with trio's
-waits; the one-shot CLI drives it with blocking calls, because importing trio would cost it more
-than a whole container start.
+This is the part both front ends share. The async ``Container`` drives ``Handshake`` with anyio's
+waits; the one-shot CLI drives it with blocking calls, because importing anyio and an event loop
+would cost it more than a whole container start.
 
 The bootstrap is spawned with ``posix_spawn`` from the calling thread, which must be a long-lived
 one (the main thread): the init's parent-death signal fires when the thread that spawned it exits.

@@ -10,7 +10,7 @@ ended with code 0 (or was stopped on request) and none failed, 1 otherwise, 2 fo
 stdio passed through, signals forwarded to the container's init, and the workload's exit code (or
 128+N when signal N killed it) as ours. A container that cannot start prints
 ``supervisor: NAME: <what failed>: <why>`` and exits 127 (not found), 126 (not executable) or 125;
-a bad bundle exits 2. This path is blocking and trio-free: its start-up cost is part of every
+a bad bundle exits 2. This path is blocking and imports no event loop: its start-up cost is part of every
 one-shot run.
 """
 
@@ -25,7 +25,8 @@ from .control import ControlError, acquire_state_dir, default_state_dir, release
 from .errors import BootstrapError, SpecError
 
 if TYPE_CHECKING:
-    import trio
+    import anyio
+    from anyio.abc import TaskGroup
 
     from .service import Service
     from .supervise import Supervisor
@@ -251,16 +252,16 @@ def run_manifest(path: str, events_path: str | None, state_dir: str | None = Non
     except (ControlError, OSError) as e:
         _err(str(e))
         return 2
-    import trio
+    import anyio
 
-    try:
-        return trio.run(_supervise_manifest, manifest.services, events_path, state_dir)
+    try:  # the library runs on asyncio and trio alike; the command runs on trio
+        return anyio.run(_supervise_manifest, manifest.services, events_path, state_dir, backend="trio")
     finally:
         release_state_dir(state_dir, lock)
 
 
 async def _supervise_manifest(services: "tuple[Service, ...]", events_path: str | None, state_dir: str) -> int:
-    import trio
+    import anyio
 
     from .logs import PrefixedOutput
     from .states import State
@@ -269,13 +270,13 @@ async def _supervise_manifest(services: "tuple[Service, ...]", events_path: str 
     events_file = open(events_path, "a", encoding="utf-8") if events_path else None
     output = PrefixedOutput(sys.stdout.fileno())
     try:
-        async with trio.open_nursery() as outer:
+        async with anyio.create_task_group() as outer:
             async with Supervisor(log_sink=output) as sup:
                 await outer.start(_report_events, sup, events_file)
-                signals = trio.CancelScope()
-                shutting_down = trio.Event()
+                signals = anyio.CancelScope()
+                shutting_down = anyio.Event()
                 outer.start_soon(_handle_signals, sup, signals, outer, shutting_down)
-                control = trio.CancelScope()
+                control = anyio.CancelScope()
                 outer.start_soon(_serve_control, sup, state_dir, control)
                 for service in services:
                     sup.add(service)
@@ -295,7 +296,7 @@ async def _supervise_manifest(services: "tuple[Service, ...]", events_path: str 
     return 0 if ok else 1
 
 
-async def _serve_control(sup: "Supervisor", state_dir: str, scope: "trio.CancelScope") -> None:
+async def _serve_control(sup: "Supervisor", state_dir: str, scope: "anyio.CancelScope") -> None:
     from .control_server import serve
 
     with scope:
@@ -319,11 +320,11 @@ async def _report_events(sup: "Supervisor", events_file: "TextIO | None", task_s
                 _err(f"{e.container}: restarting in {e.delay:g}s")
 
 
-async def _handle_signals(sup: "Supervisor", scope: "trio.CancelScope", nursery: "trio.Nursery",
-                          shutting_down: "trio.Event") -> None:
-    import trio
+async def _handle_signals(sup: "Supervisor", scope: "anyio.CancelScope", nursery: "TaskGroup",
+                          shutting_down: "anyio.Event") -> None:
+    import anyio
 
-    with scope, trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+    with scope, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         async for signum in received:
             if not shutting_down.is_set():
                 shutting_down.set()

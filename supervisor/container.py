@@ -1,12 +1,17 @@
-"""One container's life under trio: start it, wait for it through its pidfd, signal it.
+"""One container's life, under asyncio or trio (through anyio): start it, wait for it through its
+pidfd, signal it.
 
 ``open_container`` starts a container and yields its ``Container`` handle; leaving the block kills
 and reaps whatever still runs, so no container outlives the code that started it. ``run`` is the
 whole life in one call. The handle is made by the library only.
 
-Waiting uses the init's pidfd: ``trio.lowlevel.wait_readable(pidfd)`` wakes when the init exits, and
+Waiting uses the init's pidfd: ``anyio.wait_readable(pidfd)`` wakes when the init exits, and
 ``waitid(P_PIDFD)`` reaps exactly that child. Nothing here calls ``waitpid(-1)``, which would steal
-other children from trio.
+other children from the event loop (asyncio's child watchers, trio's subprocesses).
+
+The bootstrap is spawned from the thread that runs the event loop, and the init's parent-death
+signal belongs to that thread: the loop's thread must outlive its containers (it does, for a program
+that runs ``asyncio.run`` or ``trio.run`` in its main thread).
 """
 
 import errno
@@ -17,13 +22,13 @@ import signal as _signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from contextlib import asynccontextmanager
 
-import trio
+import anyio
 
+from . import _aio
 from ._launch import (
     ExitStatus,
     Spawned,
     drain_after_exit,
-    fds_of,
     finish_cgroup,
     host_setup,
     make_cgroup,
@@ -60,7 +65,7 @@ class Container:
         self._own_pid_ns = own_pid_ns
         self._pidfd = pidfd
         self._status: ExitStatus | None = None
-        self._turn = trio.Event()  # set when the task waiting on the pidfd stops waiting
+        self._turn = anyio.Event()  # set when the task waiting on the pidfd stops waiting
         self._waiting = False
 
     @property
@@ -76,7 +81,7 @@ class Container:
                 continue
             self._waiting = True
             try:
-                await trio.lowlevel.wait_readable(self._pidfd)
+                await anyio.wait_readable(self._pidfd)
                 result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)
                 assert result is not None
                 if not self._own_pid_ns and self.cgroup is not None:
@@ -87,7 +92,7 @@ class Container:
                 self._pidfd = -1
             finally:
                 self._waiting = False
-                turn, self._turn = self._turn, trio.Event()
+                turn, self._turn = self._turn, anyio.Event()
                 turn.set()  # the next waiter takes over if this one was cancelled
         return self._status
 
@@ -138,13 +143,13 @@ class Container:
                 await on_console(console)
             except BaseException:
                 _signal.pidfd_send_signal(fd, _signal.SIGKILL)
-                with trio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True):
                     await _reap(fd)
                 raise
         try:
             return await _reap_cancellable(fd)
         except BaseException:
-            with trio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
                 _signal.pidfd_send_signal(fd, _signal.SIGKILL)
                 await _reap(fd)
             raise
@@ -164,7 +169,7 @@ HostWork = Callable[[int], Awaitable[None]]
 
 
 async def _drive(gen: Generator[Request, tuple[bytes, list[int]] | None, int], spawned: Spawned,
-                 sock: "trio.socket.SocketType", host_work: HostWork) -> int:
+                 sock: _socket.socket, host_work: HostWork) -> int:
     request = next(gen)
     while True:
         try:
@@ -173,9 +178,7 @@ async def _drive(gen: Generator[Request, tuple[bytes, list[int]] | None, int], s
                 request = gen.send(None)
             elif isinstance(request, Send):
                 try:
-                    view = memoryview(request.data)
-                    while view:
-                        view = view[await sock.send(view):]
+                    await _aio.send_all(sock, request.data)
                 except BrokenPipeError:
                     pass  # the peer is gone; what it said before going is still to be read
                 request = gen.send(None)
@@ -183,22 +186,21 @@ async def _drive(gen: Generator[Request, tuple[bytes, list[int]] | None, int], s
                 request = gen.send(drain_after_exit(spawned.sock))
             else:
                 try:
-                    data, ancillary, _, _ = await sock.recvmsg(65536, _socket.CMSG_SPACE(4 * 4),
-                                                               _socket.MSG_CMSG_CLOEXEC)
+                    received = await _aio.recv_fds(sock)
                 except ConnectionResetError:  # the init died with our go-ahead unread
-                    data, ancillary = b"", []
-                request = gen.send((data, fds_of(ancillary)))
+                    received = (b"", [])
+                request = gen.send(received)
         except StopIteration as done:
             return int(done.value)
 
 
-async def _readable_or_exited(sock: "trio.socket.SocketType", pidfd: int) -> bool:
+async def _readable_or_exited(sock: _socket.socket, pidfd: int) -> bool:
     """Wait until the socket is readable (True) or the process behind ``pidfd`` exited (False).
     One epoll set holding both, waited on as one fd: cheaper than a task per fd on a start's path."""
     with select.epoll(2) as both:
         both.register(sock.fileno(), select.EPOLLIN)
         both.register(pidfd, select.EPOLLIN)
-        await trio.lowlevel.wait_readable(both.fileno())
+        await anyio.wait_readable(both.fileno())
         return any(fd == sock.fileno() for fd, _ in both.poll(0))
 
 
@@ -209,19 +211,19 @@ async def _finish_cgroup(cgroup: Cgroup | None) -> bool:
         return False
     oom = cgroup.oom_kills() > 0
     if not cgroup.remove(attempts=1):
-        await trio.to_thread.run_sync(cgroup.remove)
+        await anyio.to_thread.run_sync(cgroup.remove)
     return oom
 
 
 async def _reap_cancellable(pidfd: int) -> ExitStatus:
     """Wait for a process and reap it; a cancellation leaves it running and the pidfd open."""
-    await trio.lowlevel.wait_readable(pidfd)
+    await anyio.wait_readable(pidfd)
     return await _reap(pidfd)
 
 
 async def _reap(pidfd: int) -> ExitStatus:
     try:
-        await trio.lowlevel.wait_readable(pidfd)
+        await anyio.wait_readable(pidfd)
         result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
         assert result is not None
         return ExitStatus.from_waitid(result)
@@ -243,7 +245,7 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
         try:
             cgroup.add(spawned.pid)
         except BaseException:
-            with trio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
                 os.kill(spawned.pid, _signal.SIGKILL)
                 stage0, spawned.pidfd = spawned.pidfd, -1
                 await _reap(stage0)
@@ -256,14 +258,15 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
             await on_init(pid)
 
     handshake = Handshake()
-    sock = trio.socket.from_stdlib_socket(spawned.sock)
+    sock = spawned.sock
+    sock.setblocking(False)
     try:
         return await _drive(handshake.run(message), spawned, sock, host_work), handshake.console
     except BaseException as e:
         handshake.close_console()
         if isinstance(e, BootstrapError):
             e.container = name
-        with trio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
             if handshake.init_pid is None:
                 # An init whose bootstrap died before reporting it waits for our go-ahead, alive
                 # and holding the socket, until we shut our end: look for it first.
@@ -286,7 +289,7 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
     finally:
         sock.close()
         if spawned.pidfd >= 0:
-            with trio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
                 stage0, spawned.pidfd = spawned.pidfd, -1
                 await _reap(stage0)
 
@@ -345,7 +348,7 @@ async def open_container(spec: ContainerSpec, *, name: str, stdin: int | None = 
         yield container
     finally:
         if container.status is None:
-            with trio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
                 container.kill()
                 await container.wait()
         container.close()

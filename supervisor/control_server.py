@@ -1,7 +1,6 @@
 """The control socket's server, inside ``supervisor run``: one task per connection, a fixed set of
 commands (see ``control.py``), peers checked with ``SO_PEERCRED``: root or our own uid only."""
 
-import array
 import json
 import os
 import signal
@@ -10,8 +9,10 @@ import struct
 import time
 from typing import Any
 
-import trio
+import anyio
+from anyio.abc import TaskStatus
 
+from . import _aio
 from .control import MAX_REQUEST, socket_path
 from .errors import BootstrapError
 from .states import State
@@ -20,23 +21,23 @@ from .supervise import Handle, Supervisor
 __all__ = ["serve"]
 
 
-async def serve(sup: Supervisor, state_dir: str, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(sup: Supervisor, state_dir: str, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Answer the control socket until cancelled; the socket file goes with it."""
     path = socket_path(state_dir)
     try:
         os.unlink(path)  # a stale one, from a supervisor that was killed
     except FileNotFoundError:
         pass
-    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        await listener.bind(path)
+        listener.setblocking(False)
+        listener.bind(path)
         os.chmod(path, 0o600)
         listener.listen(64)
         task_status.started()
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as connections:
             while True:
-                conn, _ = await listener.accept()
-                nursery.start_soon(_serve_one, sup, conn)
+                connections.start_soon(_serve_one, sup, await _aio.accept(listener))
     finally:
         listener.close()
         try:
@@ -45,7 +46,7 @@ async def serve(sup: Supervisor, state_dir: str, task_status: Any = trio.TASK_ST
             pass
 
 
-def _peer_uid(conn: trio.socket.SocketType) -> int:
+def _peer_uid(conn: socket.socket) -> int:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return int(struct.unpack("3i", creds)[1])
 
@@ -54,7 +55,7 @@ _SO_PEERPIDFD = 77  # Linux 6.5; Python 3.11's socket module does not name it
 _OUR_NAMESPACES = ("mnt", "pid")
 
 
-def _peer_is_outside_containers(conn: trio.socket.SocketType) -> bool:
+def _peer_is_outside_containers(conn: socket.socket) -> bool:
     """Whether the peer shares our mount and pid namespaces. uid 0 is not enough: root in a
     container without a user namespace is uid 0 too, and a unix socket stays connectable on a
     read-only mount, so a container that can see the state directory could exec into, stop and start
@@ -78,22 +79,16 @@ def _peer_is_outside_containers(conn: trio.socket.SocketType) -> bool:
             os.close(pidfd)
 
 
-async def _send(conn: trio.socket.SocketType, answer: dict[str, Any]) -> None:
-    data = memoryview((json.dumps(answer) + "\n").encode())
-    while data:
-        data = data[await conn.send(data):]
+async def _send(conn: socket.socket, answer: dict[str, Any]) -> None:
+    await _aio.send_all(conn, (json.dumps(answer) + "\n").encode())
 
 
-async def _read_request(conn: trio.socket.SocketType) -> tuple[dict[str, Any], list[int]]:
+async def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     buf = bytearray()
     fds: list[int] = []
     while b"\n" not in buf:
-        data, ancillary, _, _ = await conn.recvmsg(65536, socket.CMSG_SPACE(3 * 4), socket.MSG_CMSG_CLOEXEC)
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                received = array.array("i")
-                received.frombytes(payload[:len(payload) - len(payload) % 4])
-                fds.extend(received)
+        data, received = await _aio.recv_fds(conn, 65536, 3)
+        fds.extend(received)
         if not data:
             break
         buf += data
@@ -105,7 +100,7 @@ async def _read_request(conn: trio.socket.SocketType) -> tuple[dict[str, Any], l
     return message, fds
 
 
-async def _serve_one(sup: Supervisor, conn: trio.socket.SocketType) -> None:
+async def _serve_one(sup: Supervisor, conn: socket.socket) -> None:
     fds: list[int] = []
     with conn:
         try:
@@ -140,7 +135,7 @@ def _handle(sup: Supervisor, name: Any) -> Handle:
     return sup.handles[name]
 
 
-async def _dispatch(sup: Supervisor, conn: trio.socket.SocketType, m: dict[str, Any], fds: list[int]) -> None:
+async def _dispatch(sup: Supervisor, conn: socket.socket, m: dict[str, Any], fds: list[int]) -> None:
     cmd = m.get("cmd")
     if cmd == "ps":
         await _send(conn, {"ok": True, "containers": [_row(h) for h in sup.handles.values()]})
@@ -169,37 +164,37 @@ def _row(h: Handle) -> dict[str, Any]:
     return row
 
 
-async def _logs(sup: Supervisor, conn: trio.socket.SocketType, h: Handle, follow: bool) -> None:
+async def _logs(sup: Supervisor, conn: socket.socket, h: Handle, follow: bool) -> None:
     for line in sup.log_book.recent(h.name):
         await _send(conn, {"line": line.decode(errors="replace")})
     if not follow:
         await _send(conn, {"ok": True})
         return
-    send, receive = trio.open_memory_channel[bytes](1000)
+    send, receive = anyio.create_memory_object_stream[bytes](1000)
 
     def deliver(line: bytes) -> None:
         try:
             send.send_nowait(line)
-        except trio.WouldBlock:
+        except anyio.WouldBlock:
             pass  # a reader that cannot keep up loses lines, the containers never wait for it
 
     stop = sup.log_book.follow(h.name, deliver)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_eof, conn, nursery.cancel_scope)
+        async with anyio.create_task_group() as group, receive:
+            group.start_soon(_cancel_on_eof, conn, group.cancel_scope)
             async for line in receive:
                 await _send(conn, {"line": line.decode(errors="replace")})
     finally:
         stop()
 
 
-async def _cancel_on_eof(conn: trio.socket.SocketType, scope: trio.CancelScope) -> None:
-    while await conn.recv(4096):
+async def _cancel_on_eof(conn: socket.socket, scope: anyio.CancelScope) -> None:
+    while await _aio.recv(conn, 4096):
         pass
     scope.cancel()
 
 
-async def _exec(conn: trio.socket.SocketType, h: Handle, m: dict[str, Any], fds: list[int]) -> None:
+async def _exec(conn: socket.socket, h: Handle, m: dict[str, Any], fds: list[int]) -> None:
     if h.container is None or h.state != State.RUNNING:
         await _send(conn, {"ok": False, "error": f"{h.name} is not running ({h.state.value})"})
         return
@@ -216,13 +211,13 @@ async def _exec(conn: trio.socket.SocketType, h: Handle, m: dict[str, Any], fds:
         """The pty master goes to the client, which attaches its terminal to it."""
         try:
             data = (json.dumps({"console": True}) + "\n").encode()
-            await conn.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
+            await _aio.send_fds(conn, data, [master])
         finally:
             os.close(master)
     container = h.container
     outcome: dict[str, Any] = {}
 
-    async def run(scope: trio.CancelScope) -> None:
+    async def run(scope: anyio.CancelScope) -> None:
         try:
             outcome["status"] = await container.exec(args, env=m.get("env"), cwd=m.get("cwd"), stdin=stdio[0],
                                                      stdout=stdio[1], stderr=stdio[2], terminal=terminal,
@@ -232,9 +227,9 @@ async def _exec(conn: trio.socket.SocketType, h: Handle, m: dict[str, Any], fds:
             outcome["error"] = e
         scope.cancel()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run, nursery.cancel_scope)
-        nursery.start_soon(_cancel_on_eof, conn, nursery.cancel_scope)  # the client gone (Ctrl-C): kill it
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, group.cancel_scope)
+        group.start_soon(_cancel_on_eof, conn, group.cancel_scope)  # the client gone (Ctrl-C): kill it
     if "error" in outcome:
         e = outcome["error"]
         await _send(conn, {"ok": False, "error": e.message, "errno": e.errno, "stage": e.stage})

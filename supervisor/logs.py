@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-import trio
+from . import _aio
 
 __all__ = ["MAX_LINE", "LogSink", "PrefixedOutput", "RotatingFile", "pump_lines"]
 
@@ -146,10 +146,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 async def pump_lines(fd: int, emit: Callable[[bytes], None]) -> None:
-    """Read a pipe to its end, calling ``emit`` with every whole line. Takes ownership of ``fd``."""
+    """Read a pipe (or a pty master) to its end, calling ``emit`` with every whole line. Takes
+    ownership of ``fd``."""
     pending = bytearray()
-    async with trio.lowlevel.FdStream(fd) as stream:
-        while chunk := await _receive(stream):
+    try:
+        _aio.nonblocking(fd)
+        while chunk := await _aio.read(fd):
             pending += chunk
             end = pending.rfind(b"\n")
             if end >= 0:
@@ -161,15 +163,10 @@ async def pump_lines(fd: int, emit: Callable[[bytes], None]) -> None:
             while len(pending) >= MAX_LINE:
                 emit(bytes(pending[:MAX_LINE]) + b"\n")
                 del pending[:MAX_LINE]
+    finally:
+        os.close(fd)
     if pending:
         emit(bytes(pending) + b"\n")
-
-
-async def _receive(stream: trio.lowlevel.FdStream) -> bytes:
-    try:
-        return await stream.receive_some(65536)
-    except trio.BrokenResourceError:
-        return b""  # a pty master whose other side is closed says EIO: its end
 
 
 class LogBook:

@@ -2,8 +2,8 @@
 bridge, its other end ``eth0`` in the container with addresses and routes.
 
 Theory of operation. The work happens while the container's init waits at the sync point (after its
-pid is known, before it runs anything), in trio worker threads: pyroute2's ``IPRoute`` is blocking and
-runs its own event loop, so each one is created, used and closed inside one ``trio.to_thread`` call,
+pid is known, before it runs anything), in worker threads: pyroute2's ``IPRoute`` is blocking and
+runs its own event loop, so each one is created, used and closed inside one ``anyio.to_thread.run_sync`` call,
 under a ``CapacityLimiter``. The host side (bridge, veth, the host end up and on the bridge) is done in
 the host's network namespace; the peer is created directly in the container's (``net_ns_pid``). The
 container side is done by the same thread after ``setns(CLONE_NEWNET)`` into the container's
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import attrs
-import trio
+import anyio
 
 from ._native import ffi, lib
 from .errors import BootstrapError
@@ -49,8 +49,8 @@ class Networks:
     """The bridges, addresses and veths of one supervisor's containers."""
 
     def __init__(self) -> None:
-        self._limiter = trio.CapacityLimiter(4)
-        self._locks: dict[str, trio.Lock] = {}  # a bridge is made, joined and removed one at a time
+        self._limiter = anyio.CapacityLimiter(4)
+        self._locks: dict[str, anyio.Lock] = {}  # a bridge is made, joined and removed one at a time
         self._users: dict[str, set[str]] = {}
         self._created: set[str] = set()
         self._in_use: dict[str, set[Address]] = {}
@@ -94,13 +94,13 @@ class Networks:
         self._users.setdefault(cfg.bridge, set()).add(name)
         made: list[bool] = []  # _attach says, as soon as it has made the bridge
         try:
-            async with self._locks.setdefault(cfg.bridge, trio.Lock()):
-                await trio.to_thread.run_sync(_attach, cfg, pid, attachment, self._gateway(cfg), made,
+            async with self._locks.setdefault(cfg.bridge, anyio.Lock()):
+                await anyio.to_thread.run_sync(_attach, cfg, pid, attachment, self._gateway(cfg), made,
                                               limiter=self._limiter)
         except BaseException:
             if made:
                 self._created.add(cfg.bridge)
-            with trio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
                 await self.detach(name, attachment)
             raise
         if made:
@@ -112,12 +112,12 @@ class Networks:
         users.discard(name)
         for a in attachment.addresses:
             self._in_use.get(attachment.bridge, set()).discard(ipaddress.ip_interface(a).ip)
-        async with self._locks.setdefault(attachment.bridge, trio.Lock()):
+        async with self._locks.setdefault(attachment.bridge, anyio.Lock()):
             # decided under the lock: an attach to this bridge cannot be halfway meanwhile
             remove_bridge = not users and attachment.bridge in self._created
             if remove_bridge:
                 self._created.discard(attachment.bridge)
-            await trio.to_thread.run_sync(_detach, attachment.host_ifname,
+            await anyio.to_thread.run_sync(_detach, attachment.host_ifname,
                                           attachment.bridge if remove_bridge else None, limiter=self._limiter)
 
 

@@ -1,6 +1,6 @@
-"""The ``Supervisor``: many containers in one trio nursery, one task each.
+"""The ``Supervisor``: many containers in one task group, one task each (asyncio or trio, through anyio).
 
-Theory of operation. ``Supervisor`` is an async context manager around a nursery. Every container
+Theory of operation. ``Supervisor`` is an async context manager around a task group. Every container
 is a ``Service`` run by one task (``_supervise``) that loops: wait for the dependencies to run,
 start (``open_container``), pump its stdout and stderr, wait on its pidfd, decide by the restart
 policy, sleep the backoff, again. The only shared state is each container's ``Handle``, and every
@@ -8,7 +8,7 @@ change of its state goes through ``_transition``, which checks it against ``stat
 emits the event. Stopping is a request (an event the task watches): the task sends the stop signal,
 waits the grace period and kills. Nothing polls; nothing calls ``waitpid(-1)``.
 
-Leaving the ``async with`` block waits for every task, like a nursery; call ``stop_all()`` first to
+Leaving the ``async with`` block waits for every task, like a task group; call ``stop_all()`` first to
 end containers that would run forever. An exception or cancellation inside the block stops every
 container with SIGKILL before it propagates, so no container outlives its supervisor.
 """
@@ -26,7 +26,9 @@ from types import TracebackType
 from typing import Any
 
 import attrs
-import trio
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._launch import ExitStatus, raise_fd_limit
 from .container import Container, open_container
@@ -80,11 +82,11 @@ class Handle:
         self.last_exit: ExitStatus | None = None
         self.last_error: str | None = None
         self.container: Container | None = None
-        self._changed = trio.Event()  # set and replaced on every transition
-        self._stop = trio.Event()
-        self._task_done = trio.Event()
+        self._changed = anyio.Event()  # set and replaced on every transition
+        self._stop = anyio.Event()
+        self._task_done = anyio.Event()
         self._task_done.set()
-        self._wait_scope: trio.CancelScope | None = None  # the wait a stop request interrupts
+        self._wait_scope: anyio.CancelScope | None = None  # the wait a stop request interrupts
         #: stopped on request and not started again: a foreground ``supervisor run`` waits for it
         self.held = False
 
@@ -122,11 +124,11 @@ class Supervisor:
         #: the last lines of each container, for ``logs``
         self.log_book = LogBook()
         self.handles: dict[str, Handle] = {}
-        self._nursery: trio.Nursery | None = None
+        self._tasks: TaskGroup | None = None
         self._stack = AsyncExitStack()
-        self._subscribers: list[trio.MemorySendChannel[Event]] = []
+        self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._log_files: dict[str, RotatingFile] = {}
-        self._changed = trio.Event()  # set and replaced on every change of any container
+        self._changed = anyio.Event()  # set and replaced on every change of any container
         self._devnull = -1  # every container's stdin
         self.networks = Networks()
         #: a spec is planned once, when a container of it first starts; its restarts and the other
@@ -138,7 +140,7 @@ class Supervisor:
     async def __aenter__(self) -> "Supervisor":
         raise_fd_limit()
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        self._nursery = await self._stack.enter_async_context(trio.open_nursery())
+        self._tasks = await self._stack.enter_async_context(anyio.create_task_group())
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, value: BaseException | None,
@@ -159,9 +161,9 @@ class Supervisor:
     def add(self, service: Service) -> Handle:
         """Start supervising ``service`` in the background (after its dependencies run)."""
         handle = self._register(service)
-        assert self._nursery is not None, "use Supervisor as an async context manager"
-        handle._task_done = trio.Event()
-        self._nursery.start_soon(self._supervise, handle, name=f"container {service.name}")
+        assert self._tasks is not None, "use Supervisor as an async context manager"
+        handle._task_done = anyio.Event()
+        self._tasks.start_soon(self._supervise, handle, name=f"container {service.name}")
         return handle
 
     async def start(self, service: Service | str) -> Handle:
@@ -171,13 +173,13 @@ class Supervisor:
             handle = self.handles[service]
             if not handle._task_done.is_set():
                 raise RuntimeError(f"{service} is already supervised ({handle.state.value})")
-            handle._stop = trio.Event()
+            handle._stop = anyio.Event()
             handle.held = False
         else:
             handle = self._register(service)
-        assert self._nursery is not None, "use Supervisor as an async context manager"
-        handle._task_done = trio.Event()
-        result: Handle = await self._nursery.start(self._supervise, handle, name=f"container {handle.name}")
+        assert self._tasks is not None, "use Supervisor as an async context manager"
+        handle._task_done = anyio.Event()
+        result: Handle = await self._tasks.start(self._supervise, handle, name=f"container {handle.name}")
         return result
 
     async def stop(self, name: str) -> None:
@@ -190,9 +192,9 @@ class Supervisor:
     async def stop_all(self) -> None:
         """Stop every container, dependents before what they depend on."""
         for layer in self._stop_order():
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as group:
                 for name in layer:
-                    nursery.start_soon(self.stop, name)
+                    group.start_soon(self.stop, name)
 
     def kill_all(self) -> None:
         """SIGKILL every container at once (a second Ctrl-C); their tasks then end."""
@@ -203,7 +205,7 @@ class Supervisor:
 
     def wake(self) -> None:
         """Wake whoever waits in ``wait_for_change``."""
-        changed, self._changed = self._changed, trio.Event()
+        changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
     async def wait_for_change(self) -> None:
@@ -211,12 +213,12 @@ class Supervisor:
         await self._changed.wait()
 
     @asynccontextmanager
-    async def events(self) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
+    async def events(self) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
         """A stream of every event from now on: ``async with sup.events() as events: async for e in
         events: ...``."""
-        send: trio.MemorySendChannel[Event]
-        receive: trio.MemoryReceiveChannel[Event]
-        send, receive = trio.open_memory_channel(math.inf)
+        send: MemoryObjectSendStream[Event]
+        receive: MemoryObjectReceiveStream[Event]
+        send, receive = anyio.create_memory_object_stream[Event](math.inf)
         self._subscribers.append(send)
         try:
             async with receive:
@@ -242,7 +244,7 @@ class Supervisor:
         """Every state change goes through here: checked, recorded, announced."""
         check_transition(handle.state, new)
         handle.state = new
-        changed, handle._changed = handle._changed, trio.Event()
+        changed, handle._changed = handle._changed, anyio.Event()
         changed.set()
         self.wake()
         name = EVENT_OF.get(new)
@@ -254,7 +256,7 @@ class Supervisor:
         for channel in list(self._subscribers):
             try:
                 channel.send_nowait(event)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self._subscribers.remove(channel)
 
     def _stop_order(self) -> list[list[str]]:
@@ -304,7 +306,7 @@ class Supervisor:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         self._transition(handle, State.STARTING)
-        began = trio.current_time()
+        began = anyio.current_time()
         attachment: list[Attachment] = []
 
         async def attach_network(pid: int) -> None:
@@ -327,7 +329,7 @@ class Supervisor:
                 handle.container, handle.pid = container, container.pid
                 console = container.take_console()
                 try:
-                    async with trio.open_nursery() as pumps:
+                    async with anyio.create_task_group() as pumps:
                         if console is not None:  # a terminal: its output is the container's stdout
                             pumps.start_soon(pump_lines, console, functools.partial(self._emit_terminal_line,
                                                                                     service.name))
@@ -341,7 +343,7 @@ class Supervisor:
                         status = await self._wait_or_stop(handle, container)
                         # The workload's processes end with its pid namespace, and with them the
                         # pipes' writers; without one, a leftover must not hold the logs open for ever.
-                        pumps.cancel_scope.deadline = trio.current_time() + 2.0
+                        pumps.cancel_scope.deadline = anyio.current_time() + 2.0
                 finally:
                     handle.container = None
                     if console is not None:
@@ -351,9 +353,9 @@ class Supervisor:
                 if fd >= 0:
                     os.close(fd)
             if attachment:
-                with trio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True):
                     await self.networks.detach(service.name, attachment[0])
-        return status, trio.current_time() - began
+        return status, anyio.current_time() - began
 
     def _network_spec(self, service: Service) -> ContainerSpec:
         """The spec with the network namespace its ``network`` asks for: a new one for a bridge, or
@@ -377,18 +379,18 @@ class Supervisor:
         """Wait for the workload to end; a stop request (which cancels the wait) turns it into
         stop signal, grace period, SIGKILL."""
         if not handle._stop.is_set():
-            with trio.CancelScope() as handle._wait_scope:
+            with anyio.CancelScope() as handle._wait_scope:
                 return await container.wait()
         handle._wait_scope = None
         policy = handle.service.policy
         self._transition(handle, State.STOPPING)
         container.send_signal(policy.stop_signal)
-        with trio.move_on_after(policy.stop_timeout):
+        with anyio.move_on_after(policy.stop_timeout):
             return await container.wait()
         container.kill()
         return await container.wait()
 
-    async def _supervise(self, handle: Handle, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def _supervise(self, handle: Handle, task_status: TaskStatus[Handle] = anyio.TASK_STATUS_IGNORED) -> None:
         policy = handle.service.policy
         reported = False
         failures = 0
@@ -405,7 +407,7 @@ class Supervisor:
                     self._transition(handle, State.STOPPED)
                     break
                 missing = None
-                with trio.CancelScope() as handle._wait_scope:  # a stop request cancels the wait
+                with anyio.CancelScope() as handle._wait_scope:  # a stop request cancels the wait
                     missing = await self._wait_for_dependencies(handle)
                 handle._wait_scope = None
                 if handle._stop.is_set():
@@ -446,11 +448,11 @@ class Supervisor:
                 delay = policy.backoff(failures if failed else 1)
                 handle.restarts += 1
                 self._transition(handle, State.RESTARTING, delay=round(delay, 3))
-                with trio.move_on_after(delay):
+                with anyio.move_on_after(delay):
                     await handle._stop.wait()
         finally:
             report()
             handle._task_done.set()
-            changed, handle._changed = handle._changed, trio.Event()
+            changed, handle._changed = handle._changed, anyio.Event()
             changed.set()
             self.wake()

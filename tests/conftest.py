@@ -23,6 +23,14 @@ RUNC_SPEC: dict[str, Any] = json.loads((HERE / "data" / "runc-spec.json").read_t
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
 
+
+@pytest.fixture(scope="module", params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every async test runs under both event loops (anyio's plugin, ``anyio_mode = "auto"``): the
+    library promises the same behaviour on each. Named, not discovered, so a missing trio fails."""
+    return str(request.param)
+
+
 def make_rootfs(path: Path) -> Path:
     """A minimal rootfs: static busybox and its applets, users and groups for the tests."""
     (path / "bin").mkdir(parents=True)

@@ -4,9 +4,8 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-import trio
-
 import supervisor
+from supervisor import _aio
 
 
 async def run_capture(spec: supervisor.ContainerSpec, name: str = "test",
@@ -18,10 +17,9 @@ async def run_capture(spec: supervisor.ContainerSpec, name: str = "test",
             os.close(w)
             w = -1
             out = bytearray()
-            async with trio.lowlevel.FdStream(r) as stream:
-                r = -1
-                while chunk := await stream.receive_some():
-                    out += chunk
+            _aio.nonblocking(r)
+            while chunk := await _aio.read(r):
+                out += chunk
             status = await container.wait()
     finally:
         for fd in (r, w):

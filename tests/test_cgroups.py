@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
+import anyio
 
 import supervisor
 from supervisor import ContainerSpec, SpecError
@@ -81,7 +81,7 @@ async def test_device_rules(bundle: Bundle) -> None:
 async def test_stats_while_running(bundle: Bundle) -> None:
     spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", "sleep 100 & sleep 100 & wait"))
     async with supervisor.open_container(spec, name="stats") as c:
-        await trio.sleep(0.2)
+        await anyio.sleep(0.2)
         stats = c.stats()
         assert stats is not None
         assert stats.pids == 3 and stats.memory_bytes and stats.memory_bytes > 0 and stats.cpu_ns is not None
@@ -97,7 +97,7 @@ async def test_kill_through_the_cgroup_without_a_pid_namespace(bundle: Bundle) -
 
     spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", "sleep 100 & sleep 100 & wait", edit=edit))
     async with supervisor.open_container(spec, name="nopidns") as c:
-        await trio.sleep(0.2)
+        await anyio.sleep(0.2)
         assert c.cgroup is not None
         pids = c.cgroup.procs()
         assert len(pids) == 3
@@ -155,9 +155,9 @@ def test_v2_limits_when_the_supervisor_holds_its_own_cgroup(bundle: Bundle, tmp_
     home.mkdir()
     b = bundle("/bin/cat", "/proc/self/cgroup", edit=limits(hugepageLimits=[{"pageSize": "2MB", "limit": 0}]))
     script = f"""
-import os, trio, supervisor
+import os, anyio, supervisor
 open("{home}/cgroup.procs", "w").write(str(os.getpid()))   # the supervisor in a cgroup of its own
-status = trio.run(lambda: supervisor.run(supervisor.ContainerSpec.from_bundle("{b}"), name="huge"))
+status = anyio.run(lambda: supervisor.run(supervisor.ContainerSpec.from_bundle("{b}"), name="huge"))
 print(status.code, open("{home}/supervisor-leaf/cgroup.procs").read().split() == [str(os.getpid())])
 """
     try:

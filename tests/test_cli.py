@@ -32,6 +32,16 @@ def test_exit_code_and_stdio_pass_through(bundle: Bundle) -> None:
     assert result.stderr == "err\n"  # runc's default devices rule is applied, nothing to warn about
 
 
+def test_one_shot_run_imports_no_event_loop(bundle: Bundle) -> None:
+    """Its start-up time is part of every run: no anyio, trio or asyncio."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "supervisor", "run", "--bundle",
+                             str(bundle("/bin/true")), "box"], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+    assert "supervisor" in imported
+    assert imported.isdisjoint({"anyio", "trio", "asyncio", "sniffio"})
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["/bin/nope"], 127, 'supervisor: box: exec "/bin/nope": No such file or directory'),
     (["/data/not-executable"], 126, 'supervisor: box: exec "/data/not-executable": Permission denied'),

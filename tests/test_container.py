@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
+import anyio
 
 import supervisor
 from supervisor import BootstrapError, ContainerSpec, SpecError
@@ -185,13 +185,13 @@ async def test_exit_codes_and_signals(bundle: Bundle) -> None:
 
     spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", "trap 'exit 3' TERM; while :; do sleep 0.05; done"))
     async with supervisor.open_container(spec, name="trap") as c:
-        await trio.sleep(0.2)
+        await anyio.sleep(0.2)
         c.send_signal(signal.SIGTERM)
         assert (await c.wait()).code == 3
 
     async with supervisor.open_container(ContainerSpec.from_bundle(bundle("/bin/sleep", "100")), name="k") as c:
         c.send_signal(signal.SIGTERM)  # pid 1 without a handler ignores it
-        with trio.move_on_after(0.3):
+        with anyio.move_on_after(0.3):
             await c.wait()
         assert c.status is None
         c.kill()
@@ -200,7 +200,7 @@ async def test_exit_codes_and_signals(bundle: Bundle) -> None:
 
 async def test_leaving_the_block_kills_the_container(bundle: Bundle) -> None:
     spec = ContainerSpec.from_bundle(bundle("/bin/sleep", "100"))
-    with trio.move_on_after(0.3):
+    with anyio.move_on_after(0.3):
         await supervisor.run(spec, name="cancelled")
     async with supervisor.open_container(spec, name="left") as c:
         pid = c.pid
@@ -385,7 +385,7 @@ async def test_pid1_init_reaps_orphans_and_forwards_signals(bundle: Bundle) -> N
                 w = -1
                 lines = []
                 while not lines or lines[-1] != "ready":
-                    lines.append(await trio.to_thread.run_sync(out.readline))
+                    lines.append(await anyio.to_thread.run_sync(out.readline))
                     lines[-1] = lines[-1].strip()
                 c.send_signal(signal.SIGTERM)  # pid 1 is our init: it passes the signal on
                 assert (await c.wait()).code == 5
@@ -396,7 +396,7 @@ async def test_pid1_init_reaps_orphans_and_forwards_signals(bundle: Bundle) -> N
 
     spec = ContainerSpec.from_bundle(bundle("/bin/sleep", "100", edit=edit))
     async with supervisor.open_container(spec, name="init2") as c:
-        await trio.sleep(0.1)
+        await anyio.sleep(0.1)
         c.send_signal(signal.SIGTERM)
         assert (await c.wait()).code == 128 + signal.SIGTERM
 
@@ -501,9 +501,9 @@ def test_lsm_labels_are_refused_where_the_lsm_is_off(bundle: Bundle) -> None:
 async def test_cancelled_starts_leave_nothing_behind(bundle: Bundle) -> None:
     spec = ContainerSpec.from_bundle(bundle("/bin/sleep", "100"))
     for i in range(40):  # cancellations land at every point of the start, one run or another
-        with trio.move_on_after(i * 0.0003):
+        with anyio.move_on_after(i * 0.0003):
             async with supervisor.open_container(spec, name=f"c{i}"):
-                await trio.sleep(10)
+                await anyio.sleep(10)
     # the autouse fixture checks: no child process (no zombie init), no fd, no cgroup left
 
 
@@ -515,8 +515,8 @@ async def test_a_cancelled_waiter_hands_over(bundle: Bundle) -> None:
         async def second() -> None:
             results.append(await c.wait())
 
-        async with trio.open_nursery() as nursery:
-            with trio.move_on_after(0.05):
+        async with anyio.create_task_group() as nursery:
+            with anyio.move_on_after(0.05):
                 await c.wait()  # this waiter gives up first...
             nursery.start_soon(second)
         assert results and results[0] == supervisor.ExitStatus(code=0)  # ...and the other still hears

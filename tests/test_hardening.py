@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
+import anyio
 
 import supervisor
 from supervisor import BootstrapError, ContainerSpec, SpecError
@@ -116,7 +116,7 @@ async def test_proc_self_exe_of_the_init_is_a_sealed_copy(bundle: Bundle) -> Non
             os.close(r)
             r = -1
             script = "readlink /proc/1/exe; echo x >> /proc/1/exe; echo rc=$?; cat /proc/1/exe > /tmp/copy; echo $?"
-            with trio.fail_after(10):
+            with anyio.fail_after(10):
                 status = await container.exec(["/bin/sh", "-c", script], stdout=out_w, stderr=out_w)
             os.close(out_w)
             out_w = -1
@@ -186,7 +186,7 @@ def _kill_after_clone(spawned: _launch.Spawned, ready: threading.Event, cloned: 
         libc.ptrace(cont, spawned.pid, None, None)
 
 
-@pytest.mark.parametrize("api", ["trio", "blocking"])
+@pytest.mark.parametrize("api", ["async", "blocking"])
 async def test_a_bootstrap_killed_after_clone_fails_the_start_and_leaves_nothing(
         bundle: Bundle, monkeypatch: pytest.MonkeyPatch, api: str) -> None:
     """The init stage 0 cloned holds the sync socket open: without a watch on stage 0 the start
@@ -204,12 +204,12 @@ async def test_a_bootstrap_killed_after_clone_fails_the_start_and_leaves_nothing
     monkeypatch.setattr(container_module, "spawn_into", spawn_traced)
     monkeypatch.setattr(_launch, "spawn_into", spawn_traced)
     spec = ContainerSpec.from_bundle(bundle("/bin/true"))
-    with trio.fail_after(10), pytest.raises(BootstrapError) as info:
-        if api == "trio":
+    with anyio.fail_after(10), pytest.raises(BootstrapError) as info:
+        if api == "async":
             async with supervisor.open_container(spec, name="orphan"):
                 pass
         else:
-            await trio.to_thread.run_sync(_launch.launch_blocking, plan(spec, "orphan"), "orphan")
+            await anyio.to_thread.run_sync(_launch.launch_blocking, plan(spec, "orphan"), "orphan")
     assert info.value.message == 'sync "the bootstrap exited without starting the init": Protocol error'
     assert cloned and not os.path.exists(f"/proc/{cloned[0]}")
 
@@ -226,7 +226,7 @@ async def test_thousands_of_missing_components_are_made_without_recursion(bundle
             "/bin/sh", "-c", f"cd {deep} && echo made", edit=edit)))
         assert (status, out) == (supervisor.ExitStatus(code=0), "made\n")
     finally:
-        await trio.run_process(["rm", "-rf", str(rootfs / "data" / "d")])  # too deep for shutil.rmtree
+        await anyio.run_process(["rm", "-rf", str(rootfs / "data" / "d")])  # too deep for shutil.rmtree
 
 
 def test_a_step_over_the_netlink_limit_is_a_spec_error(bundle: Bundle) -> None:
@@ -265,7 +265,7 @@ async def test_exec_with_a_terminal_refuses_a_fake_ptmx(bundle: Bundle) -> None:
             status = await container.exec(["/bin/sh", "-c", '[ "$(readlink /dev/ptmx)" = /dev/null ]'])
             if status.code == 0:
                 break
-            await trio.sleep(0.01)
+            await anyio.sleep(0.01)
 
         async def never(master: int) -> None:
             raise AssertionError("a console from a fake /dev/ptmx")

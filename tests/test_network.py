@@ -4,7 +4,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import trio
+import anyio
 
 import supervisor
 from supervisor import Service
@@ -48,9 +48,9 @@ async def test_two_containers_on_a_bridge(bundle: Bundle, tmp_path: Path) -> Non
         assert a.state == b.state == State.RUNNING
         assert f"{BRIDGE}:" in links() and f"svh{a.pid}@" in links()
         for ip in ("10.213.0.2", "10.213.0.3"):  # the host reaches both, through the bridge
-            await trio.to_thread.run_sync(lambda ip=ip: subprocess.run(
+            await anyio.to_thread.run_sync(lambda ip=ip: subprocess.run(
                 ["busybox", "ping", "-c1", "-W2", ip], check=True, capture_output=True))
-        with trio.fail_after(5):
+        with anyio.fail_after(5):
             await sink.wait_for("b", b"reached-a\n")
         sup.kill_all()
     lines = [d.decode() for c, _, d in sink.lines if c == "a"]
@@ -84,7 +84,7 @@ async def test_many_containers_join_a_new_bridge_at_once(bundle: Bundle, tmp_pat
     async with Supervisor() as sup:
         handles = [sup.add(Service(f"m{i}", spec, network=NetworkConfig(bridge=BRIDGE, gateway="10.213.2.1/24")))
                    for i in range(6)]
-        with trio.fail_after(20):
+        with anyio.fail_after(20):
             for h in handles:
                 await h.wait_for(State.RUNNING, State.FAILED)
         assert [h.state for h in handles] == [State.RUNNING] * 6, [h.last_error for h in handles]

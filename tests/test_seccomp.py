@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
+import anyio
 
 import supervisor
 from supervisor import ContainerSpec, SpecError
@@ -124,6 +124,6 @@ async def test_a_pid1_init_its_filter_stops_from_reaping_ends(bundle: Bundle) ->
         profile(syscalls=[{"names": ["wait4"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM}])(c)
         c["annotations"] = {"supervisor.init": "true"}
 
-    with trio.fail_after(10):
+    with anyio.fail_after(10):  # an init that cannot reap would wait for ever
         status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/echo", "hello", edit=edit)))
     assert (status.code, out) == (255, "hello\n")

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
+import anyio
+from anyio.abc import TaskStatus
 
 import supervisor
 from supervisor.logs import PrefixedOutput
@@ -31,19 +32,20 @@ class Lines:
 
     def __init__(self) -> None:
         self.lines: list[tuple[str, str, bytes]] = []
-        self._changed = trio.Event()
+        self._changed = anyio.Event()
 
     def line(self, container: str, stream: str, data: bytes) -> None:
         self.lines.append((container, stream, data))
         self._changed.set()
-        self._changed = trio.Event()
+        self._changed = anyio.Event()
 
     async def wait_for(self, container: str, data: bytes) -> None:
         while (container, "stdout", data) not in self.lines:
             await self._changed.wait()
 
 
-async def collect(sup: Supervisor, into: list[Event], task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def collect(sup: Supervisor, into: list[Event],
+                  task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     async with sup.events() as events:
         task_status.started()
         async for e in events:
@@ -52,7 +54,7 @@ async def collect(sup: Supervisor, into: list[Event], task_status: Any = trio.TA
 
 async def test_exit_statuses_and_events(bundle: Bundle) -> None:
     events: list[Event] = []
-    async with trio.open_nursery() as watch, Supervisor() as sup:
+    async with anyio.create_task_group() as watch, Supervisor() as sup:
         await watch.start(collect, sup, events)
         sup.add(service(bundle, "ok", "/bin/true"))
         sup.add(service(bundle, "three", "/bin/sh", "-c", "exit 3"))
@@ -69,7 +71,7 @@ async def test_exit_statuses_and_events(bundle: Bundle) -> None:
 
 async def test_on_failure_restarts_then_gives_up(bundle: Bundle) -> None:
     events: list[Event] = []
-    async with trio.open_nursery() as watch:
+    async with anyio.create_task_group() as watch:
         async with Supervisor() as sup:
             await watch.start(collect, sup, events)
             sup.add(service(bundle, "flaky", "/bin/sh", "-c", "exit 1",
@@ -104,9 +106,9 @@ async def test_stop_signal_grace_then_kill(bundle: Bundle) -> None:
         stubborn = await sup.start(service(bundle, "stubborn", "/bin/sleep", "100",
                                            policy=Policy(stop_timeout=0.3)))
         assert polite.state == stubborn.state == State.RUNNING
-        began = trio.current_time()
+        began = anyio.current_time()
         await sup.stop_all()
-        took = trio.current_time() - began
+        took = anyio.current_time() - began
     assert polite.last_exit is not None and polite.last_exit.code == 7
     assert stubborn.last_exit is not None and stubborn.last_exit.signal == signal.SIGKILL
     assert 0.3 <= took < 2
@@ -115,7 +117,7 @@ async def test_stop_signal_grace_then_kill(bundle: Bundle) -> None:
 
 async def test_depends_on_orders_starts_and_stops(bundle: Bundle) -> None:
     events: list[Event] = []
-    async with trio.open_nursery() as watch:
+    async with anyio.create_task_group() as watch:
         async with Supervisor() as sup:
             await watch.start(collect, sup, events)
             sup.add(service(bundle, "app", "/bin/sleep", "100", policy=Policy(depends_on=("db",), stop_timeout=0.1)))
@@ -181,7 +183,7 @@ async def test_a_crash_looping_container_does_not_starve_others(bundle: Bundle) 
     async with Supervisor() as sup:
         looping = sup.add(service(bundle, "loop", "/bin/nope",
                                   policy=Policy(restart="always", backoff_initial=0.001, backoff_max=0.001)))
-        with trio.fail_after(20):
+        with anyio.fail_after(20):
             handles = [await sup.start(service(bundle, f"w{i}", "/bin/true")) for i in range(20)]
             for h in handles:
                 await h.wait_for(State.EXITED)
@@ -207,9 +209,9 @@ async def test_stop_interrupts_a_wait_for_dependencies(bundle: Bundle) -> None:
     async with Supervisor() as sup:
         sup.add(service(bundle, "db", "/bin/nope", policy=Policy(restart="always", backoff_initial=5)))
         app = sup.add(service(bundle, "app", "/bin/true", policy=Policy(depends_on=("db",))))
-        await trio.sleep(0.2)
+        await anyio.sleep(0.2)
         assert app.state == State.CREATED  # waiting for db, which never runs
-        with trio.fail_after(5):
+        with anyio.fail_after(5):
             await sup.stop_all()
     assert app.state == State.STOPPED
 
@@ -231,7 +233,7 @@ async def test_a_stalled_stdout_does_not_stop_supervision(bundle: Bundle) -> Non
         output = PrefixedOutput(w, color=False, buffer=256 * 1024)
         noisy = "i=0; while [ $i -lt 40000 ]; do echo \"noise $i ........................................\"; " \
                 "i=$((i+1)); done"
-        with trio.fail_after(30):
+        with anyio.fail_after(30):
             async with Supervisor(log_sink=output) as sup:
                 sup.add(service(bundle, "noisy", "/bin/sh", "-c", noisy))
                 quick = await sup.start(service(bundle, "quick", "/bin/true"))
@@ -239,9 +241,9 @@ async def test_a_stalled_stdout_does_not_stop_supervision(bundle: Bundle) -> Non
         assert output.dropped > 0  # past its buffer, output is dropped, not waited for
         with os.fdopen(r, "rb") as reader:
             r = -1
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(trio.to_thread.run_sync, reader.read)
-                await trio.to_thread.run_sync(output.close)
+            async with anyio.create_task_group() as nursery:
+                nursery.start_soon(anyio.to_thread.run_sync, reader.read)
+                await anyio.to_thread.run_sync(output.close)
                 os.close(w)
                 w = -1
     finally:
