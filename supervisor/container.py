@@ -65,8 +65,7 @@ class Container:
         self._own_pid_ns = own_pid_ns
         self._pidfd = pidfd
         self._status: ExitStatus | None = None
-        self._turn = anyio.Event()  # set when the task waiting on the pidfd stops waiting
-        self._waiting = False
+        self._reaping = anyio.Lock()  # one task waits on the pidfd; the others queue behind it
 
     @property
     def status(self) -> ExitStatus | None:
@@ -74,27 +73,24 @@ class Container:
         return self._status
 
     async def wait(self) -> ExitStatus:
-        """Wait for the init to exit and return its status (many tasks may wait)."""
-        while self._status is None:
-            if self._waiting:  # another task waits on the pidfd: wait for it to finish, or give up
-                await self._turn.wait()
-                continue
-            self._waiting = True
-            try:
+        """Wait for the init to exit and return its status. Many tasks may wait; a waiter that is
+        cancelled hands the pidfd to the next."""
+        async with self._reaping:
+            if self._status is None:
                 await anyio.wait_readable(self._pidfd)
                 result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)
                 assert result is not None
+                # Reaped: from here on a cancellation must not lose the status (the next waiter
+                # would find no child), so it is recorded before anything else may checkpoint.
                 if not self._own_pid_ns and self.cgroup is not None:
                     self.cgroup.kill()  # without a pid namespace, the init's end is not everyone's
-                oom = await _finish_cgroup(self.cgroup)
+                oom = self.cgroup is not None and self.cgroup.oom_kills() > 0
                 self._status = ExitStatus.from_waitid(result, oom)
                 os.close(self._pidfd)
                 self._pidfd = -1
-            finally:
-                self._waiting = False
-                turn, self._turn = self._turn, anyio.Event()
-                turn.set()  # the next waiter takes over if this one was cancelled
-        return self._status
+                with anyio.CancelScope(shield=True):  # as trio's own Process.wait shields its reap
+                    await _remove_cgroup(self.cgroup)
+            return self._status
 
     def send_signal(self, sig: int) -> None:
         """Signal the init (through its pidfd: never a recycled pid). Does nothing once it is reaped."""
@@ -138,21 +134,15 @@ class Container:
                              terminal, console_size)
         pid, console = await _launch(the_plan, self.name, (stdin, stdout, stderr), self.cgroup)
         fd = os.pidfd_open(pid)
-        if console is not None and on_console is not None:
-            try:
-                await on_console(console)
-            except BaseException:
-                _signal.pidfd_send_signal(fd, _signal.SIGKILL)
-                with anyio.CancelScope(shield=True):
-                    await _reap(fd)
-                raise
         try:
-            return await _reap_cancellable(fd)
+            if console is not None and on_console is not None:
+                await on_console(console)
+            return await _wait_exit(fd)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                _signal.pidfd_send_signal(fd, _signal.SIGKILL)
-                await _reap(fd)
+            await _kill_and_reap(fd)
             raise
+        finally:
+            os.close(fd)
 
     def stats(self) -> Stats | None:
         """Memory, pids and CPU use from the container's cgroup (None without one)."""
@@ -204,29 +194,38 @@ async def _readable_or_exited(sock: _socket.socket, pidfd: int) -> bool:
         return any(fd == sock.fileno() for fd, _ in both.poll(0))
 
 
-async def _finish_cgroup(cgroup: Cgroup | None) -> bool:
-    """After the init was reaped: whether the OOM killer struck; the cgroup removed. Its last
-    processes may take a moment to go: the retries run in a thread, never on the event loop."""
-    if cgroup is None:
-        return False
-    oom = cgroup.oom_kills() > 0
-    if not cgroup.remove(attempts=1):
+async def _remove_cgroup(cgroup: Cgroup | None) -> None:
+    """After the init was reaped: remove its cgroup. Its last processes may take a moment to go:
+    the retries run in a thread, never on the event loop."""
+    if cgroup is not None and not cgroup.remove(attempts=1):
         await anyio.to_thread.run_sync(cgroup.remove)
-    return oom
 
 
-async def _reap_cancellable(pidfd: int) -> ExitStatus:
-    """Wait for a process and reap it; a cancellation leaves it running and the pidfd open."""
+async def _wait_exit(pidfd: int) -> ExitStatus:
+    """Wait for the process behind ``pidfd`` to exit and reap it. One checkpoint: a cancellation
+    leaves it unreaped, and the pidfd stays open either way (the caller closes it)."""
     await anyio.wait_readable(pidfd)
-    return await _reap(pidfd)
+    result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    assert result is not None
+    return ExitStatus.from_waitid(result)
+
+
+async def _kill_and_reap(pidfd: int) -> None:
+    """SIGKILL and reap, whatever cancellation is under way; the caller closes the pidfd."""
+    with anyio.CancelScope(shield=True):
+        try:
+            _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # exited meanwhile: still to be reaped
+        await _wait_exit(pidfd)
 
 
 async def _reap(pidfd: int) -> ExitStatus:
+    """Reap and close (shielded: used on the way out of a start)."""
     try:
-        await anyio.wait_readable(pidfd)
-        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
-        assert result is not None
-        return ExitStatus.from_waitid(result)
+        with anyio.CancelScope(shield=True):
+            status = await _wait_exit(pidfd)
+        return status
     finally:
         os.close(pidfd)
 

@@ -99,6 +99,12 @@ class Handle:
     def name(self) -> str:
         return self.service.name
 
+    async def wait(self) -> ExitStatus | None:
+        """Wait until the container's task has ended (nothing more will happen to it unless it is
+        started again) and return its last exit status: None when it never ran."""
+        await self._task_done.wait()
+        return self.last_exit
+
     async def wait_for(self, *states: State) -> State:
         """Wait until the container is in one of ``states``."""
         while self.state not in states:
@@ -313,6 +319,7 @@ class Supervisor:
             assert service.network is not None
             attachment.append(await self.networks.attach(service.name, service.network, pid))
 
+        started: Container | None = None
         try:
             spec = self._network_spec(service)
             shared = self._plans.get(spec)
@@ -323,6 +330,7 @@ class Supervisor:
             async with open_container(spec, name=service.name, stdin=self._devnull, stdout=out_w,
                                       stderr=err_w, plan=the_plan,
                                       on_init=attach_network if bridged else None) as container:
+                started = container
                 os.close(out_w)
                 os.close(err_w)
                 out_w = err_w = -1
@@ -348,6 +356,10 @@ class Supervisor:
                     handle.container = None
                     if console is not None:
                         os.close(console)
+        except BaseException:
+            if started is not None and started.status is not None:
+                handle.last_exit = started.status  # killed on the way out: how it ended is still news
+            raise
         finally:
             for fd in (out_r, out_w, err_r, err_w):
                 if fd >= 0:
@@ -391,6 +403,9 @@ class Supervisor:
         return await container.wait()
 
     async def _supervise(self, handle: Handle, task_status: TaskStatus[Handle] = anyio.TASK_STATUS_IGNORED) -> None:
+        """One container's task: start, wait, restart by policy. Whatever goes wrong in it is this
+        container's failure alone (FAILED, with the error in its event); only a cancellation leaves
+        it, and then the container is settled (STOPPED) so that it can be started again."""
         policy = handle.service.policy
         reported = False
         failures = 0
@@ -426,13 +441,14 @@ class Supervisor:
                     self._transition(handle, State.EXITED, code=status.code, signal=status.signal,
                                      oom=status.oom_killed or None)
                     failed = status.code != 0
-                except (BootstrapError, SpecError) as e:
+                except Exception as e:  # noqa: BLE001 - one container's failure must stay its own
                     ran = 0.0
                     failed = True
-                    handle.last_error = str(e) if isinstance(e, SpecError) else f"{e.message}"
+                    self._ended_on_the_way_out(handle)
+                    handle.last_error = _describe(e)
                     self._transition(handle, State.FAILED, error=handle.last_error)
-                    if isinstance(e, SpecError):
-                        break  # a bad spec will not get better by itself
+                    if not all(isinstance(leaf, BootstrapError) for leaf in _leaves(e)):
+                        break  # a bad spec, or a bug: restarting will not make it better
                 report()
                 if handle._stop.is_set():
                     self._transition(handle, State.STOPPED)
@@ -450,9 +466,51 @@ class Supervisor:
                 self._transition(handle, State.RESTARTING, delay=round(delay, 3))
                 with anyio.move_on_after(delay):
                     await handle._stop.wait()
-        finally:
             report()
+        except BaseException:
+            self._settle(handle)
+            raise
+        finally:
+            handle._wait_scope = None
             handle._task_done.set()
             changed, handle._changed = handle._changed, anyio.Event()
             changed.set()
             self.wake()
+
+    def _settle(self, handle: Handle) -> None:
+        """A container's task is being cancelled (its start was, or the whole supervisor): its
+        container was killed and reaped on the way out. Leave the handle in a resting state, so
+        that a later ``start(name)`` finds it there."""
+        self._ended_on_the_way_out(handle)
+        if handle.state not in (State.STOPPED, State.FAILED):
+            self._transition(handle, State.STOPPED)
+
+    def _ended_on_the_way_out(self, handle: Handle) -> None:
+        """A container that ran and was killed because its task is leaving by an exception: it
+        exited all the same (``_run_once`` kept its status)."""
+        handle.pid = None
+        if handle.state in (State.RUNNING, State.STOPPING):
+            status = handle.last_exit
+            self._transition(handle, State.EXITED, code=status.code if status else None,
+                             signal=status.signal if status else None)
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) groups: a task group wraps what its tasks raise."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+def _describe(error: Exception) -> str:
+    """What a container's failed event says."""
+    texts = []
+    for leaf in _leaves(error):
+        if isinstance(leaf, BootstrapError):
+            texts.append(leaf.message)
+        elif isinstance(leaf, SpecError):
+            texts.append(str(leaf))
+        else:
+            texts.append(f"{type(leaf).__name__}: {leaf}")
+    return "; ".join(texts)
+

@@ -31,6 +31,16 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+async def wait_until(condition: Callable[[], bool], limit: float = 10.0) -> None:
+    """Poll ``condition`` till it holds: what a test waits for, instead of a fixed sleep (the
+    kernel's state, a cgroup's pids say, has no event to wait on)."""
+    import anyio
+
+    with anyio.fail_after(limit):
+        while not condition():  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
+
 def make_rootfs(path: Path) -> Path:
     """A minimal rootfs: static busybox and its applets, users and groups for the tests."""
     (path / "bin").mkdir(parents=True)

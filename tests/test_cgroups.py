@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import anyio
 
 import supervisor
 from supervisor import ContainerSpec, SpecError
 
-from .conftest import Bundle, needs_root
+from .conftest import Bundle, needs_root, wait_until
 from .probe import run_capture
 
 pytestmark = needs_root
@@ -81,7 +80,7 @@ async def test_device_rules(bundle: Bundle) -> None:
 async def test_stats_while_running(bundle: Bundle) -> None:
     spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", "sleep 100 & sleep 100 & wait"))
     async with supervisor.open_container(spec, name="stats") as c:
-        await anyio.sleep(0.2)
+        await wait_until(lambda: getattr(c.stats(), "pids", None) == 3)  # the shell and its two sleeps
         stats = c.stats()
         assert stats is not None
         assert stats.pids == 3 and stats.memory_bytes and stats.memory_bytes > 0 and stats.cpu_ns is not None
@@ -97,8 +96,9 @@ async def test_kill_through_the_cgroup_without_a_pid_namespace(bundle: Bundle) -
 
     spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", "sleep 100 & sleep 100 & wait", edit=edit))
     async with supervisor.open_container(spec, name="nopidns") as c:
-        await anyio.sleep(0.2)
         assert c.cgroup is not None
+        cgroup = c.cgroup
+        await wait_until(lambda: len(cgroup.procs()) == 3)
         pids = c.cgroup.procs()
         assert len(pids) == 3
         c.kill()

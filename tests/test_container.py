@@ -19,7 +19,7 @@ import anyio
 import supervisor
 from supervisor import BootstrapError, ContainerSpec, SpecError
 
-from .conftest import Bundle, needs_root
+from .conftest import Bundle, children_of, needs_root
 from .probe import one, parse, probe, run_capture
 
 pytestmark = needs_root
@@ -183,11 +183,20 @@ async def test_exit_codes_and_signals(bundle: Bundle) -> None:
     status = await supervisor.run(ContainerSpec.from_bundle(bundle("/bin/sh", "-c", "exit 7")), name="seven")
     assert (status.code, status.signal) == (7, None)
 
-    spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", "trap 'exit 3' TERM; while :; do sleep 0.05; done"))
-    async with supervisor.open_container(spec, name="trap") as c:
-        await anyio.sleep(0.2)
-        c.send_signal(signal.SIGTERM)
-        assert (await c.wait()).code == 3
+    r, w = os.pipe()
+    trap = "trap 'exit 3' TERM; echo ready; while :; do sleep 0.05; done"
+    spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", trap))
+    with os.fdopen(r) as out:
+        try:
+            async with supervisor.open_container(spec, name="trap", stdout=w) as c:
+                os.close(w)
+                w = -1
+                assert await anyio.to_thread.run_sync(out.readline) == "ready\n"  # the trap is set
+                c.send_signal(signal.SIGTERM)
+                assert (await c.wait()).code == 3
+        finally:
+            if w >= 0:
+                os.close(w)
 
     async with supervisor.open_container(ContainerSpec.from_bundle(bundle("/bin/sleep", "100")), name="k") as c:
         c.send_signal(signal.SIGTERM)  # pid 1 without a handler ignores it
@@ -511,12 +520,73 @@ async def test_a_cancelled_waiter_hands_over(bundle: Bundle) -> None:
     spec = ContainerSpec.from_bundle(bundle("/bin/sleep", "0.3"))
     async with supervisor.open_container(spec, name="w") as c:
         results: list[object] = []
+        first = anyio.CancelScope()
 
-        async def second() -> None:
-            results.append(await c.wait())
+        async def waiter(scope: anyio.CancelScope) -> None:
+            with scope:
+                results.append(await c.wait())
 
-        async with anyio.create_task_group() as nursery:
-            with anyio.move_on_after(0.05):
-                await c.wait()  # this waiter gives up first...
-            nursery.start_soon(second)
-        assert results and results[0] == supervisor.ExitStatus(code=0)  # ...and the other still hears
+        async with anyio.create_task_group() as group:
+            group.start_soon(waiter, first)  # takes the pidfd...
+            await anyio.wait_all_tasks_blocked()
+            group.start_soon(waiter, anyio.CancelScope())  # ...this one queues behind it...
+            await anyio.wait_all_tasks_blocked()
+            assert c._reaping.statistics().tasks_waiting == 1
+            first.cancel()  # ...and takes over when the first gives up, before the init exits
+        assert results == [supervisor.ExitStatus(code=0)]
+        assert first.cancelled_caught
+
+
+async def test_a_cancel_as_the_cgroup_cleanup_begins_keeps_the_status(bundle: Bundle,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The init is reaped, then its cgroup removed: a cancel arriving between the two must not lose
+    the status (a second wait would find no child, and the cgroup would stay)."""
+    from supervisor.cgroups import Cgroup
+
+    spec = ContainerSpec.from_bundle(bundle("/bin/sh", "-c", "exit 3"))
+    scope = anyio.CancelScope()
+    remove = Cgroup.remove
+
+    def cancel_then_remove(self: Cgroup, attempts: int = 50) -> bool:
+        if attempts == 1:  # the first, quick attempt: as if the last processes still went away
+            scope.cancel()
+            return False
+        return remove(self, attempts)
+
+    monkeypatch.setattr(Cgroup, "remove", cancel_then_remove)
+    async with supervisor.open_container(spec, name="w") as c:
+        assert c.cgroup is not None
+        with scope:
+            await c.wait()
+        assert await c.wait() == supervisor.ExitStatus(code=3)
+    # the autouse fixture checks the cgroup is gone
+
+
+async def test_a_cancel_as_an_exec_ends_leaves_no_zombie(bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel landing right after the exec'd process's pidfd turned readable: it is reaped all the
+    same (no zombie, no signal to a closed pidfd)."""
+    spec = ContainerSpec.from_bundle(bundle("/bin/sleep", "100"))
+    scope = anyio.CancelScope()
+    wait_readable = anyio.wait_readable
+
+    def comm_behind(fd: int) -> str | None:
+        try:
+            pid = next(line.split()[1] for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()
+                       if line.startswith("Pid:"))
+            return Path(f"/proc/{pid}/comm").read_text().strip()
+        except (OSError, StopIteration):
+            return None
+
+    async def readable_then_cancel(obj: Any) -> None:
+        await wait_readable(obj)
+        if isinstance(obj, int) and comm_behind(obj) == "true":  # the exec'd /bin/true has ended
+            scope.cancel()
+
+    with anyio.fail_after(10):
+        async with supervisor.open_container(spec, name="x") as c:
+            monkeypatch.setattr(anyio, "wait_readable", readable_then_cancel)
+            with scope:
+                await c.exec(["/bin/true"])
+            monkeypatch.undo()
+            assert scope.cancel_called
+            assert [name for _, name, _ in children_of(os.getpid())] == ["sleep"]  # the exec'd one is reaped

@@ -82,8 +82,7 @@ async def test_on_failure_restarts_then_gives_up(bundle: Bundle) -> None:
     assert flaky == ["started", "exited", "restarting", "started", "exited", "restarting", "started", "exited",
                      "failed"]
     assert [e.delay for e in events if e.container == "flaky" and e.event == "restarting"] == [0.02, 0.04]
-    assert events[-1].error == "gave up after 2 restarts" or any(
-        e.error == "gave up after 2 restarts" for e in events if e.container == "flaky")
+    assert [e.error for e in events if e.container == "flaky" and e.event == "failed"] == ["gave up after 2 restarts"]
     assert [e.event for e in events if e.container == "bad"] == ["failed", "restarting", "failed"]
     assert [e.event for e in events if e.container == "fine"] == ["started", "exited"]
     assert sup.handles["flaky"].restarts == 2
@@ -107,11 +106,12 @@ async def test_stop_signal_grace_then_kill(bundle: Bundle) -> None:
                                            policy=Policy(stop_timeout=0.3)))
         assert polite.state == stubborn.state == State.RUNNING
         began = anyio.current_time()
-        await sup.stop_all()
+        with anyio.fail_after(10):
+            await sup.stop_all()
         took = anyio.current_time() - began
     assert polite.last_exit is not None and polite.last_exit.code == 7
     assert stubborn.last_exit is not None and stubborn.last_exit.signal == signal.SIGKILL
-    assert 0.3 <= took < 2
+    assert took >= 0.3  # the stubborn one had its grace period
     assert polite.state == stubborn.state == State.STOPPED
 
 
@@ -250,3 +250,80 @@ async def test_a_stalled_stdout_does_not_stop_supervision(bundle: Bundle) -> Non
         for fd in (r, w):
             if fd >= 0:
                 os.close(fd)
+
+
+async def test_a_cancelled_start_can_be_started_again(bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled while the init waits for its go-ahead: the container is killed, the handle rests in
+    STOPPED, and ``start(name)`` works later."""
+    from supervisor import container
+
+    scope = anyio.CancelScope()
+    host_setup = container.host_setup
+
+    def setup_then_cancel(plan: Any, pid: int) -> None:
+        host_setup(plan, pid)
+        scope.cancel()
+
+    async with Supervisor() as sup:
+        monkeypatch.setattr(container, "host_setup", setup_then_cancel)
+        with scope:
+            await sup.start(service(bundle, "s", "/bin/sleep", "100", policy=Policy(stop_timeout=0.1)))
+        monkeypatch.undo()
+        assert scope.cancelled_caught
+        handle = sup.handles["s"]
+        assert handle.state == State.STOPPED and handle.pid is None
+        again = await sup.start("s")
+        assert again is handle and handle.state == State.RUNNING
+        await sup.stop("s")
+    assert handle.state == State.STOPPED
+
+
+class Broken(Exception):
+    pass
+
+
+class FailingSink(Lines):
+    """A log sink that raises on the lines of one container."""
+
+    def line(self, container: str, stream: str, data: bytes) -> None:
+        if container == "bad":
+            raise Broken("the sink broke")
+        super().line(container, stream, data)
+
+
+@pytest.mark.parametrize("how", ["a bug before it runs", "a log sink that raises", "ENOSPC on its log file"])
+async def test_one_containers_failure_stays_its_own(bundle: Bundle, monkeypatch: pytest.MonkeyPatch,
+                                                    how: str) -> None:
+    events: list[Event] = []
+    sink = FailingSink() if "sink" in how else Lines()
+    log = LogConfig("/dev/full") if how.startswith("ENOSPC") else LogConfig()  # every write: ENOSPC
+    if how == "a bug before it runs":
+        from supervisor import supervise
+
+        for_container = supervise.for_container
+
+        def buggy(shared: Any, spec: Any, name: str) -> Any:
+            if name == "bad":
+                raise Broken("a bug in the planner")
+            return for_container(shared, spec, name)
+
+        monkeypatch.setattr(supervise, "for_container", buggy)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as watch, Supervisor(log_sink=sink) as sup:
+            await watch.start(collect, sup, events)
+            good = await sup.start(service(bundle, "good", "/bin/sh", "-c", "echo up; exec sleep 100",
+                                           policy=Policy(stop_timeout=0.1)))
+            bad = await sup.start(service(bundle, "bad", "/bin/sh", "-c", "echo hello; exec sleep 100", log=log,
+                                          policy=Policy(restart="always", **FAST)))  # type: ignore[arg-type]
+            assert await bad.wait() in (None, supervisor.ExitStatus(signal=signal.SIGKILL))
+            assert bad.state == State.FAILED and bad.restarts == 0
+            await sink.wait_for("good", b"up\n")
+            assert good.state == State.RUNNING  # the others run on
+            await sup.stop_all()
+            watch.cancel_scope.cancel()
+    failed = [e for e in events if e.container == "bad" and e.event == "failed"]
+    expected = {"a bug before it runs": "Broken: a bug in the planner",
+                "a log sink that raises": "Broken: the sink broke",
+                "ENOSPC on its log file": "OSError: [Errno 28] No space left on device"}[how]
+    assert [e.error for e in failed] == [expected]
+    assert good.state == State.STOPPED
