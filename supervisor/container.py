@@ -252,7 +252,10 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
             raise
 
     async def host_work(pid: int) -> None:
-        host_setup(the_plan, pid)
+        if the_plan.uid_map_helper is not None or the_plan.gid_map_helper is not None:
+            await anyio.to_thread.run_sync(host_setup, the_plan, pid)  # newuidmap: a process to wait for
+        else:
+            host_setup(the_plan, pid)  # a few writes to /proc: microseconds, on the loop
         if on_init is not None:
             await on_init(pid)
 

@@ -17,7 +17,6 @@ import datetime
 import errno
 import functools
 import json
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -139,7 +138,7 @@ class Supervisor:
         self.networks = Networks()
         #: a spec is planned once, when a container of it first starts; its restarts and the other
         #: containers of the spec (replicas) take that plan with their own cgroup (``for_container``)
-        self._plans: dict[ContainerSpec, Plan] = {}
+        self._plans: dict[_PlanKey, Plan] = {}
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -219,12 +218,16 @@ class Supervisor:
         await self._changed.wait()
 
     @asynccontextmanager
-    async def events(self) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
+    async def events(self, buffer: int = 10_000) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
         """A stream of every event from now on: ``async with sup.events() as events: async for e in
-        events: ...``."""
+        events: ...``.
+
+        Bounded: a reader that falls ``buffer`` events behind is cut off (its stream ends after the
+        events it has) instead of holding the supervisor's memory without end; the containers never
+        wait for a reader."""
         send: MemoryObjectSendStream[Event]
         receive: MemoryObjectReceiveStream[Event]
-        send, receive = anyio.create_memory_object_stream[Event](math.inf)
+        send, receive = anyio.create_memory_object_stream[Event](buffer)
         self._subscribers.append(send)
         try:
             async with receive:
@@ -262,8 +265,9 @@ class Supervisor:
         for channel in list(self._subscribers):
             try:
                 channel.send_nowait(event)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.WouldBlock):
                 self._subscribers.remove(channel)
+                channel.close()  # gone, or too far behind: its stream ends
 
     def _stop_order(self) -> list[list[str]]:
         """Layers of names: nothing in a layer is depended on by a later layer's containers."""
@@ -322,9 +326,13 @@ class Supervisor:
         started: Container | None = None
         try:
             spec = self._network_spec(service)
-            shared = self._plans.get(spec)
+            key = _plan_key(spec)
+            shared = self._plans.get(key)
             if shared is None:
-                shared = self._plans[spec] = plan(spec, service.name)
+                # The first plan of a spec reads files (the rootfs's passwd, group) and may compile
+                # a seccomp filter: in a worker thread, never on the event loop.
+                shared = await anyio.to_thread.run_sync(plan, spec, service.name)
+                self._plans[key] = shared
             the_plan = for_container(shared, spec, service.name)
             bridged = service.network is not None and service.network.bridge is not None
             async with open_container(spec, name=service.name, stdin=self._devnull, stdout=out_w,
@@ -493,6 +501,15 @@ class Supervisor:
             status = handle.last_exit
             self._transition(handle, State.EXITED, code=status.code if status else None,
                              signal=status.signal if status else None)
+
+
+_PlanKey = tuple[ContainerSpec, tuple[tuple[str, str], ...]]
+
+
+def _plan_key(spec: ContainerSpec) -> _PlanKey:
+    """What a plan depends on: the spec, and its annotations, which a spec's equality ignores (OCI
+    keeps them out of identity) but the planner reads (``supervisor.init``, ``supervisor.cgroup``)."""
+    return spec, tuple(sorted(spec.annotations.items()))
 
 
 def _leaves(error: BaseException) -> list[BaseException]:

@@ -327,3 +327,29 @@ async def test_one_containers_failure_stays_its_own(bundle: Bundle, monkeypatch:
                 "ENOSPC on its log file": "OSError: [Errno 28] No space left on device"}[how]
     assert [e.error for e in failed] == [expected]
     assert good.state == State.STOPPED
+
+
+async def test_specs_differing_only_in_annotations_get_their_own_plans(bundle: Bundle) -> None:
+    """``supervisor.init`` is an annotation, which a spec's equality ignores: the plan cache must not."""
+    spec = supervisor.ContainerSpec.from_bundle(bundle("/bin/sh", "-c", "read comm < /proc/1/comm; echo $comm"))
+    with_init = supervisor.spec.attrs.evolve(spec, annotations={"supervisor.init": "true"})
+    assert with_init == spec  # the premise
+    sink = Lines()
+    async with Supervisor(log_sink=sink) as sup:
+        await (await sup.start(Service("init", with_init))).wait()
+        await (await sup.start(Service("plain", spec))).wait()
+    said = {c: data for c, _, data in sink.lines}
+    assert said["plain"] == b"sh\n"  # the workload is pid 1
+    assert said["init"] != b"sh\n"  # the init is
+
+
+async def test_a_reader_that_falls_behind_is_cut_off(bundle: Bundle) -> None:
+    """Event streams are bounded: a reader that does not read loses its stream, not our memory."""
+    async with Supervisor() as sup:
+        async with sup.events(buffer=2) as events:
+            flaky = await sup.start(service(bundle, "flaky", "/bin/sh", "-c", "exit 1",
+                                            policy=Policy(restart="on-failure", max_restarts=1, **FAST)))
+            await flaky.wait()  # six events: started, exited, restarting, started, exited, failed
+            with anyio.fail_after(5):
+                got = [e.event async for e in events]
+    assert got == ["started", "exited"]
