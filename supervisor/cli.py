@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import anyio
     from anyio.abc import TaskGroup
 
+    from .logs import PrefixedOutput
     from .service import Service
     from .supervise import Supervisor
 
@@ -231,18 +232,20 @@ def _print_ps(rows: list[dict[str, Any]]) -> None:
 
 
 def run_manifest(path: str, events_path: str | None, state_dir: str | None = None) -> int:
+    from .logs import PrefixedOutput
     from .manifest import load_manifest
-
-    from .plan import plan
+    from .supervise import Supervisor
 
     try:
         manifest = load_manifest(path)
     except SpecError as e:
         _err(str(e))
         return 2
+    output = PrefixedOutput(sys.stdout.fileno())
+    sup = Supervisor(log_sink=output)
     for service in manifest.services:  # every container is planned before any starts
         try:
-            plan(service.spec)
+            sup.plan(service)  # as its start will plan it; the Supervisor keeps the plan
         except SpecError as e:
             _err(str(manifest.locate(service.name, e)))
             return 2
@@ -255,23 +258,22 @@ def run_manifest(path: str, events_path: str | None, state_dir: str | None = Non
     import anyio
 
     try:  # the library runs on asyncio and trio alike; the command runs on trio
-        return anyio.run(_supervise_manifest, manifest.services, events_path, state_dir, backend="trio")
+        return anyio.run(_supervise_manifest, sup, output, manifest.services, events_path, state_dir,
+                         backend="trio")
     finally:
         release_state_dir(state_dir, lock)
 
 
-async def _supervise_manifest(services: "tuple[Service, ...]", events_path: str | None, state_dir: str) -> int:
+async def _supervise_manifest(sup: "Supervisor", output: "PrefixedOutput", services: "tuple[Service, ...]",
+                              events_path: str | None, state_dir: str) -> int:
     import anyio
 
-    from .logs import PrefixedOutput
     from .states import State
-    from .supervise import Supervisor
 
     events_file = open(events_path, "a", encoding="utf-8") if events_path else None
-    output = PrefixedOutput(sys.stdout.fileno())
     try:
         async with anyio.create_task_group() as outer:
-            async with Supervisor(log_sink=output) as sup:
+            async with sup:
                 await outer.start(_report_events, sup, events_file)
                 signals = anyio.CancelScope()
                 shutting_down = anyio.Event()

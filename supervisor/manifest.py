@@ -548,6 +548,11 @@ class _Loader:
             if (value := self.merged(c, key, sources, key)) is not None:
                 config[key] = value
         namespaces = self.namespaces(c, sources)
+        if c.network is not None and c.network.bridge is not None and isinstance(namespaces, list) and not any(
+                isinstance(ns, dict) and ns.get("type") == "network" for ns in namespaces):
+            # A veth on a bridge lives in a network namespace of the container's own: decided here,
+            # once, where /sys (below) and the sysctls depend on it, not added later at start.
+            namespaces.append({"type": "network"})
         own_network = isinstance(namespaces, list) and any(
             isinstance(ns, dict) and ns.get("type") == "network" and not ns.get("path") for ns in namespaces)
         config["mounts"] = self.mounts(c, sources, sysfs=own_network)

@@ -14,7 +14,6 @@ Reading the rootfs (passwd, group, whether a mount source is a directory) is the
 
 import os
 import posixpath
-import shutil
 import signal
 from collections import deque
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from . import devices
 from ._wire import Mk, Op
 from .cgroups import cgroup_dirs, controllers_for, default_path, hierarchies, select
 from .errors import SpecError
+from .host import Host
 from .resources import Resources
 from .seccomp import compile_seccomp
 from .spec import CAPABILITIES, NAMESPACE_TYPES, RLIMITS, ContainerSpec, Device, IdMapping, Mount, Namespace
@@ -183,12 +183,14 @@ def for_container(plan: Plan, spec: ContainerSpec, name: str) -> Plan:
     return attrs.evolve(plan, cgroup=spec.cgroups_path or default_path(name))
 
 
-def plan(spec: ContainerSpec, name: str = "container") -> Plan:
+def plan(spec: ContainerSpec, name: str = "container", host: Host | None = None) -> Plan:
     """Resolve a spec into a plan for container ``name`` (which names its cgroup unless the spec's
-    ``cgroupsPath`` does). Raises ``SpecError`` naming the field at fault."""
-    rootless = os.geteuid() != 0
+    ``cgroupsPath`` does), on ``host`` (default: this one, probed now). Raises ``SpecError`` naming
+    the field at fault."""
+    host = Host.probe() if host is None else host
+    rootless = host.rootless
     if rootless:
-        spec = _rootless(spec)
+        spec = _rootless(spec, host)
     cgroup_path = spec.cgroups_path or default_path(name)
     cgroup: str | None = cgroup_path
     if spec.annotations.get(CGROUP_ANNOTATION) == "false":
@@ -257,8 +259,8 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
         steps += [Step(Op.MASK, dst=_dest(p, f"linux.maskedPaths[{i}]")) for i, p in enumerate(spec.masked_paths)]
 
     seccomp, seccomp_flags = compile_seccomp(spec.seccomp) if spec.seccomp is not None else (None, 0)
-    _check_lsm(spec)
-    setgroups_deny, helpers = _map_writers(spec, rootless)
+    _check_lsm(spec, host)
+    setgroups_deny, helpers = _map_writers(spec, host)
     if setgroups_deny and user.groups:
         raise SpecError("process.user.additionalGids", "supplementary groups need root, or newgidmap and "
                                                        "ranges in /etc/subgid")
@@ -314,31 +316,31 @@ def plan(spec: ContainerSpec, name: str = "container") -> Plan:
 
 # -- rootless ----------------------------------------------------------------------------------
 
-def _rootless(spec: ContainerSpec) -> ContainerSpec:
+def _rootless(spec: ContainerSpec, host: Host) -> ContainerSpec:
     """An unprivileged supervisor needs a user namespace for everything: when the spec has none,
     give it one that maps root inside to our own ids (like ``unshare --map-root-user``)."""
     if any(ns.type == "user" for ns in spec.namespaces):
         return spec
     return attrs.evolve(spec, namespaces=(Namespace("user"),) + spec.namespaces,
-                        uid_mappings=(IdMapping(0, os.geteuid(), 1),), gid_mappings=(IdMapping(0, os.getegid(), 1),))
+                        uid_mappings=(IdMapping(0, host.euid, 1),), gid_mappings=(IdMapping(0, host.egid, 1),))
 
 
-def _map_writers(spec: ContainerSpec, rootless: bool) -> tuple[bool, tuple[str | None, str | None]]:
+def _map_writers(spec: ContainerSpec, host: Host) -> tuple[bool, tuple[str | None, str | None]]:
     """Who writes the id maps. Root writes any. An unprivileged process may write one mapping of its
     own id, after "deny" in setgroups; anything more goes through the setuid helpers newuidmap and
     newgidmap (Debian's uidmap), which check /etc/subuid and /etc/subgid."""
-    if not rootless or not spec.uid_mappings:
+    if not host.rootless or not spec.uid_mappings:
         return False, (None, None)
-    own_uid = len(spec.uid_mappings) == 1 and spec.uid_mappings[0].host_id == os.geteuid() and \
+    own_uid = len(spec.uid_mappings) == 1 and spec.uid_mappings[0].host_id == host.euid and \
         spec.uid_mappings[0].size == 1
-    own_gid = len(spec.gid_mappings) == 1 and spec.gid_mappings[0].host_id == os.getegid() and \
+    own_gid = len(spec.gid_mappings) == 1 and spec.gid_mappings[0].host_id == host.egid and \
         spec.gid_mappings[0].size == 1
     helpers: list[str | None] = []
     for own, tool, field in ((own_uid, "newuidmap", "linux.uidMappings"), (own_gid, "newgidmap", "linux.gidMappings")):
         if own:
             helpers.append(None)
             continue
-        path = shutil.which(tool)
+        path = host.newuidmap if tool == "newuidmap" else host.newgidmap
         if path is None:
             raise SpecError(field, f"mapping more than your own id needs {tool} (Debian's uidmap) and "
                                    f"ranges in /etc/sub{'uid' if tool == 'newuidmap' else 'gid'}")
@@ -373,25 +375,13 @@ def _cgroups_writable(cgroup: str, controllers: frozenset[str]) -> bool:
     return True
 
 
-def apparmor_enabled() -> bool:
-    try:
-        with open("/sys/module/apparmor/parameters/enabled") as f:
-            return f.read().strip() == "Y"
-    except OSError:
-        return False
-
-
-def selinux_enabled() -> bool:
-    return os.path.exists("/sys/fs/selinux/enforce")
-
-
-def _check_lsm(spec: ContainerSpec) -> None:
+def _check_lsm(spec: ContainerSpec, host: Host) -> None:
     """A label asked for on a host without its LSM is an error: silently unconfined is worse."""
-    if spec.process.apparmor_profile is not None and not apparmor_enabled():
+    if spec.process.apparmor_profile is not None and not host.apparmor:
         raise SpecError("process.apparmorProfile", "AppArmor is not enabled on this host")
-    if spec.process.selinux_label is not None and not selinux_enabled():
+    if spec.process.selinux_label is not None and not host.selinux:
         raise SpecError("process.selinuxLabel", "SELinux is not enabled on this host")
-    if spec.mount_label is not None and not selinux_enabled():
+    if spec.mount_label is not None and not host.selinux:
         raise SpecError("linux.mountLabel", "SELinux is not enabled on this host")
 
 

@@ -32,6 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._launch import ExitStatus, raise_fd_limit
 from .container import Container, open_container
 from .errors import BootstrapError, SpecError
+from .host import Host
 from .logs import LogBook, LogSink, RotatingFile, pump_lines
 from .plan import Plan, for_container, plan
 from .service import Service
@@ -139,6 +140,8 @@ class Supervisor:
         #: a spec is planned once, when a container of it first starts; its restarts and the other
         #: containers of the spec (replicas) take that plan with their own cgroup (``for_container``)
         self._plans: dict[_PlanKey, Plan] = {}
+        #: what planning needs to know about this host, probed once (see ``host.py``)
+        self.host = Host.probe()
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -326,13 +329,11 @@ class Supervisor:
         started: Container | None = None
         try:
             spec = self._network_spec(service)
-            key = _plan_key(spec)
-            shared = self._plans.get(key)
+            shared = self._plans.get(_plan_key(spec))
             if shared is None:
                 # The first plan of a spec reads files (the rootfs's passwd, group) and may compile
                 # a seccomp filter: in a worker thread, never on the event loop.
-                shared = await anyio.to_thread.run_sync(plan, spec, service.name)
-                self._plans[key] = shared
+                shared = await anyio.to_thread.run_sync(self._plan_of, spec, service.name)
             the_plan = for_container(shared, spec, service.name)
             bridged = service.network is not None and service.network.bridge is not None
             async with open_container(spec, name=service.name, stdin=self._devnull, stdout=out_w,
@@ -377,19 +378,37 @@ class Supervisor:
                     await self.networks.detach(service.name, attachment[0])
         return status, anyio.current_time() - began
 
-    def _network_spec(self, service: Service) -> ContainerSpec:
+    def plan(self, service: Service) -> Plan:
+        """Plan ``service`` as its start will (its network namespace, this supervisor's host facts)
+        and keep the plan for its starts: how a front end validates containers before any starts
+        (``supervisor run`` does, for a whole manifest). Blocking: it reads files and may compile a
+        seccomp filter. A ``container:NAME`` network is planned as a joined namespace (which one
+        is known once NAME runs). Raises ``SpecError``, or ``BootstrapError`` for what this host
+        cannot give (a bridge without root)."""
+        return self._plan_of(self._network_spec(service, validating=True), service.name)
+
+    def _plan_of(self, spec: ContainerSpec, name: str) -> Plan:
+        key = _plan_key(spec)
+        shared = self._plans.get(key)
+        if shared is None:
+            shared = self._plans[key] = plan(spec, name, self.host)
+        return shared
+
+    def _network_spec(self, service: Service, validating: bool = False) -> ContainerSpec:
         """The spec with the network namespace its ``network`` asks for: a new one for a bridge, or
         the running container's for ``container:NAME``."""
         net = service.network
         if net is None:
             return service.spec
-        if net.bridge is not None and os.geteuid() != 0:
+        if net.bridge is not None and self.host.rootless and not validating:  # the start reports it
             raise BootstrapError(errno.EPERM, "network", "attach", f"{service.name} to {net.bridge} (a veth on a "
                                  "bridge needs root; without root a container keeps the host's network or an "
                                  "empty one of its own)")
         others = tuple(ns for ns in service.spec.namespaces if ns.type != "network")
         if net.container is None:
             return attrs.evolve(service.spec, namespaces=others + (Namespace("network"),))
+        if validating:
+            return attrs.evolve(service.spec, namespaces=others + (Namespace("network", "/proc/self/ns/net"),))
         other = self.handles.get(net.container)
         if other is None or other.state != State.RUNNING or other.pid is None:
             raise BootstrapError(errno.ESRCH, "network", "join the network of", f"{net.container} (not running)")

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from supervisor.host import Host
+
 BUSYBOX = "/usr/bin/busybox"
 HERE = Path(__file__).parent
 
@@ -22,6 +24,10 @@ HERE = Path(__file__).parent
 RUNC_SPEC: dict[str, Any] = json.loads((HERE / "data" / "runc-spec.json").read_text())
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
+
+#: a root supervisor on a host without LSMs or uidmap: what the pure planning tests plan for,
+#: whoever runs them
+ROOT_HOST = Host(euid=0, egid=0)
 
 
 @pytest.fixture(scope="module", params=["asyncio", "trio"])

@@ -10,12 +10,19 @@ import pytest
 
 from supervisor import ContainerSpec, SpecError
 from supervisor.manifest import DEFAULT_CAPABILITIES, Manifest, ManifestError, _Locator, load_manifest
-from supervisor.plan import DEFAULT_PATH, plan
+from supervisor.plan import DEFAULT_PATH
+from supervisor.plan import Plan
+from supervisor.plan import plan as plan_on
 from supervisor.resources import Memory, Resources
 from supervisor.service import LogConfig, Policy
 from supervisor.spec import Mount, Namespace, User
 
-from .conftest import RUNC_SPEC, Bundle
+from .conftest import ROOT_HOST, RUNC_SPEC, Bundle
+
+
+def plan(spec: ContainerSpec, name: str = "container") -> Plan:
+    """Planned for a root supervisor, whoever runs the tests: these need no root."""
+    return plan_on(spec, name, ROOT_HOST)
 
 HERE = Path(__file__).parent
 EXAMPLE = HERE.parent / "examples" / "manifest.toml"
@@ -600,3 +607,14 @@ network = "container:web"
     path.write_text('[containers.web]\nargs = ["/bin/true"]\nnetwork = { bridge = "sv0", address = "nope" }\n')
     with pytest.raises(SpecError, match=r"line 3: containers.web.network: .*not an address with a prefix"):
         load_manifest(path)
+
+
+def test_a_bridged_container_gets_its_network_namespace_at_load(tmp_path: Path) -> None:
+    """Decided once, at load: the namespace, hence a sysfs of its own on /sys, and net.* sysctls
+    that the planner accepts (the CLI and the Supervisor see the same final spec)."""
+    m = load(tmp_path, '[containers.web]\nargs = ["/bin/true"]\nnetwork = { bridge = "sv0", address = "10.9.0.2/24" }\n'
+                       'sysctl = { "net.ipv4.ip_forward" = "1" }\n')
+    spec = m.services[0].spec
+    assert Namespace("network") in spec.namespaces
+    assert Mount("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev", "ro")) in spec.mounts
+    assert plan(spec).loopback_up

@@ -9,9 +9,16 @@ import pytest
 
 from supervisor import ContainerSpec, SpecError
 from supervisor._wire import Mk, Op
-from supervisor.plan import MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, plan, resolve_in_root
+from supervisor.plan import MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, resolve_in_root
+from supervisor.plan import Plan
+from supervisor.plan import plan as plan_on
 
-from .conftest import RUNC_SPEC
+from .conftest import ROOT_HOST, RUNC_SPEC
+
+
+def plan(spec: ContainerSpec, name: str = "container") -> Plan:
+    """Planned for a root supervisor, whoever runs the tests: these need no root."""
+    return plan_on(spec, name, ROOT_HOST)
 
 
 def spec(root: Path, **edits: Any) -> ContainerSpec:

@@ -353,3 +353,23 @@ async def test_a_reader_that_falls_behind_is_cut_off(bundle: Bundle) -> None:
             with anyio.fail_after(5):
                 got = [e.event async for e in events]
     assert got == ["started", "exited"]
+
+
+async def test_a_plan_made_to_validate_is_the_one_started(bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Supervisor.plan`` (what ``supervisor run`` validates a manifest with) plans as the start
+    will, with the supervisor's host facts, and hands the plan over: the start plans nothing."""
+    from supervisor import supervise
+
+    sup = Supervisor()  # made outside the loop's context, as the CLI does
+    svc = service(bundle, "once", "/bin/true")
+    made = sup.plan(svc)
+    assert sup.host.euid == os.geteuid()
+
+    def plan_again(*args: Any) -> Any:
+        raise AssertionError("planned twice")
+
+    monkeypatch.setattr(supervise, "plan", plan_again)
+    async with sup:
+        handle = await sup.start(svc)
+        assert await handle.wait() == supervisor.ExitStatus(code=0)
+    assert list(sup._plans.values()) == [made]

@@ -1,0 +1,48 @@
+"""What planning needs to know about the host, probed once.
+
+A plan depends on who we are (root or not: a rootless start gets a user namespace and writes its id
+maps differently), which LSMs are on (a label where its LSM is off is an error), and which setuid
+helpers exist (``newuidmap``/``newgidmap``). These are facts about the process and the host, not
+about a container: a ``Supervisor`` probes them once and plans every container with them, the CLI
+validates with the same facts, and tests plan for a host they describe instead of the one they run
+on (a root plan without root).
+"""
+
+import os
+import shutil
+
+import attrs
+
+__all__ = ["Host"]
+
+
+@attrs.frozen
+class Host:
+    euid: int
+    egid: int
+    apparmor: bool = False
+    selinux: bool = False
+    #: the setuid helpers that map more than our own ids (Debian's uidmap), when installed
+    newuidmap: str | None = None
+    newgidmap: str | None = None
+
+    @property
+    def rootless(self) -> bool:
+        return self.euid != 0
+
+    @classmethod
+    def probe(cls) -> "Host":
+        return cls(euid=os.geteuid(), egid=os.getegid(), apparmor=_apparmor_enabled(), selinux=_selinux_enabled(),
+                   newuidmap=shutil.which("newuidmap"), newgidmap=shutil.which("newgidmap"))
+
+
+def _apparmor_enabled() -> bool:
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().strip() == "Y"
+    except OSError:
+        return False
+
+
+def _selinux_enabled() -> bool:
+    return os.path.exists("/sys/fs/selinux/enforce")
