@@ -345,12 +345,13 @@ def finish_cgroup(cgroup: Cgroup | None) -> bool:
     return oom
 
 
-def make_cgroup(plan: Plan) -> Cgroup | None:
-    """The container's cgroup, made and limited before anything is spawned."""
+def make_cgroup(plan: Plan, move_into_leaf: bool = False) -> Cgroup | None:
+    """The container's cgroup, made and limited before anything is spawned (``move_into_leaf``:
+    see ``Cgroup.create``)."""
     if plan.cgroup is None:
         return None
     return Cgroup.create(plan.cgroup, plan.resources, controllers=plan.cgroup_controllers or None,
-                         device_policy=plan.device_policy)
+                         device_policy=plan.device_policy, move_into_leaf=move_into_leaf)
 
 
 def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int | None]) -> Spawned:
@@ -371,9 +372,10 @@ def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int |
 def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, int | None] = (None, None, None)
                     ) -> tuple[int, int, Cgroup | None, int | None]:
     """Start a container; once the workload is exec'd, return its init's pid, pidfd and cgroup,
-    and the pty master when it has a terminal."""
+    and the pty master when it has a terminal. (The one-shot CLI's: a process that is the supervisor
+    and nothing else, so it may move itself into a leaf cgroup.)"""
     message = message_for(plan)
-    cgroup = make_cgroup(plan)
+    cgroup = make_cgroup(plan, move_into_leaf=True)
     try:
         spawned = spawn_into(cgroup, stdio)
     except BaseException:

@@ -152,21 +152,24 @@ def _controller(filename: str) -> str:
 class Cgroup:
     """One container's cgroup directories, one per hierarchy. Made by ``create``."""
 
-    def __init__(self, dirs: dict[Hierarchy, str]) -> None:
+    def __init__(self, dirs: dict[Hierarchy, str], move_into_leaf: bool = False) -> None:
         self.dirs = dirs
+        self.move_into_leaf = move_into_leaf
         #: the device policy in force (None: what the cgroup inherited)
         self.device_policy: devices.Policy | None = None
 
     @classmethod
     def create(cls, path: str, resources: Resources | None, hier: Iterable[Hierarchy] | None = None,
-               controllers: frozenset[str] | None = None, device_policy: devices.Policy | None = None
-               ) -> "Cgroup":
+               controllers: frozenset[str] | None = None, device_policy: devices.Policy | None = None,
+               move_into_leaf: bool = False) -> "Cgroup":
         """Make the cgroup (in the hierarchies of ``controllers``), write its limits and its device
         policy (``devices.fold`` of the container's rules; None leaves devices alone); on any failure,
-        remove what was made."""
+        remove what was made. ``move_into_leaf``: on cgroup v2, when the cgroup holding this process
+        is in the way of delegating a controller, move this process into a leaf of it; only a
+        program that is the supervisor and nothing else should allow it."""
         hier = list(hier if hier is not None else hierarchies())
         _sweep_once(hier)
-        cgroup = cls(cgroup_dirs(path, select(hier, controllers)))
+        cgroup = cls(cgroup_dirs(path, select(hier, controllers)), move_into_leaf)
         try:
             for h, target in cgroup.dirs.items():
                 cgroup._make_dirs(h, target)
@@ -256,9 +259,14 @@ class Cgroup:
             except OSError as e:
                 # v2 lets no cgroup both hold processes and hand controllers down. When the one
                 # holding us is in the way, move ourselves into a leaf of it (what crun and systemd
-                # do) and try again; anything else in it is not ours to move.
+                # do) and try again, if allowed: the embedding program's process is not ours to
+                # move unless it says so; anything else in that cgroup never is.
                 if e.errno != errno.EBUSY or d != own:
                     raise
+                if not self.move_into_leaf:
+                    raise BootstrapError(errno.EBUSY, "cgroup", "delegate controllers from", f"{own} (this "
+                                         "process lives in it: run in a cgroup of its own, or allow "
+                                         "move_into_leaf=True)") from None
                 _move_into_leaf(own)
                 _write(os.path.join(d, "cgroup.subtree_control"), f"+{controller}")
 

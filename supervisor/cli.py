@@ -242,7 +242,7 @@ def run_manifest(path: str, events_path: str | None, state_dir: str | None = Non
         _err(str(e))
         return 2
     output = PrefixedOutput(sys.stdout.fileno())
-    sup = Supervisor(log_sink=output)
+    sup = Supervisor(log_sink=output, move_into_leaf=True)  # this process is the supervisor, nothing else
     for service in manifest.services:  # every container is planned before any starts
         try:
             sup.plan(service)  # as its start will plan it; the Supervisor keeps the plan

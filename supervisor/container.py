@@ -313,11 +313,11 @@ def _leftover_pid(sock: _socket.socket) -> int | None:
 
 
 async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | None,
-                 on_init: HostWork | None) -> Container:
+                 on_init: HostWork | None, move_into_leaf: bool) -> Container:
     if the_plan is None:
         the_plan = plan(spec, name)
     try:
-        cgroup = make_cgroup(the_plan)
+        cgroup = make_cgroup(the_plan, move_into_leaf)
     except BootstrapError as e:
         e.container = name
         raise
@@ -335,17 +335,21 @@ async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | 
 @asynccontextmanager
 async def open_container(spec: ContainerSpec, *, name: str, stdin: int | None = None, stdout: int | None = None,
                          stderr: int | None = None, plan: Plan | None = None,
-                         on_init: HostWork | None = None) -> AsyncIterator[Container]:
+                         on_init: HostWork | None = None, move_into_leaf: bool = False
+                         ) -> AsyncIterator[Container]:
     """Start ``spec`` as container ``name`` and yield its handle once the workload runs.
 
     ``stdin``/``stdout``/``stderr`` are file descriptors for the workload (default: ours); ``plan``,
     one already made from ``spec`` (default: made now); ``on_init``, an async function called with the
-    init's pid while it waits, before it runs anything (what the supervisor uses to attach networks).
-    Raises
-    ``SpecError`` before anything is spawned, or ``BootstrapError`` when the container cannot start.
+    init's pid while it waits, before it runs anything (what the supervisor uses to attach networks);
+    ``move_into_leaf``, whether this process may be moved into a leaf of its own cgroup (cgroup v2
+    only delegates controllers from a cgroup without processes: a program that is nothing but a
+    supervisor may allow it; without it, such a start fails and says so).
+    Raises ``SpecError`` before anything is spawned, or ``BootstrapError`` when the container cannot
+    start.
     On leaving, a container still running is killed (SIGKILL ends its pid namespace) and reaped.
     """
-    container = await _start(spec, name, (stdin, stdout, stderr), plan, on_init)
+    container = await _start(spec, name, (stdin, stdout, stderr), plan, on_init, move_into_leaf)
     try:
         yield container
     finally:
@@ -357,7 +361,8 @@ async def open_container(spec: ContainerSpec, *, name: str, stdin: int | None = 
 
 
 async def run(spec: ContainerSpec, *, name: str, stdin: int | None = None, stdout: int | None = None,
-              stderr: int | None = None) -> ExitStatus:
+              stderr: int | None = None, move_into_leaf: bool = False) -> ExitStatus:
     """Run a container to its end and return how it ended. Cancelling kills it."""
-    async with open_container(spec, name=name, stdin=stdin, stdout=stdout, stderr=stderr) as container:
+    async with open_container(spec, name=name, stdin=stdin, stdout=stdout, stderr=stderr,
+                              move_into_leaf=move_into_leaf) as container:
         return await container.wait()

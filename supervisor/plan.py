@@ -686,30 +686,29 @@ def plan_exec(container: Plan, spec: ContainerSpec, init_pid: int, args: tuple[s
             raise SpecError(f"env[{i}]", f'"{entry}" is not NAME=VALUE')
     ns_paths = tuple((NAMESPACE_TYPES[ns.type], f"/proc/{init_pid}/ns/{_NS_FILES[ns.type]}")
                      for ns in spec.namespaces if ns.type in _NS_FILES)
-    return attrs.evolve(
-        container,
+    # Built fresh, not the container's plan with fields reset: whatever a plan gains later is the
+    # container's own (a mount, a hostname, a cgroup to make) unless it is listed here.
+    return Plan(
         args=args,
         exec_paths=_exec_paths(args[0], env),
         env=env,
         cwd=cwd or container.cwd,
+        ns_paths=ns_paths,
         terminal=terminal,
         console_size=console_size,
-        clone_flags=0,
-        ns_paths=ns_paths,
-        oom_score_adj=None,
-        rootfs=None,
-        rootfs_bind=None,
-        root_propagation=0,
-        steps=(),
-        hostname=None,
-        domainname=None,
-        uid_map=None,
-        gid_map=None,
-        setgroups_deny=False,
-        uid_map_helper=None,
-        gid_map_helper=None,
-        pid1_init=False,
-        loopback_up=False,
-        cgroup=None,
-        resources=None,
+        # the container's process identity and confinement
+        uid=container.uid,
+        gid=container.gid,
+        setgroups=container.setgroups,
+        groups=container.groups,
+        become_root=container.become_root,
+        caps=container.caps,
+        no_new_privs=container.no_new_privs,
+        rlimits=container.rlimits,
+        umask=container.umask,
+        seccomp=container.seccomp,
+        seccomp_flags=container.seccomp_flags,
+        apparmor_profile=container.apparmor_profile,
+        selinux_label=container.selinux_label,
+        pdeathsig=container.pdeathsig,
     )

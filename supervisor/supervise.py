@@ -125,8 +125,10 @@ class Supervisor:
     the container's name); without one, output is dropped unless a service has a log file.
     """
 
-    def __init__(self, *, log_sink: LogSink | None = None) -> None:
+    def __init__(self, *, log_sink: LogSink | None = None, move_into_leaf: bool = False) -> None:
         self.log_sink = log_sink
+        #: may this process be moved into a leaf of its own cgroup (see ``open_container``)
+        self.move_into_leaf = move_into_leaf
         #: the last lines of each container, for ``logs``
         self.log_book = LogBook()
         self.handles: dict[str, Handle] = {}
@@ -337,8 +339,8 @@ class Supervisor:
             the_plan = for_container(shared, spec, service.name)
             bridged = service.network is not None and service.network.bridge is not None
             async with open_container(spec, name=service.name, stdin=self._devnull, stdout=out_w,
-                                      stderr=err_w, plan=the_plan,
-                                      on_init=attach_network if bridged else None) as container:
+                                      stderr=err_w, plan=the_plan, on_init=attach_network if bridged else None,
+                                      move_into_leaf=self.move_into_leaf) as container:
                 started = container
                 os.close(out_w)
                 os.close(err_w)

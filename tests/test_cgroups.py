@@ -157,7 +157,12 @@ def test_v2_limits_when_the_supervisor_holds_its_own_cgroup(bundle: Bundle, tmp_
     script = f"""
 import os, anyio, supervisor
 open("{home}/cgroup.procs", "w").write(str(os.getpid()))   # the supervisor in a cgroup of its own
-status = anyio.run(lambda: supervisor.run(supervisor.ContainerSpec.from_bundle("{b}"), name="huge"))
+spec = supervisor.ContainerSpec.from_bundle("{b}")
+try:
+    anyio.run(lambda: supervisor.run(spec, name="refused"))  # moving us needs our say-so
+except supervisor.BootstrapError as e:
+    print("refused:", e.message)
+status = anyio.run(lambda: supervisor.run(spec, name="huge", move_into_leaf=True))
 print(status.code, open("{home}/supervisor-leaf/cgroup.procs").read().split() == [str(os.getpid())])
 """
     try:
@@ -165,6 +170,7 @@ print(status.code, open("{home}/supervisor-leaf/cgroup.procs").read().split() ==
                                 check=False)
         assert result.returncode == 0, result.stderr
         assert result.stdout.split()[-2:] == ["0", "True"], result.stdout
+        assert "refused: " in result.stdout and "allow move_into_leaf=True" in result.stdout, result.stdout
     finally:
         for d in sorted(home.rglob("*"), key=lambda p: len(str(p)), reverse=True):
             if d.is_dir():

@@ -126,3 +126,22 @@ def test_exec_paths_follow_path(tmp_path: Path) -> None:
     assert p.exec_paths == ("/usr/bin/sh", "/bin/sh")
     assert plan(spec(tmp_path, process__args=["./run"])).exec_paths == ("./run",)
     assert os.sep == "/"
+
+
+def test_an_exec_plan_takes_only_the_processs_identity_from_the_container(tmp_path: Path) -> None:
+    import attrs
+
+    from supervisor.plan import Plan, plan_exec
+
+    box = spec(tmp_path, hostname="box")
+    container = attrs.evolve(plan(box), pid1_init=True, loopback_up=True, oom_score_adj=5, uid_map="0 1000 1")
+    p = plan_exec(container, box, 42, ("/bin/ps",))
+    inherited = {"cwd", "env", "uid", "gid", "setgroups", "groups", "become_root", "caps", "no_new_privs", "rlimits",
+                 "umask", "seccomp", "seccomp_flags", "apparmor_profile", "selinux_label", "pdeathsig"}
+    for field in attrs.fields(Plan):
+        if field.name in inherited:
+            assert getattr(p, field.name) == getattr(container, field.name), field.name
+        elif field.name not in ("args", "exec_paths", "ns_paths"):
+            assert getattr(p, field.name) == field.default, field.name
+    assert (p.args, p.exec_paths) == (("/bin/ps",), ("/bin/ps",))
+    assert all(path.startswith("/proc/42/ns/") for _, path in p.ns_paths) and p.ns_paths
