@@ -14,9 +14,11 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+import anyio
+
 from . import _aio
 
-__all__ = ["MAX_LINE", "LogSink", "PrefixedOutput", "RotatingFile", "pump_lines"]
+__all__ = ["MAX_LINE", "FileWriter", "LogSink", "PrefixedOutput", "RotatingFile", "pump_lines"]
 
 MAX_LINE = 1 << 20
 _COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
@@ -128,10 +130,45 @@ class RotatingFile:
         _write_all(self._fd, data)
         self._size += len(data)
 
+    def write_lines(self, lines: list[bytes]) -> None:
+        for data in lines:
+            self.write(data)
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class FileWriter:
+    """One run's lines for a ``RotatingFile``, written in batches by worker threads: a slow or full
+    disk never stalls the event loop, hence every other container. ``run`` writes until ``close``
+    and then what is left; a write error (ENOSPC, say) is raised from ``run``: in the Supervisor,
+    that container's failure."""
+
+    def __init__(self, file: RotatingFile) -> None:
+        self.file = file
+        self._pending: list[bytes] = []
+        self._wake = anyio.Event()
+        self._closed = False
+
+    def line(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            batch, self._pending = self._pending, []
+            if batch:
+                await anyio.to_thread.run_sync(self.file.write_lines, batch)
+            if self._closed and not self._pending:
+                return
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -33,7 +33,7 @@ from ._launch import ExitStatus, raise_fd_limit
 from .container import Container, open_container
 from .errors import BootstrapError, SpecError
 from .host import Host
-from .logs import LogBook, LogSink, RotatingFile, pump_lines
+from .logs import FileWriter, LogBook, LogSink, RotatingFile, pump_lines
 from .plan import Plan, for_container, plan
 from .service import Service
 from .network import Attachment, Networks
@@ -136,6 +136,7 @@ class Supervisor:
         self._stack = AsyncExitStack()
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._log_files: dict[str, RotatingFile] = {}
+        self._log_writers: dict[str, FileWriter] = {}  # of the runs under way
         self._changed = anyio.Event()  # set and replaced on every change of any container
         self._devnull = -1  # every container's stdin
         self.networks = Networks()
@@ -310,9 +311,9 @@ class Supervisor:
         self.log_book.line(name, stream, data)
         if self.log_sink is not None:
             self.log_sink.line(name, stream, data)
-        log_file = self._log_files.get(name)
-        if log_file is not None:
-            log_file.write(data)
+        writer = self._log_writers.get(name)
+        if writer is not None:
+            writer.line(data)
 
     async def _run_once(self, handle: Handle, report: Callable[[], None]) -> tuple[ExitStatus, float]:
         """One start of the container: returns its exit status (None: it did not start) and how
@@ -347,22 +348,36 @@ class Supervisor:
                 out_w = err_w = -1
                 handle.container, handle.pid = container, container.pid
                 console = container.take_console()
+                log_file = self._log_files.get(service.name)
+                writer = None if log_file is None else FileWriter(log_file)
                 try:
-                    async with anyio.create_task_group() as pumps:
-                        if console is not None:  # a terminal: its output is the container's stdout
-                            pumps.start_soon(pump_lines, console, functools.partial(self._emit_terminal_line,
-                                                                                    service.name))
-                            console = None
-                        for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
-                            pumps.start_soon(pump_lines, fd, functools.partial(self._emit_line, service.name, stream))
-                        out_r = err_r = -1
-                        handle.started_at = time.time()
-                        self._transition(handle, State.RUNNING, pid=container.pid)
-                        report()
-                        status = await self._wait_or_stop(handle, container)
-                        # The workload's processes end with its pid namespace, and with them the
-                        # pipes' writers; without one, a leftover must not hold the logs open for ever.
-                        pumps.cancel_scope.deadline = anyio.current_time() + 2.0
+                    # the log file's writer outlives the pumps, to write what they read last
+                    async with anyio.create_task_group() as log_writing:
+                        if writer is not None:
+                            self._log_writers[service.name] = writer
+                            log_writing.start_soon(writer.run)
+                        try:
+                            async with anyio.create_task_group() as pumps:
+                                if console is not None:  # a terminal: its output is the container's stdout
+                                    pumps.start_soon(pump_lines, console,
+                                                     functools.partial(self._emit_terminal_line, service.name))
+                                    console = None
+                                for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
+                                    pumps.start_soon(pump_lines, fd,
+                                                     functools.partial(self._emit_line, service.name, stream))
+                                out_r = err_r = -1
+                                handle.started_at = time.time()
+                                self._transition(handle, State.RUNNING, pid=container.pid)
+                                report()
+                                status = await self._wait_or_stop(handle, container)
+                                # The workload's processes end with its pid namespace, and with them
+                                # the pipes' writers; without one, a leftover must not hold the logs
+                                # open for ever.
+                                pumps.cancel_scope.deadline = anyio.current_time() + 2.0
+                        finally:
+                            self._log_writers.pop(service.name, None)
+                            if writer is not None:
+                                writer.close()  # it writes what is left, then ends
                 finally:
                     handle.container = None
                     if console is not None:

@@ -373,3 +373,35 @@ async def test_a_plan_made_to_validate_is_the_one_started(bundle: Bundle, monkey
         handle = await sup.start(svc)
         assert await handle.wait() == supervisor.ExitStatus(code=0)
     assert list(sup._plans.values()) == [made]
+
+
+async def test_a_log_file_that_blocks_does_not_stop_supervision(bundle: Bundle, tmp_path: Path) -> None:
+    """Log files are written off the event loop: one whose open or write blocks (a FIFO nobody
+    reads, a stalled disk) holds up its own container's task only."""
+    import threading
+
+    fifo = tmp_path / "log"
+    os.mkfifo(fifo)
+    reader: list[int] = []
+
+    def open_reader() -> None:  # a watchdog: whatever happens, the writer gets its reader in the end
+        reader.append(os.open(fifo, os.O_RDONLY))
+
+    watchdog = threading.Timer(8.0, open_reader)
+    watchdog.start()
+    try:
+        async with Supervisor() as sup:
+            stuck = await sup.start(service(bundle, "stuck", "/bin/sh", "-c", "echo one", log=LogConfig(str(fifo))))
+            quick = await sup.start(service(bundle, "quick", "/bin/true"))
+            assert await quick.wait() == supervisor.ExitStatus(code=0)
+            assert not reader, "the loop waited for the log file"
+            assert not stuck._task_done.is_set()  # its writer still waits for a reader
+            watchdog.cancel()
+            await anyio.to_thread.run_sync(open_reader)
+            assert await stuck.wait() == supervisor.ExitStatus(code=0)
+        assert os.read(reader[0], 100) == b"one\n"
+    finally:
+        watchdog.cancel()
+        watchdog.join()
+        for fd in reader:
+            os.close(fd)
