@@ -126,10 +126,10 @@ from typing import Any
 import attrs
 
 from .errors import SpecError
-from .plan import DEFAULT_PATH, INIT_ANNOTATION, resolve_in_root
+from .plan import DEFAULT_PATH, resolve_in_root
 from .seccomp import DEFAULT_PROFILE
 from .service import RESTART_POLICIES, LogConfig, NetworkConfig, Policy, Service, parse_network
-from .spec import ContainerSpec, User
+from .spec import INIT_ANNOTATION, ContainerSpec, User
 
 __all__ = ["Manifest", "ManifestError", "load_manifest", "DEFAULT_CAPABILITIES", "REPLICA_ENV", "INIT_ANNOTATION"]
 

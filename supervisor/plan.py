@@ -27,15 +27,20 @@ from .errors import SpecError
 from .host import Host
 from .resources import Resources
 from .seccomp import compile_seccomp
-from .spec import CAPABILITIES, NAMESPACE_TYPES, RLIMITS, ContainerSpec, Device, IdMapping, Mount, Namespace
+from .spec import (
+    CAPABILITIES,
+    CGROUP_ANNOTATION,
+    NAMESPACE_TYPES,
+    RLIMITS,
+    ContainerSpec,
+    Device,
+    IdMapping,
+    Mount,
+    Namespace,
+)
 
 __all__ = ["DEFAULT_PATH", "Plan", "Step", "for_container", "plan", "plan_exec", "resolve_in_root"]
 
-#: the annotation that asks for a pid-1 init in the container
-INIT_ANNOTATION = "supervisor.init"
-#: the annotation that keeps a container in the supervisor's cgroup: no limits, stats or OOM
-#: reports, but a faster start (no cgroup to make, join and remove)
-CGROUP_ANNOTATION = "supervisor.cgroup"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # mount(2) flags (include/uapi/linux/mount.h)
@@ -193,7 +198,7 @@ def plan(spec: ContainerSpec, name: str = "container", host: Host | None = None)
         spec = _rootless(spec, host)
     cgroup_path = spec.cgroups_path or default_path(name)
     cgroup: str | None = cgroup_path
-    if spec.annotations.get(CGROUP_ANNOTATION) == "false":
+    if not spec.own_cgroup:
         if spec.resources is not None and not spec.resources.empty:
             raise SpecError(f"annotations.{CGROUP_ANNOTATION}", "a container without a cgroup cannot have "
                                                                 "linux.resources")
@@ -294,7 +299,7 @@ def plan(spec: ContainerSpec, name: str = "container", host: Host | None = None)
         caps=caps,
         pdeathsig=int(signal.SIGKILL),
         become_root=in_userns,
-        pid1_init=spec.annotations.get(INIT_ANNOTATION) == "true",
+        pid1_init=spec.init,
         loopback_up="network" in new,
         cgroup=cgroup,
         cgroup_controllers=controllers,

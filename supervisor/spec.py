@@ -180,6 +180,16 @@ class ContainerSpec:
     annotations: Mapping[str, str] = attrs.field(factory=dict, eq=False)
     #: where relative paths (root.path, bind sources) were resolved from
     bundle: str | None = None
+    #: the options our annotations carry, read once, typed: a minimal init as pid 1
+    #: (``supervisor.init: "true"``), and a cgroup of the container's own (``supervisor.cgroup:
+    #: "false"`` opts out). The planner reads these, never the annotations; unlike the annotations
+    #: they are part of a spec's identity, so specs that differ in them never share a plan.
+    init: bool = attrs.field(init=False)
+    own_cgroup: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "init", self.annotations.get(INIT_ANNOTATION) == "true")
+        object.__setattr__(self, "own_cgroup", self.annotations.get(CGROUP_ANNOTATION) != "false")
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike[str]) -> "ContainerSpec":
@@ -296,6 +306,11 @@ _PROCESS_UNSUPPORTED = ("commandLine", "ioPriority",
                         "scheduler", "execCPUAffinity")
 _LINUX_UNSUPPORTED = ("timeOffsets", "unified", "intelRdt", "personality",
                       "memoryPolicy", "netDevices")
+#: the annotation that asks for a pid-1 init in the container
+INIT_ANNOTATION = "supervisor.init"
+#: the annotation that keeps a container in the supervisor's cgroup: no limits, stats or OOM
+#: reports, but a faster start (no cgroup to make, join and remove)
+CGROUP_ANNOTATION = "supervisor.cgroup"
 _TOP_UNSUPPORTED = ("hooks", "solaris", "windows", "vm", "zos")
 _PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable")
 

@@ -142,7 +142,7 @@ class Supervisor:
         self.networks = Networks()
         #: a spec is planned once, when a container of it first starts; its restarts and the other
         #: containers of the spec (replicas) take that plan with their own cgroup (``for_container``)
-        self._plans: dict[_PlanKey, Plan] = {}
+        self._plans: dict[ContainerSpec, Plan] = {}
         #: what planning needs to know about this host, probed once (see ``host.py``)
         self.host = Host.probe()
 
@@ -332,7 +332,7 @@ class Supervisor:
         started: Container | None = None
         try:
             spec = self._network_spec(service)
-            shared = self._plans.get(_plan_key(spec))
+            shared = self._plans.get(spec)
             if shared is None:
                 # The first plan of a spec reads files (the rootfs's passwd, group) and may compile
                 # a seccomp filter: in a worker thread, never on the event loop.
@@ -405,10 +405,9 @@ class Supervisor:
         return self._plan_of(self._network_spec(service, validating=True), service.name)
 
     def _plan_of(self, spec: ContainerSpec, name: str) -> Plan:
-        key = _plan_key(spec)
-        shared = self._plans.get(key)
+        shared = self._plans.get(spec)  # a spec's equality covers what its plan depends on
         if shared is None:
-            shared = self._plans[key] = plan(spec, name, self.host)
+            shared = self._plans[spec] = plan(spec, name, self.host)
         return shared
 
     def _network_spec(self, service: Service, validating: bool = False) -> ContainerSpec:
@@ -537,15 +536,6 @@ class Supervisor:
             status = handle.last_exit
             self._transition(handle, State.EXITED, code=status.code if status else None,
                              signal=status.signal if status else None)
-
-
-_PlanKey = tuple[ContainerSpec, tuple[tuple[str, str], ...]]
-
-
-def _plan_key(spec: ContainerSpec) -> _PlanKey:
-    """What a plan depends on: the spec, and its annotations, which a spec's equality ignores (OCI
-    keeps them out of identity) but the planner reads (``supervisor.init``, ``supervisor.cgroup``)."""
-    return spec, tuple(sorted(spec.annotations.items()))
 
 
 def _leaves(error: BaseException) -> list[BaseException]:
