@@ -669,9 +669,11 @@ def test_cve_2025_52881_sysctl_redirected_by_a_mount(own_box: Path, tmp_path: Pa
 # -- CVE-2019-16884: a fake procfs under the LSM label -----------------------------------------------------
 
 def _lsm() -> str | None:
-    from supervisor.plan import apparmor_enabled, selinux_enabled
+    from supervisor.host import Host
 
-    return "apparmor" if apparmor_enabled() else "selinux" if selinux_enabled() else None
+    host = Host.probe()
+
+    return "apparmor" if host.apparmor else "selinux" if host.selinux else None
 
 
 @pytest.mark.skipif(_lsm() is None, reason="needs AppArmor or SELinux: without an LSM there is no label to drop")
