@@ -99,12 +99,14 @@ async def test_always_restarts_until_stopped(bundle: Bundle) -> None:
 
 
 async def test_stop_signal_grace_then_kill(bundle: Bundle) -> None:
-    async with Supervisor() as sup:
+    sink = Lines()
+    async with Supervisor(log_sink=sink) as sup:
         polite = await sup.start(service(bundle, "polite", "/bin/sh", "-c",
-                                         "trap 'exit 7' TERM; while :; do sleep 0.05; done"))
+                                         "trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done"))
         stubborn = await sup.start(service(bundle, "stubborn", "/bin/sleep", "100",
                                            policy=Policy(stop_timeout=0.3)))
         assert polite.state == stubborn.state == State.RUNNING
+        await sink.wait_for("polite", b"ready\n")  # its trap is set: a TERM before would be ignored (pid 1)
         began = anyio.current_time()
         with anyio.fail_after(10):
             await sup.stop_all()
