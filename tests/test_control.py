@@ -9,12 +9,13 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from supervisor.control import ControlError, request
 
-from .conftest import needs_root
+from .conftest import needs_root, wait_until
 
 pytestmark = needs_root
 
@@ -153,3 +154,41 @@ def test_bad_requests_get_an_answer_and_harm_nothing(running: tuple[str, subproc
     assert p.poll() is None  # the supervisor and its containers are unharmed
     rows = {r["name"]: r for r in json.loads(cli(state, "ps", "--json").stdout)}
     assert rows["web"]["state"] == "running"
+
+
+async def test_the_control_server_under_each_event_loop(bundle: Any, tmp_path: Path) -> None:
+    """The library's control server, embedded (asyncio and trio): ps, exec with fds passed, logs."""
+    import anyio
+
+    import supervisor
+    from supervisor.control_server import serve
+    from supervisor.service import Policy, Service
+    from supervisor.supervise import Supervisor
+
+    spec = supervisor.ContainerSpec.from_bundle(bundle("/bin/sh", "-c", "echo hello; exec sleep 100"))
+    state = str(tmp_path)
+
+    def ask(message: dict[str, Any], fds: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+        return list(request(state, message, fds))
+
+    r, w = os.pipe()
+    try:
+        with anyio.fail_after(20):
+            async with Supervisor() as sup, anyio.create_task_group() as group:
+                await group.start(serve, sup, state)
+                await sup.start(Service("box", spec, Policy(stop_timeout=0.1)))
+                [ps] = await anyio.to_thread.run_sync(ask, {"cmd": "ps"})
+                assert [(c["name"], c["state"]) for c in ps["containers"]] == [("box", "running")]
+                done = await anyio.to_thread.run_sync(ask, {"cmd": "exec", "name": "box",
+                                                            "args": ["/bin/sh", "-c", "echo inside; exit 4"]},
+                                                      (0, w, w))
+                assert done == [{"ok": True, "code": 4, "signal": None}]
+                assert os.read(r, 100) == b"inside\n"
+                await wait_until(lambda: bool(sup.log_book.recent("box")))
+                logs = await anyio.to_thread.run_sync(ask, {"cmd": "logs", "name": "box"})
+                assert logs == [{"line": "hello\n"}, {"ok": True}]
+                await sup.stop_all()
+                group.cancel_scope.cancel()
+    finally:
+        os.close(r)
+        os.close(w)
