@@ -13,6 +13,7 @@ end containers that would run forever. An exception or cancellation inside the b
 container with SIGKILL before it propagates, so no container outlives its supervisor.
 """
 
+import contextlib
 import datetime
 import errno
 import functools
@@ -143,6 +144,7 @@ class Supervisor:
         #: a spec is planned once, when a container of it first starts; its restarts and the other
         #: containers of the spec (replicas) take that plan with their own cgroup (``for_container``)
         self._plans: dict[ContainerSpec, Plan] = {}
+        self._planning = anyio.Lock()
         #: what planning needs to know about this host, probed once (see ``host.py``)
         self.host = Host.probe()
 
@@ -335,8 +337,12 @@ class Supervisor:
             shared = self._plans.get(spec)
             if shared is None:
                 # The first plan of a spec reads files (the rootfs's passwd, group) and may compile
-                # a seccomp filter: in a worker thread, never on the event loop.
-                shared = await anyio.to_thread.run_sync(self._plan_of, spec, service.name)
+                # a seccomp filter: in a worker thread, never on the event loop; one at a time, so
+                # that the replicas starting together wait for that plan instead of each making it.
+                async with self._planning:
+                    shared = self._plans.get(spec)
+                    if shared is None:
+                        shared = await anyio.to_thread.run_sync(self._plan_of, spec, service.name)
             the_plan = for_container(shared, spec, service.name)
             bridged = service.network is not None and service.network.bridge is not None
             async with open_container(spec, name=service.name, stdin=self._devnull, stdout=out_w,
@@ -351,9 +357,10 @@ class Supervisor:
                 log_file = self._log_files.get(service.name)
                 writer = None if log_file is None else FileWriter(log_file)
                 try:
-                    # the log file's writer outlives the pumps, to write what they read last
-                    async with anyio.create_task_group() as log_writing:
-                        if writer is not None:
+                    # the log file's writer outlives the pumps, to write what they read last (no task
+                    # group without one: it costs every start)
+                    async with anyio.create_task_group() if writer else contextlib.nullcontext() as log_writing:
+                        if writer is not None and log_writing is not None:
                             self._log_writers[service.name] = writer
                             log_writing.start_soon(writer.run)
                         try:
