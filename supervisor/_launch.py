@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator
 import attrs
 
 from .bootstrap import encode
-from .cgroups import Cgroup
+from .cgroups import Cgroup, CgroupDriver
 from .errors import BootstrapError
 from .pipes import Handshake, HostSetup, InitDied, Request, Send
 from .plan import Plan
@@ -345,13 +345,12 @@ def finish_cgroup(cgroup: Cgroup | None) -> bool:
     return oom
 
 
-def make_cgroup(plan: Plan, move_into_leaf: bool = False) -> Cgroup | None:
-    """The container's cgroup, made and limited before anything is spawned (``move_into_leaf``:
-    see ``Cgroup.create``)."""
+def make_cgroup(plan: Plan, driver: CgroupDriver) -> Cgroup | None:
+    """The container's cgroup, made and limited before anything is spawned."""
     if plan.cgroup is None:
         return None
-    return Cgroup.create(plan.cgroup, plan.resources, controllers=plan.cgroup_controllers or None,
-                         device_policy=plan.device_policy, move_into_leaf=move_into_leaf)
+    return driver.create(plan.cgroup, plan.resources, controllers=plan.cgroup_controllers or None,
+                         device_policy=plan.device_policy)
 
 
 def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int | None]) -> Spawned:
@@ -375,7 +374,7 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
     and the pty master when it has a terminal. (The one-shot CLI's: a process that is the supervisor
     and nothing else, so it may move itself into a leaf cgroup.)"""
     message = message_for(plan)
-    cgroup = make_cgroup(plan, move_into_leaf=True)
+    cgroup = make_cgroup(plan, CgroupDriver(move_into_leaf=True))
     try:
         spawned = spawn_into(cgroup, stdio)
     except BaseException:

@@ -30,7 +30,7 @@ from . import devices
 from .errors import BootstrapError
 from .resources import Resources
 
-__all__ = ["Hierarchy", "Cgroup", "Stats", "hierarchies", "default_path", "BASE_CONTROLLERS",
+__all__ = ["Hierarchy", "Cgroup", "CgroupDriver", "Stats", "hierarchies", "default_path", "BASE_CONTROLLERS",
            "controllers_for", "select", "cgroup_dirs"]
 
 
@@ -142,34 +142,41 @@ def select(hier: Iterable[Hierarchy], controllers: frozenset[str] | None) -> lis
 
 def default_path(name: str) -> str:
     """A container's cgroup, relative to the supervisor's own."""
-    return f"supervisor-{os.getpid()}/{name}"
+    return f"{_ours()}/{name}"
+
+
+def _ours() -> str:
+    """The parent of this process's default cgroup paths: its name says it is this process's."""
+    return f"supervisor-{os.getpid()}"
 
 
 def _controller(filename: str) -> str:
     return filename.split(".", 1)[0]
 
 
-class Cgroup:
-    """One container's cgroup directories, one per hierarchy. Made by ``create``."""
+class CgroupDriver:
+    """The cgroups of one supervisor (a ``Supervisor``, or one ``open_container``): which
+    directories it made (and so may remove), and whether it may move this process into a leaf of
+    its own cgroup. Two supervisors in one process share nothing here; the ``supervisor-<pid>``
+    parent that their default paths share is removed by whoever leaves it empty (its name says it
+    is this process's)."""
 
-    def __init__(self, dirs: dict[Hierarchy, str], move_into_leaf: bool = False) -> None:
-        self.dirs = dirs
+    def __init__(self, *, move_into_leaf: bool = False) -> None:
         self.move_into_leaf = move_into_leaf
-        #: the device policy in force (None: what the cgroup inherited)
-        self.device_policy: devices.Policy | None = None
+        #: the directories this driver created and has not removed yet
+        self.made: set[str] = set()
 
-    @classmethod
-    def create(cls, path: str, resources: Resources | None, hier: Iterable[Hierarchy] | None = None,
-               controllers: frozenset[str] | None = None, device_policy: devices.Policy | None = None,
-               move_into_leaf: bool = False) -> "Cgroup":
+    def create(self, path: str, resources: Resources | None, hier: Iterable[Hierarchy] | None = None,
+               controllers: frozenset[str] | None = None, device_policy: devices.Policy | None = None
+               ) -> "Cgroup":
         """Make the cgroup (in the hierarchies of ``controllers``), write its limits and its device
         policy (``devices.fold`` of the container's rules; None leaves devices alone); on any failure,
-        remove what was made. ``move_into_leaf``: on cgroup v2, when the cgroup holding this process
-        is in the way of delegating a controller, move this process into a leaf of it; only a
-        program that is the supervisor and nothing else should allow it."""
+        remove what was made. With ``move_into_leaf``: on cgroup v2, when the cgroup holding this
+        process is in the way of delegating a controller, move this process into a leaf of it; only
+        a program that is the supervisor and nothing else should allow it."""
         hier = list(hier if hier is not None else hierarchies())
         _sweep_once(hier)
-        cgroup = cls(cgroup_dirs(path, select(hier, controllers)), move_into_leaf)
+        cgroup = Cgroup(cgroup_dirs(path, select(hier, controllers)), self)
         try:
             for h, target in cgroup.dirs.items():
                 cgroup._make_dirs(h, target)
@@ -183,6 +190,16 @@ class Cgroup:
                 raise
             raise BootstrapError(e.errno or 0, "cgroup", "create", e.filename or path) from None
         return cgroup
+
+
+class Cgroup:
+    """One container's cgroup directories, one per hierarchy. Made by ``CgroupDriver.create``."""
+
+    def __init__(self, dirs: dict[Hierarchy, str], driver: CgroupDriver) -> None:
+        self.dirs = dirs
+        self.driver = driver
+        #: the device policy in force (None: what the cgroup inherited)
+        self.device_policy: devices.Policy | None = None
 
     def _make_dirs(self, h: Hierarchy, target: str) -> None:
         """mkdir -p, while other containers (in other threads) make and remove the shared parents."""
@@ -198,7 +215,7 @@ class Cgroup:
                         os.mkdir(d)
                     except FileExistsError:
                         continue  # made by another container meanwhile
-                    _MADE.add(d)
+                    self.driver.made.add(d)
                 if h.version == 1 and "cpuset" in h.controllers:
                     self._fill_cpusets(h, target)
                 return
@@ -263,7 +280,7 @@ class Cgroup:
                 # move unless it says so; anything else in that cgroup never is.
                 if e.errno != errno.EBUSY or d != own:
                     raise
-                if not self.move_into_leaf:
+                if not self.driver.move_into_leaf:
                     raise BootstrapError(errno.EBUSY, "cgroup", "delegate controllers from", f"{own} (this "
                                          "process lives in it: run in a cgroup of its own, or allow "
                                          "move_into_leaf=True)") from None
@@ -457,8 +474,9 @@ class Cgroup:
         uses them; True when the container's are gone. A cgroup whose last processes are still
         exiting says EBUSY for a moment: try again a few times (blocking: call it from a thread
         when ``attempts`` > 1)."""
+        made = self.driver.made
         for d in self.dirs.values():
-            if d not in _MADE:
+            if d not in made:
                 continue  # an existing cgroup we were pointed at (cgroupsPath): not ours to remove
             for attempt in range(attempts):
                 try:
@@ -472,20 +490,19 @@ class Cgroup:
                     time.sleep(0.002)
             if os.path.isdir(d):
                 continue
-            _MADE.discard(d)
+            made.discard(d)
             parent = os.path.dirname(d)
-            while parent in _MADE:
+            while parent in made or os.path.basename(parent) == _ours():
                 try:
                     os.rmdir(parent)
                 except OSError:
                     break  # another container still uses it: the last one out removes it
-                _MADE.discard(parent)
+                made.discard(parent)
                 parent = os.path.dirname(parent)
         return not any(os.path.isdir(d) for d in self.dirs.values())
 
 
-#: the cgroup directories this process created and has not removed yet
-_MADE: set[str] = set()
+#: leftovers of killed supervisors are swept once per process (they are no supervisor's own)
 _swept = False
 
 

@@ -39,7 +39,7 @@ from ._launch import (
 from .errors import BootstrapError
 from .pipes import Handshake, HostSetup, InitDied, InitStarted, Request, Send, SyncConnection
 from .plan import Plan, plan, plan_exec
-from .cgroups import Cgroup, Stats
+from .cgroups import Cgroup, CgroupDriver, Stats
 from .spec import NAMESPACE_TYPES, ContainerSpec
 
 __all__ = ["Container", "open_container", "run"]
@@ -313,11 +313,11 @@ def _leftover_pid(sock: _socket.socket) -> int | None:
 
 
 async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | None,
-                 on_init: HostWork | None, move_into_leaf: bool) -> Container:
+                 on_init: HostWork | None, cgroups: CgroupDriver) -> Container:
     if the_plan is None:
         the_plan = plan(spec, name)
     try:
-        cgroup = make_cgroup(the_plan, move_into_leaf)
+        cgroup = make_cgroup(the_plan, cgroups)
     except BootstrapError as e:
         e.container = name
         raise
@@ -335,8 +335,8 @@ async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | 
 @asynccontextmanager
 async def open_container(spec: ContainerSpec, *, name: str, stdin: int | None = None, stdout: int | None = None,
                          stderr: int | None = None, plan: Plan | None = None,
-                         on_init: HostWork | None = None, move_into_leaf: bool = False
-                         ) -> AsyncIterator[Container]:
+                         on_init: HostWork | None = None, move_into_leaf: bool = False,
+                         cgroups: CgroupDriver | None = None) -> AsyncIterator[Container]:
     """Start ``spec`` as container ``name`` and yield its handle once the workload runs.
 
     ``stdin``/``stdout``/``stderr`` are file descriptors for the workload (default: ours); ``plan``,
@@ -344,12 +344,15 @@ async def open_container(spec: ContainerSpec, *, name: str, stdin: int | None = 
     init's pid while it waits, before it runs anything (what the supervisor uses to attach networks);
     ``move_into_leaf``, whether this process may be moved into a leaf of its own cgroup (cgroup v2
     only delegates controllers from a cgroup without processes: a program that is nothing but a
-    supervisor may allow it; without it, such a start fails and says so).
+    supervisor may allow it; without it, such a start fails and says so); ``cgroups``, the cgroup
+    driver to make its cgroup with (a ``Supervisor`` passes its own; default: one for this call).
     Raises ``SpecError`` before anything is spawned, or ``BootstrapError`` when the container cannot
     start.
     On leaving, a container still running is killed (SIGKILL ends its pid namespace) and reaped.
     """
-    container = await _start(spec, name, (stdin, stdout, stderr), plan, on_init, move_into_leaf)
+    if cgroups is None:
+        cgroups = CgroupDriver(move_into_leaf=move_into_leaf)
+    container = await _start(spec, name, (stdin, stdout, stderr), plan, on_init, cgroups)
     try:
         yield container
     finally:

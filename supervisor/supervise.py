@@ -31,6 +31,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._launch import ExitStatus, raise_fd_limit
+from .cgroups import CgroupDriver
 from .container import Container, open_container
 from .errors import BootstrapError, SpecError
 from .host import Host
@@ -128,8 +129,9 @@ class Supervisor:
 
     def __init__(self, *, log_sink: LogSink | None = None, move_into_leaf: bool = False) -> None:
         self.log_sink = log_sink
-        #: may this process be moved into a leaf of its own cgroup (see ``open_container``)
-        self.move_into_leaf = move_into_leaf
+        #: this supervisor's cgroups (``move_into_leaf``: may this process be moved into a leaf of
+        #: its own cgroup, see ``open_container``)
+        self.cgroups = CgroupDriver(move_into_leaf=move_into_leaf)
         #: the last lines of each container, for ``logs``
         self.log_book = LogBook()
         self.handles: dict[str, Handle] = {}
@@ -347,7 +349,7 @@ class Supervisor:
             bridged = service.network is not None and service.network.bridge is not None
             async with open_container(spec, name=service.name, stdin=self._devnull, stdout=out_w,
                                       stderr=err_w, plan=the_plan, on_init=attach_network if bridged else None,
-                                      move_into_leaf=self.move_into_leaf) as container:
+                                      cgroups=self.cgroups) as container:
                 started = container
                 os.close(out_w)
                 os.close(err_w)

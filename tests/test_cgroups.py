@@ -208,3 +208,23 @@ async def test_a_container_may_go_without_a_cgroup(bundle: Bundle) -> None:
 
     with pytest.raises(SpecError, match="a container without a cgroup cannot have linux.resources"):
         plan(ContainerSpec.from_bundle(bundle(edit=with_limits)))
+
+
+async def test_two_supervisors_in_one_process_share_no_cgroup_state(bundle: Bundle) -> None:
+    """Each Supervisor has its own cgroup driver; the supervisor-<pid> parent their containers share
+    is removed by the last one out, whichever supervisor made it."""
+    from supervisor.service import Policy, Service
+    from supervisor.supervise import Supervisor
+
+    spec = ContainerSpec.from_bundle(bundle("/bin/sleep", "100"))
+    async with Supervisor() as a, Supervisor() as b:
+        ha = await a.start(Service("a", spec, Policy(stop_timeout=0.1)))
+        await b.start(Service("b", spec, Policy(stop_timeout=0.1)))
+        assert a.cgroups is not b.cgroups and a.cgroups.made.isdisjoint(b.cgroups.made)
+        assert ha.container is not None and ha.container.cgroup is not None
+        parents = {os.path.dirname(d) for d in ha.container.cgroup.dirs.values()}
+        assert all(os.path.basename(p) == f"supervisor-{os.getpid()}" for p in parents)
+        await a.stop("a")
+        assert all(os.path.isdir(p) for p in parents)  # b's container is still in it
+        await b.stop("b")
+    assert not any(os.path.isdir(p) for p in parents)
