@@ -81,6 +81,10 @@ def hierarchies() -> list[Hierarchy]:
                 continue
             seen.add(controllers)
             path = own.get(key, "/")
+            if os.path.basename(path) == _LEAF:
+                # the leaf we moved ourselves into (see _move_into_leaf) only holds us: containers
+                # still go below the cgroup we came from, never into a leaf of the leaf
+                path = os.path.dirname(path)
             rel = os.path.relpath(path, root) if path.startswith(root) else path.lstrip("/")
             out.append(Hierarchy(version, mountpoint, controllers, "" if rel == "." else rel))
     if not any("devices" in h.controllers for h in out):
@@ -536,8 +540,11 @@ def _sweep_once(hier: Iterable[Hierarchy]) -> None:
                 pass
 
 
+_LEAF = "supervisor-leaf"
+
+
 def _move_into_leaf(own: str) -> None:
-    leaf = os.path.join(own, "supervisor-leaf")
+    leaf = os.path.join(own, _LEAF)
     os.makedirs(leaf, exist_ok=True)
     _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
     try:

@@ -163,6 +163,8 @@ try:
 except supervisor.BootstrapError as e:
     print("refused:", e.message)
 status = anyio.run(lambda: supervisor.run(spec, name="huge", move_into_leaf=True))
+again = anyio.run(lambda: supervisor.run(spec, name="again", move_into_leaf=True))  # once moved, as before
+assert again.code == 0, again
 print(status.code, open("{home}/supervisor-leaf/cgroup.procs").read().split() == [str(os.getpid())])
 """
     try:
