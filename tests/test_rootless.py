@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio._backends._trio
+import anyio._core._signals
 import pytest
 
 # Everything the user's side runs is imported now, as root: root's Python installation (under /root)
@@ -24,7 +26,8 @@ import supervisor.supervise
 
 from .conftest import needs_root
 
-_PRELOADED = (supervisor.cli, supervisor.console, supervisor.control_server, supervisor.manifest, supervisor.network,
+_PRELOADED = (anyio._backends._trio, anyio._core._signals,
+              supervisor.cli, supervisor.console, supervisor.control_server, supervisor.manifest, supervisor.network,
               supervisor.supervise, supervisor.seccomp._libseccomp())
 
 pytestmark = needs_root
