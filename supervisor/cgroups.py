@@ -169,6 +169,14 @@ class CgroupDriver:
         self.move_into_leaf = move_into_leaf
         #: the directories this driver created and has not removed yet
         self.made: set[str] = set()
+        self._hierarchies: list[Hierarchy] | None = None
+
+    def hierarchies(self) -> list[Hierarchy]:
+        """The host's hierarchies, read once for this driver: what the host mounts does not change
+        under a supervisor, and reading /proc for it on every start cost more than the device rules."""
+        if self._hierarchies is None:
+            self._hierarchies = hierarchies()
+        return self._hierarchies
 
     def create(self, path: str, resources: Resources | None, hier: Iterable[Hierarchy] | None = None,
                controllers: frozenset[str] | None = None, device_policy: devices.Policy | None = None
@@ -178,7 +186,7 @@ class CgroupDriver:
         remove what was made. With ``move_into_leaf``: on cgroup v2, when the cgroup holding this
         process is in the way of delegating a controller, move this process into a leaf of it; only
         a program that is the supervisor and nothing else should allow it."""
-        hier = list(hier if hier is not None else hierarchies())
+        hier = list(hier if hier is not None else self.hierarchies())
         _sweep_once(hier)
         cgroup = Cgroup(cgroup_dirs(path, select(hier, controllers)), self)
         try:
