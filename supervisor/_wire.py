@@ -71,6 +71,7 @@ class Attr(IntEnum):
     TERMINAL = lib.SV_ATTR_TERMINAL
     CGROUP_PATH = lib.SV_ATTR_CGROUP_PATH
     CONSOLE_SIZE = lib.SV_ATTR_CONSOLE_SIZE
+    EXEC_FIFO = lib.SV_ATTR_EXEC_FIFO
 
 
 class NsAttr(IntEnum):

@@ -171,6 +171,9 @@ class Plan:
     pid1_init: bool = False
     #: bring "lo" up, as runc does in a new network namespace
     loopback_up: bool = False
+    #: supervisor-oci's create: once set up, the init waits before execve until this FIFO (a host
+    #: path) is opened for reading
+    exec_fifo: str | None = None
     # host-side work, done by the supervisor between the init's pid and its go-ahead
     uid_map: str | None = None
     gid_map: str | None = None

@@ -54,6 +54,7 @@
 #endif
 
 static int root_fd = -1;
+static int exec_fifo_fd = -1;   /* O_PATH, opened while host paths are still visible */
 
 /* PATH itself (not a symlink there) is a procfs: only then does /proc/self/fd/N name our own
  * descriptors rather than whatever the rootfs put there (CVE-2019-19921 class). */
@@ -775,6 +776,8 @@ static int try_exec(const struct sv_config *cfg)
  * died on the way (a crash, an OOM kill), never taken for a workload that runs. */
 static void announce_exec(void)
 {
+    if (sv_sync_fd < 0)
+        return; /* supervisor-oci's create heard it already (wait_for_start) */
     if (sv_send(SV_SYNC_EXEC, NULL, 0) < 0)
         _exit(1); /* the supervisor is gone */
 }
@@ -783,7 +786,66 @@ __attribute__((noreturn))
 static void exec_workload(const struct sv_config *cfg)
 {
     sv_stage = SV_STAGE_EXEC;
-    sv_fail(try_exec(cfg), "exec", "%s", cfg->argv[0]);
+    int err = try_exec(cfg);
+    if (sv_sync_fd < 0) {
+        /* After supervisor-oci's start nobody reads the sync socket: the workload's stderr it is. */
+        dprintf(2, "supervisor-oci: exec \"%s\": %s\n", cfg->argv[0], strerror(err));
+        _exit(err == ENOENT || err == ENOTDIR ? 127 : 126);
+    }
+    sv_fail(err, "exec", "%s", cfg->argv[0]);
+}
+
+/* -- supervisor-oci: created, then started ------------------------------------------------- */
+
+static void open_exec_fifo(const char *path)
+{
+    exec_fifo_fd = open(path, O_PATH | O_CLOEXEC);
+    if (exec_fifo_fd < 0)
+        sv_fail(errno, "open exec fifo", "%s", path);
+}
+
+/* runc's way of splitting create from start. EXEC and closing the sync socket tell `create` that the
+ * container is set up (it then exits, and we belong to its caller's subreaper); reopening the FIFO
+ * for writing blocks until `start` opens it for reading, and the byte we write is what `start` waits
+ * for. The FIFO was opened O_PATH before pivot_root; /proc/self/fd reopens it from inside. */
+static void wait_for_start(const struct sv_config *cfg)
+{
+    /* Fail now, while create still listens, rather than after start, when nobody does: runc looks
+     * the program up before it reports ready, too. */
+    int err = ENOENT;
+    size_t i;
+    for (i = 0; i < cfg->n_exec_paths; i++) {
+        if (access(cfg->exec_paths[i], X_OK) == 0)
+            break;
+        if (errno == EACCES)
+            err = EACCES;
+    }
+    if (i == cfg->n_exec_paths) {
+        sv_stage = SV_STAGE_EXEC;
+        sv_fail(err, "exec", "%s", cfg->argv[0]);
+    }
+
+    /* The container's /proc, checked like every /proc/self/fd path we use after pivot_root. */
+    if (!is_procfs("/proc"))
+        sv_fail(EXDEV, "open exec fifo", "/proc is not a procfs");
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", exec_fifo_fd);
+    announce_exec();
+    close(sv_sync_fd); /* sync: set up, waiting for start */
+    sv_sync_fd = -1;
+    int fd;
+    do
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        dprintf(2, "supervisor-oci: open exec fifo: %s\n", strerror(errno));
+        _exit(1);
+    }
+    if (write(fd, "0", 1) != 1)
+        _exit(1); /* start went away before reading: it reports that itself */
+    close(fd);
+    close(exec_fifo_fd);
+    exec_fifo_fd = -1;
 }
 
 /* The pid-1 init (what tini and bubblewrap do): the workload runs as our child; we forward every
@@ -852,6 +914,8 @@ void sv_run_init(const struct sv_config *cfg)
         sv_fail(errno, "prctl", "PR_SET_DUMPABLE");
     fd_paths = is_procfs("/proc");
     cgroup_path = cfg->cgroup_path;
+    if (cfg->exec_fifo)
+        open_exec_fifo(cfg->exec_fifo);
     if (cfg->become_root) {
         if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
             sv_fail(errno, "become root", "in the user namespace");
@@ -895,6 +959,8 @@ void sv_run_init(const struct sv_config *cfg)
     mark_fds_cloexec();
     if (root_fd >= 0)
         close(root_fd);
+    if (exec_fifo_fd >= 0)
+        wait_for_start(cfg); /* announces the exec and closes the sync socket itself */
     if (cfg->pid1_init) {
         if (cfg->no_new_privs)
             install_seccomp(cfg); /* ours too, inherited by the workload */

@@ -70,7 +70,10 @@
                                      * steps, so the rest of the message is the same for every
                                      * container of a spec */
 #define SV_ATTR_CONSOLE_SIZE 36     /* u32: the pty's window before the workload runs, height << 16 | width */
-#define SV_ATTR_MAX 36
+#define SV_ATTR_EXEC_FIFO 37        /* str: a FIFO (host path) the init opens for writing once it is set
+                                     * up, after closing the sync socket: it waits there, before execve,
+                                     * until a reader opens it (supervisor-oci's create and start) */
+#define SV_ATTR_MAX 37
 
 /* SV_ATTR_NS_PATH */
 #define SV_NS_TYPE 1                /* u32: the CLONE_NEW* flag of the namespace */
@@ -222,6 +225,7 @@ struct sv_config {
     int has_console_size;
     uint32_t console_size;
     const char *cgroup_path;
+    const char *exec_fifo;
     const char **argv;      /* NULL-terminated */
     size_t n_args;
     const char **envp;      /* NULL-terminated */

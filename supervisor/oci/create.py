@@ -1,0 +1,268 @@
+"""create, run and exec: the calls that plan, hence the only ones that import the planner.
+
+``create`` spawns the bootstrap exactly as every start does (``_launch.launch_blocking``), with two
+differences in the plan: no parent-death signal (the container outlives us), and ``exec_fifo``, which
+makes the init close the sync socket once it is set up and then wait on the FIFO for ``start``.
+So ``launch_blocking`` returns when the init is set up and blocked; its errors are the bootstrap's
+records, as for any start.
+"""
+
+import array
+import fcntl
+import os
+import signal
+import socket
+import struct
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .._launch import _drive_blocking, launch_blocking, message_for, orphan_init, spawn_into
+from ..cgroups import Cgroup, Hierarchy
+from ..errors import BootstrapError, SpecError
+from ..pipes import Handshake
+from ..plan import Plan, plan, plan_exec
+from ..spec import ContainerSpec, User, _Obj, _process
+from .log import CommandError
+from .state import Container, rfc3339, start_time
+
+if TYPE_CHECKING:
+    from ..spec import Process
+
+__all__ = ["create", "exec_process", "wait_for"]
+
+_TIOCGPTN = 0x80045430
+
+
+def _load_spec(bundle: str, container_id: str) -> ContainerSpec:
+    try:
+        spec = ContainerSpec.from_bundle(bundle)
+    except SpecError as e:
+        raise CommandError(str(e)) from None
+    if spec.cgroups_path is None:
+        # the default below the root, as runc's: below our own, create's cgroup would be swept
+        spec = attrs.evolve(spec, cgroups_path=f"/{container_id}")
+    return spec
+
+
+def _error(e: BootstrapError | SpecError) -> CommandError:
+    return CommandError(e.message if isinstance(e, BootstrapError) else str(e))
+
+
+def create(root: str, container_id: str, bundle: str, pid_file: str | None, console_socket: str | None,
+           preserve_fds: int = 0) -> Container:
+    """Set a container up, its init blocked before execve; return once the pid file holds its pid."""
+    bundle = os.path.abspath(bundle)
+    spec = _load_spec(bundle, container_id)
+    if spec.process.terminal and console_socket is None:
+        raise CommandError("cannot allocate tty if runc will detach without setting console socket")
+    if console_socket is not None and not spec.process.terminal:
+        raise CommandError("cannot use console socket if runc will not detach or allocate tty")
+    if preserve_fds:
+        raise CommandError("--preserve-fds is not supported yet")
+    try:
+        the_plan = plan(spec, container_id)
+    except SpecError as e:
+        raise CommandError(str(e.with_file(os.path.join(bundle, "config.json")) if not e.file else e)) from None
+    c = Container.make_dir(root, container_id)
+    controllers = the_plan.cgroup_controllers | {"freezer"} if the_plan.cgroup is not None else frozenset()
+    the_plan = attrs.evolve(the_plan, pdeathsig=0, exec_fifo=c.fifo, cgroup_controllers=controllers)
+    try:
+        pid, pidfd, cgroup, console = launch_blocking(the_plan, container_id)
+    except (BootstrapError, SpecError) as e:
+        c.remove()
+        raise _error(e) from None
+    except BaseException:
+        c.remove()
+        raise
+    try:
+        started = start_time(pid)
+        assert started is not None  # our child, not reaped
+        c.data = {
+            "oci_version": spec_version(bundle),
+            "pid": pid,
+            "start_time": started[0],
+            "bundle": bundle,
+            "rootfs": os.path.join(bundle, spec.root.path) if spec.root.path else "",
+            "created": rfc3339(time.time()),
+            "owner": "",
+            "annotations": dict(spec.annotations),
+            "cgroup": [{"version": h.version, "mountpoint": h.mountpoint, "controllers": sorted(h.controllers),
+                        "own": h.own, "dir": d} for h, d in (cgroup.dirs.items() if cgroup else ())],
+        }
+        c.save()
+        if console is not None:
+            assert console_socket is not None
+            send_console(console_socket, console)
+        if pid_file:
+            write_pid_file(pid_file, pid)
+    except BaseException:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        if cgroup is not None:
+            cgroup.remove()
+        c.remove()
+        raise
+    finally:
+        os.close(pidfd)
+        if console is not None:
+            os.close(console)
+    return c
+
+
+def spec_version(bundle: str) -> str:
+    import json
+
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            return str(json.load(f).get("ociVersion", "1.0.2"))
+    except (OSError, ValueError):
+        return "1.0.2"
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Bare digits, no newline (containerd parses the whole file as a number); atomically."""
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)
+
+
+def send_console(path: str, master: int) -> None:
+    """One message to the caller's socket: the pty's name, and its master as the one fd."""
+    buf = fcntl.ioctl(master, _TIOCGPTN, b"\0\0\0\0")
+    name = f"/dev/pts/{struct.unpack('=I', buf)[0]}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(path)
+            sock.sendmsg([name.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
+        except OSError as e:
+            raise CommandError(f"sending the console to {path}: {e.strerror}") from None
+
+
+# -- exec ------------------------------------------------------------------------------------------
+
+def _exec_process(spec: ContainerSpec, process_file: str | None, args: Sequence[str], env: Sequence[str],
+                  user: str | None, cwd: str | None, tty: bool) -> "Process":
+    if process_file is not None:
+        import json
+
+        try:
+            with open(process_file, "rb") as f:
+                doc: Any = json.load(f)
+            return _process(_Obj(doc, "process"))
+        except (OSError, ValueError) as e:
+            if isinstance(e, SpecError):
+                raise CommandError(f"{process_file}: {e}") from None
+            raise CommandError(f"reading {process_file}: {e}") from None
+    if not args:
+        raise CommandError("exec: give the command to run, or --process FILE")
+    process = spec.process
+    merged = dict(entry.split("=", 1) for entry in process.env)
+    for entry in env:
+        if "=" not in entry:
+            raise CommandError(f'exec: "{entry}" is not NAME=VALUE')
+        key, value = entry.split("=", 1)
+        merged[key] = value
+    new_user = process.user
+    if user is not None:
+        uid, _, gid = user.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise CommandError(f"exec: --user {user!r}: give UID[:GID] as numbers")
+        new_user = User(uid=int(uid), gid=int(gid or 0))
+    return attrs.evolve(process, args=tuple(args), env=tuple(f"{k}={v}" for k, v in merged.items()),
+                        cwd=cwd or process.cwd, user=new_user, terminal=tty)
+
+
+def exec_process(c: Container, process_file: str | None, args: Sequence[str], env: Sequence[str],
+                 user: str | None, cwd: str | None, tty: bool, detach: bool, pid_file: str | None,
+                 console_socket: str | None) -> int:
+    """Run a process in a running container; with ``detach``, return once it runs (0), else wait
+    and return its status as a shell would."""
+    status = c.status()
+    if status in ("stopped", "paused"):
+        raise CommandError(f"cannot exec in a {status} container")
+    spec = _load_spec(str(c.data["bundle"]), c.id)
+    process = _exec_process(spec, process_file, args, env, user, cwd, tty)
+    if process.terminal and console_socket is None:
+        raise CommandError("cannot allocate tty if runc will detach without setting console socket"
+                           if detach else "exec -t needs --console-socket (attaching a terminal is not supported yet)")
+    if console_socket is not None and not process.terminal:
+        raise CommandError("cannot use console socket if runc will not detach or allocate tty")
+    spec = attrs.evolve(spec, process=process)
+    try:
+        base = attrs.evolve(plan(spec, c.id), cgroup=None, resources=None)
+        the_plan = attrs.evolve(plan_exec(base, spec, c.pid, process.args, base.env, process.cwd, process.terminal),
+                                pdeathsig=0)
+    except SpecError as e:
+        raise CommandError(str(e)) from None
+    if not c.alive():
+        raise CommandError("cannot exec in a stopped container")
+    cgroup = Cgroup({Hierarchy(int(d["version"]), str(d["mountpoint"]), frozenset(d["controllers"]), str(d["own"])):
+                     str(d["dir"]) for d in c.data.get("cgroup", [])})
+    try:
+        pid, console = _launch_exec(the_plan, c.id, cgroup)
+    except (BootstrapError, SpecError) as e:
+        raise _error(e) from None
+    pidfd = os.pidfd_open(pid)
+    try:
+        if console is not None:
+            assert console_socket is not None
+            try:
+                send_console(console_socket, console)
+            finally:
+                os.close(console)
+        if pid_file:
+            write_pid_file(pid_file, pid)
+        if detach:
+            return 0
+        return wait_for(pidfd)
+    except BaseException:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        raise
+    finally:
+        os.close(pidfd)
+
+
+def _launch_exec(the_plan: Plan, name: str, cgroup: Cgroup) -> tuple[int, int | None]:
+    """launch_blocking's path for a process joining a running container: into the container's
+    existing cgroup rather than a new one."""
+    spawned = spawn_into(cgroup if cgroup.dirs else None, (None, None, None))
+    handshake = Handshake()
+    try:
+        pid = _drive_blocking(handshake.run(message_for(the_plan)), spawned.sock, spawned.pidfd, lambda pid: None)
+        return pid, handshake.console
+    except BaseException as e:
+        if isinstance(e, BootstrapError):
+            e.container = name
+        init_pid = handshake.init_pid if handshake.init_pid is not None else orphan_init(spawned)
+        if init_pid is not None:
+            fd = os.pidfd_open(init_pid)
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            os.waitid(os.P_PIDFD, fd, os.WEXITED)
+            os.close(fd)
+        handshake.close_console()
+        raise
+    finally:
+        os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)
+        spawned.close()
+
+
+def wait_for(pidfd: int) -> int:
+    """Wait for our child behind a pidfd, passing on the signals a foreground runtime forwards;
+    its status as a shell reports it."""
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            signal.pidfd_send_signal(pidfd, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    assert result is not None
+    return result.si_status if result.si_code == os.CLD_EXITED else 128 + result.si_status

@@ -1,0 +1,220 @@
+"""The calls that need no planning: start, state, list, kill, delete, ps, pause, resume.
+
+They read ``state.json`` and touch ``/proc``, the FIFO and the cgroup files, nothing else: no attrs,
+no planner, no cffi. Signals go through a pidfd opened after the start time was checked, so a pid
+the kernel reused for another process is never signalled.
+"""
+
+import json
+import os
+import select
+import signal
+import time
+
+from .log import CommandError
+from .state import Container, remove_cgroup_dirs
+
+__all__ = ["delete", "kill", "list_containers", "parse_signal", "pause", "ps", "resume", "start", "state"]
+
+
+def parse_signal(text: str) -> int:
+    """``9``, ``KILL`` or ``SIGKILL``."""
+    if text.isdigit():
+        number = int(text)
+        if 0 < number < 65:
+            return number
+    else:
+        name = text.upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        value = getattr(signal, name, None)
+        if isinstance(value, signal.Signals):
+            return int(value)
+    raise CommandError(f"unknown signal {text!r}")
+
+
+def _pidfd(c: Container) -> int | None:
+    """A pidfd of the init, or None when it is gone (checked after opening: no reuse race)."""
+    try:
+        fd = os.pidfd_open(c.pid)
+    except OSError:
+        return None
+    if not c.alive():
+        os.close(fd)
+        return None
+    return fd
+
+
+def start(c: Container) -> None:
+    status = c.status()
+    if status == "stopped":
+        raise CommandError("cannot start a container that has stopped")
+    if status != "created":
+        raise CommandError("cannot start an already running container")
+    pidfd = _pidfd(c)
+    if pidfd is None:
+        raise CommandError("cannot start a container that has stopped")
+    try:
+        fifo = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        os.close(pidfd)
+        raise CommandError("cannot start an already running container") from None
+    try:
+        # The init's blocked open for writing returns now; it writes one byte, then execs.
+        poller = select.poll()
+        poller.register(fifo, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+        while True:
+            ready = dict(poller.poll())
+            if ready.get(fifo, 0) & select.POLLIN:
+                try:
+                    if os.read(fifo, 1) == b"0":
+                        break
+                except BlockingIOError:
+                    continue
+            if pidfd in ready:
+                raise CommandError("cannot start a container that has stopped")
+            if ready.get(fifo, 0) & select.POLLHUP:
+                raise CommandError("cannot start a container that has stopped")
+    finally:
+        os.close(fifo)
+        os.close(pidfd)
+    os.unlink(c.fifo)
+
+
+def state(c: Container) -> str:
+    return json.dumps(c.oci_state(), indent=2)
+
+
+def list_containers(root: str, quiet: bool, fmt: str) -> str:
+    try:
+        ids = sorted(os.listdir(root))
+    except FileNotFoundError:
+        ids = []
+    states = []
+    for container_id in ids:
+        try:
+            states.append(Container.load(root, container_id).oci_state())
+        except CommandError:
+            continue  # being created or deleted right now
+    if quiet:
+        return "".join(f"{s['id']}\n" for s in states).rstrip("\n")
+    if fmt == "json":
+        return json.dumps(states)
+    rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+    rows += [(str(s["id"]), str(s["pid"]), str(s["status"]), str(s["bundle"]), str(s["created"]), str(s["owner"]))
+             for s in states]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _signal_all(c: Container, sig: int) -> None:
+    """Every process of the cgroup; a v1 freezer holds them still meanwhile, so none forks past us."""
+    freezer = c.cgroup_file("freezer.state")
+    paused = c.frozen()
+    if freezer is not None and not paused:
+        _freeze(freezer, True)
+    try:
+        for pid in c.procs():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+    finally:
+        if freezer is not None and not paused:
+            _freeze(freezer, False)
+        elif paused and sig == signal.SIGKILL:
+            resume(c, check=False)  # a frozen process dies only once thawed
+
+
+def kill(c: Container, sig: int, all_processes: bool) -> None:
+    if all_processes and c.cgroup_dirs:
+        if c.status() == "stopped" and not c.procs():
+            return  # nothing left, which is what the caller wants
+        _signal_all(c, sig)
+        return
+    pidfd = _pidfd(c)
+    if pidfd is None:
+        raise CommandError("container not running")
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        raise CommandError("container not running") from None
+    finally:
+        os.close(pidfd)
+    if sig == signal.SIGKILL and c.frozen():
+        resume(c, check=False)
+
+
+def delete(c: Container, force: bool) -> None:
+    status = c.status()
+    if status != "stopped":
+        if not force:
+            raise CommandError(f"cannot delete container {c.id} that is not stopped: {status}")
+        pidfd = _pidfd(c)
+        if c.cgroup_dirs:
+            _signal_all(c, signal.SIGKILL)
+        if pidfd is not None:
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                # A pidfd is readable once the process has exited (its parent reaps it, not us).
+                select.select([pidfd], [], [], 10.0)
+            except ProcessLookupError:
+                pass
+            finally:
+                os.close(pidfd)
+    elif c.cgroup_dirs and c.procs():
+        _signal_all(c, signal.SIGKILL)  # what outlived an init that shared its pid namespace
+    remove_cgroup_dirs(c.cgroup_dirs)
+    c.remove()
+
+
+def ps(c: Container, fmt: str) -> str:
+    pids = c.procs()
+    if not pids and c.status() == "stopped":
+        raise CommandError("container not running")
+    if fmt == "json":
+        return json.dumps(pids)
+    lines = ["PID    CMD"]
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        lines.append(f"{pid:<6} {cmd}")
+    return "\n".join(lines)
+
+
+def _freeze(path: str, frozen: bool) -> None:
+    if path.endswith("cgroup.freeze"):
+        with open(path, "w") as f:
+            f.write("1" if frozen else "0")
+        return
+    want = "FROZEN" if frozen else "THAWED"
+    for _ in range(1000):
+        with open(path, "w") as f:
+            f.write(want)
+        with open(path) as f:
+            if f.read().strip() == want:
+                return
+        time.sleep(0.001)
+    raise CommandError(f"the freezer did not reach {want}")
+
+
+def pause(c: Container) -> None:
+    status = c.status()
+    if status not in ("running", "created"):
+        raise CommandError("container not running")
+    path = c.cgroup_file("freezer.state", "cgroup.freeze")
+    if path is None:
+        raise CommandError("cannot pause: the container has no freezer cgroup")
+    _freeze(path, True)
+
+
+def resume(c: Container, check: bool = True) -> None:
+    if check and c.status() != "paused":
+        raise CommandError("container not paused")
+    path = c.cgroup_file("freezer.state", "cgroup.freeze")
+    if path is not None:
+        _freeze(path, False)
+
