@@ -1,0 +1,163 @@
+"""supervisor-oci on its own: the contract containerd's shim relies on, checked call by call.
+
+The test process makes itself a child subreaper for the duration of a test, as the shim does, so a
+container's init passes to it when ``create`` exits, and the test reaps it.
+"""
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Bundle, needs_root
+from .test_oci_containerd import supervisor_oci
+
+pytestmark = needs_root
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+class Oci:
+    def __init__(self, root: Path, log: Path) -> None:
+        self.root = root
+        self.log = log
+
+    def __call__(self, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+        kw.setdefault("capture_output", True)
+        result = subprocess.run([supervisor_oci(), "--root", str(self.root), "--log", str(self.log),
+                                 "--log-format", "json", *args], text=True, **kw)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    def create(self, bundle: Path, container_id: str, out: Path) -> int:
+        """create with its stdio on files (the init keeps them: a pipe would never see EOF)."""
+        with open(out, "w") as f:
+            self("create", "--bundle", str(bundle), "--pid-file", str(bundle / "init.pid"), container_id,
+                 stdin=subprocess.DEVNULL, stdout=f, stderr=f, capture_output=False)
+        text = (bundle / "init.pid").read_text()
+        assert text.isdigit(), f"the pid file must be bare digits: {text!r}"
+        return int(text)
+
+    def state(self, container_id: str) -> dict[str, Any]:
+        return json.loads(self("state", container_id).stdout)  # type: ignore[no-any-return]
+
+    def errors(self) -> list[str]:
+        return [json.loads(line)["msg"] for line in self.log.read_text().splitlines()
+                if json.loads(line)["level"] == "error"]
+
+
+@pytest.fixture
+def oci(tmp_path: Path) -> Oci:
+    return Oci(tmp_path / "state", tmp_path / "log.json")
+
+
+def reap(pid: int) -> int:
+    fd = os.pidfd_open(pid)
+    try:
+        result = os.waitid(os.P_PIDFD, fd, os.WEXITED)
+        assert result is not None
+        return result.si_status if result.si_code == os.CLD_EXITED else 128 + result.si_status
+    finally:
+        os.close(fd)
+
+
+def test_lifecycle(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
+    b = bundle("/bin/sh", "-c", "echo started; exec sleep 100")
+    out = tmp_path / "out"
+    pid = oci.create(b, "c1", out)
+    state = oci.state("c1")
+    assert (state["status"], state["pid"], state["bundle"], state["id"]) == ("created", pid, str(b), "c1")
+    assert out.read_text() == "", "the workload ran before start"
+    ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert ppid == os.getpid(), "the init did not pass to the subreaper"
+    assert oci("list", "-q").stdout.split() == ["c1"]
+
+    oci("start", "c1")
+    deadline = time.monotonic() + 5
+    while out.read_text() != "started\n":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert oci.state("c1")["status"] == "running"
+    assert json.loads(oci("ps", "--format", "json", "c1").stdout) == [pid]
+    assert oci("start", "c1", check=False).stderr.strip() == "cannot start an already running container"
+
+    exe = oci("exec", "c1", "/bin/sh", "-c", "echo $$ inside; exit 4", check=False)
+    assert (exe.returncode, exe.stdout.split()[-1]) == (4, "inside")
+
+    oci("pause", "c1")
+    assert oci.state("c1")["status"] == "paused"
+    oci("resume", "c1")
+    assert oci.state("c1")["status"] == "running"
+
+    delete = oci("delete", "c1", check=False)
+    assert delete.returncode == 1 and "not stopped" in delete.stderr
+    oci("kill", "c1", "KILL")
+    assert reap(pid) == 128 + signal.SIGKILL
+    assert oci.state("c1")["status"] == "stopped"
+    assert oci("kill", "c1", "9", check=False).stderr.strip() == "container not running"
+    oci("delete", "c1")
+    assert oci("state", "c1", check=False).stderr.strip() == "container does not exist"
+    assert oci.errors()[-1] == "container does not exist"
+    assert not (oci.root / "c1").exists()
+
+
+def test_delete_force_of_a_created_container(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
+    pid = oci.create(bundle("/bin/true"), "c2", tmp_path / "out")
+    cgroups = json.loads((oci.root / "c2" / "state.json").read_text())["cgroup"]
+    assert cgroups and all(os.path.isdir(c["dir"]) for c in cgroups)
+    oci("delete", "--force", "c2")
+    assert reap(pid) == 128 + signal.SIGKILL
+    assert not any(os.path.isdir(c["dir"]) for c in cgroups)
+    assert not (oci.root / "c2").exists()
+    oci("delete", "--force", "c2")  # what is not there is deleted already
+
+
+def test_create_failures_in_the_log(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
+    b = bundle("/bin/nope")
+    with open(tmp_path / "out", "w") as f:
+        result = oci("create", "--bundle", str(b), "c3", check=False, capture_output=False, stdout=f, stderr=f)
+    assert result.returncode == 1
+    assert oci.errors() == ['exec "/bin/nope": No such file or directory']
+    assert not (oci.root / "c3").exists()
+    config = json.loads((b / "config.json").read_text())
+    config["process"]["terminal"] = True
+    (b / "config.json").write_text(json.dumps(config))
+    assert oci("create", "--bundle", str(b), "c4", check=False).stderr.strip() == \
+        "cannot allocate tty if runc will detach without setting console socket"
+    assert "systemd" in oci("--systemd-cgroup", "state", "x", check=False).stderr
+    assert oci("bogus", check=False).returncode == 1
+
+
+def test_run_foreground(oci: Oci, bundle: Bundle) -> None:
+    result = oci("run", "--bundle", str(bundle("/bin/sh", "-c", "echo hi; exit 7")), "r1", check=False)
+    assert (result.returncode, result.stdout) == (7, "hi\n")
+    assert not (oci.root / "r1").exists()
+
+
+def test_spec_and_features(tmp_path: Path) -> None:
+    subprocess.run([supervisor_oci(), "spec", "--bundle", str(tmp_path)], check=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["process"]["args"] == ["sh"] and config["root"]["path"] == "rootfs"
+    again = subprocess.run([supervisor_oci(), "spec", "--bundle", str(tmp_path)], capture_output=True, text=True)
+    assert again.returncode == 1 and "exists" in again.stderr
+    features = json.loads(subprocess.run([supervisor_oci(), "features"], capture_output=True, text=True,
+                                         check=True).stdout)
+    assert "pid" in features["linux"]["namespaces"] and features["linux"]["cgroup"]["systemd"] is False
