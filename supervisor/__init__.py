@@ -1,16 +1,17 @@
 """supervisor: start, watch and stop Linux containers from asyncio or trio (through anyio).
 
 The public surface is re-exported here; everything else lives in private modules. Importing the
-package is cheap: the async names are loaded on first use, so the one-shot CLI never pays for anyio
-or an event loop.
+package is cheap: every name but the two errors is loaded on first use, so the one-shot CLI never
+pays for anyio or an event loop, and ``supervisor-oci``'s fast commands (``supervisor.oci``) not even
+for attrs.
 """
 
 from typing import TYPE_CHECKING, Any
 
 from .errors import BootstrapError, SpecError
-from .spec import ContainerSpec
 
 if TYPE_CHECKING:
+    from .spec import ContainerSpec
     from ._launch import ExitStatus
     from .container import Container, open_container, run
     from .manifest import Manifest, load_manifest
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["BootstrapError", "Container", "ContainerSpec", "Event", "ExitStatus", "Handle", "LogConfig", "Manifest",
            "Policy", "Service", "SpecError", "State", "Supervisor", "load_manifest", "open_container", "run"]
 
-_LAZY = {"Container": ".container", "open_container": ".container", "run": ".container",
+_LAZY = {"ContainerSpec": ".spec", "Container": ".container", "open_container": ".container", "run": ".container",
          "ExitStatus": "._launch", "Manifest": ".manifest", "load_manifest": ".manifest",
          "LogConfig": ".service", "Policy": ".service", "Service": ".service", "State": ".states",
          "Event": ".supervise", "Handle": ".supervise", "Supervisor": ".supervise"}
