@@ -368,11 +368,18 @@ def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int |
     return spawned
 
 
-def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, int | None] = (None, None, None)
-                    ) -> tuple[int, int, Cgroup | None, int | None]:
+def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, int | None] = (None, None, None),
+                    host_work: Callable[[int], None] | None = None) -> tuple[int, int, Cgroup | None, int | None]:
     """Start a container; once the workload is exec'd, return its init's pid, pidfd and cgroup,
     and the pty master when it has a terminal. (The one-shot CLI's: a process that is the supervisor
-    and nothing else, so it may move itself into a leaf cgroup.)"""
+    and nothing else, so it may move itself into a leaf cgroup.) ``host_work(pid)`` runs after
+    ``host_setup``, while the init waits (supervisor-oci's createRuntime hooks)."""
+
+    def setup(pid: int) -> None:
+        host_setup(plan, pid)
+        if host_work is not None:
+            host_work(pid)
+
     message = message_for(plan)
     cgroup = make_cgroup(plan, CgroupDriver(move_into_leaf=True))
     try:
@@ -383,7 +390,7 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
         raise
     handshake = Handshake()
     try:
-        pid = _drive_blocking(handshake.run(message), spawned.sock, spawned.pidfd, lambda pid: host_setup(plan, pid))
+        pid = _drive_blocking(handshake.run(message), spawned.sock, spawned.pidfd, setup)
         return pid, os.pidfd_open(pid), cgroup, handshake.console
     except BaseException as e:
         if isinstance(e, BootstrapError):

@@ -191,10 +191,16 @@ def for_container(plan: Plan, spec: ContainerSpec, name: str) -> Plan:
     return attrs.evolve(plan, cgroup=spec.cgroups_path or default_path(name))
 
 
-def plan(spec: ContainerSpec, name: str = "container", host: Host | None = None) -> Plan:
+def plan(spec: ContainerSpec, name: str = "container", host: Host | None = None,
+         runs_hooks: tuple[str, ...] = ()) -> Plan:
     """Resolve a spec into a plan for container ``name`` (which names its cgroup unless the spec's
     ``cgroupsPath`` does), on ``host`` (default: this one, probed now). Raises ``SpecError`` naming
-    the field at fault."""
+    the field at fault. Hooks are run by the caller, not by the bootstrap: ``runs_hooks`` names the
+    points the caller runs, others are errors."""
+    for kind, _ in spec.hooks:
+        if kind not in runs_hooks:
+            raise SpecError(f"hooks.{kind}", "not supported yet" if runs_hooks else "hooks are run by supervisor-oci "
+                                                                                    "only, not supported yet here")
     host = Host.probe() if host is None else host
     rootless = host.rootless
     if rootless:

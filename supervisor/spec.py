@@ -29,6 +29,8 @@ __all__ = [
     "Capabilities",
     "ContainerSpec",
     "Device",
+    "HOOK_KINDS",
+    "Hook",
     "IdMapping",
     "Mount",
     "Namespace",
@@ -119,6 +121,21 @@ class Process:
 
 
 @attrs.frozen
+class Hook:
+    """A program the runtime runs at a point of the container's life, the state JSON on its stdin."""
+
+    path: str
+    args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    #: seconds; None: no limit
+    timeout: int | None = None
+
+
+#: the runtime spec's hook points, in the order of a container's life
+HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+
+
+@attrs.frozen
 class Mount:
     destination: str
     type: str | None = None
@@ -178,6 +195,8 @@ class ContainerSpec:
     #: SELinux context for the container's mounts
     mount_label: str | None = None
     annotations: Mapping[str, str] = attrs.field(factory=dict, eq=False)
+    #: (hook point, its hooks in order), for the points that have any (``HOOK_KINDS``)
+    hooks: tuple[tuple[str, tuple[Hook, ...]], ...] = ()
     #: where relative paths (root.path, bind sources) were resolved from
     bundle: str | None = None
     #: the options our annotations carry, read once, typed: a minimal init as pid 1
@@ -311,7 +330,7 @@ INIT_ANNOTATION = "supervisor.init"
 #: the annotation that keeps a container in the supervisor's cgroup: no limits, stats or OOM
 #: reports, but a faster start (no cgroup to make, join and remove)
 CGROUP_ANNOTATION = "supervisor.cgroup"
-_TOP_UNSUPPORTED = ("hooks", "solaris", "windows", "vm", "zos")
+_TOP_UNSUPPORTED = ("solaris", "windows", "vm", "zos")
 _PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable")
 
 
@@ -353,11 +372,36 @@ def _load(top: _Obj, bundle: str) -> ContainerSpec:
         resources=_resources(linux),
         seccomp=None if linux.get("seccomp") is None else parse_seccomp(linux.get("seccomp"), linux.at("seccomp")),
         annotations=_annotations(top),
+        hooks=_hooks(top),
         bundle=bundle,
     )
     linux.done(_LINUX_UNSUPPORTED)
     top.done(_TOP_UNSUPPORTED)
     return spec
+
+
+def _hooks(top: _Obj) -> tuple[tuple[str, tuple[Hook, ...]], ...]:
+    h = top.obj("hooks")
+    if h is None:
+        return ()
+    out = []
+    for kind in HOOK_KINDS:
+        hooks = []
+        for path, item in h.items(kind):
+            o = _Obj(item, path)
+            program = o.string("path")
+            if not program or not program.startswith("/"):
+                raise SpecError(o.at("path"), "required: an absolute path")
+            env = o.strings("env")
+            for i, entry in enumerate(env):
+                if "=" not in entry:
+                    raise SpecError(f"{o.at('env')}[{i}]", f'"{entry}" is not NAME=VALUE')
+            hooks.append(Hook(program, o.strings("args"), env, o.integer("timeout", None, lo=1)))
+            o.done()
+        if hooks:
+            out.append((kind, tuple(hooks)))
+    h.done()
+    return tuple(out)
 
 
 def _process(p: _Obj) -> Process:

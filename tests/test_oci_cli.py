@@ -161,3 +161,55 @@ def test_spec_and_features(tmp_path: Path) -> None:
     features = json.loads(subprocess.run([supervisor_oci(), "features"], capture_output=True, text=True,
                                          check=True).stdout)
     assert "pid" in features["linux"]["namespaces"] and features["linux"]["cgroup"]["systemd"] is False
+
+
+def test_hooks(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    seen.mkdir()
+
+    def hook(name: str, extra: str = "") -> dict[str, Any]:
+        # each hook saves the state it was given
+        return {"path": "/bin/sh", "args": ["sh", "-c", f'cat > {seen}/{name}; {extra}'], "env": ["X=1"],
+                "timeout": 10}
+
+    def edit(config: dict[str, Any]) -> None:
+        config["hooks"] = {
+            "createRuntime": [hook("createRuntime", f"echo $X > {seen}/env")],
+            "poststart": [hook("poststart"), {"path": "/bin/false"}],
+            "poststop": [hook("poststop")],
+        }
+
+    b = bundle("/bin/sleep", "100", edit=edit)
+    pid = oci.create(b, "h1", tmp_path / "out")
+    state = json.loads((seen / "createRuntime").read_text())
+    assert (state["id"], state["pid"], state["status"], state["bundle"]) == ("h1", pid, "creating", str(b))
+    assert (seen / "env").read_text() == "1\n"
+    assert not (seen / "poststart").exists()
+    oci("start", "h1")
+    assert json.loads((seen / "poststart").read_text())["status"] == "running"
+    assert "poststart hook #1 (/bin/false): exit status 1" in oci.log.read_text()  # a warning: start went on
+    oci("delete", "--force", "h1")
+    assert reap(pid) == 128 + signal.SIGKILL
+    assert json.loads((seen / "poststop").read_text())["status"] == "stopped"
+
+
+def test_a_failing_create_runtime_hook_stops_the_container(oci: Oci, bundle: Bundle, subreaper: None,
+                                                          tmp_path: Path) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        config["hooks"] = {"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo no network >&2; exit 3"]}]}
+
+    with open(tmp_path / "out", "w") as f:
+        result = oci("create", "--bundle", str(bundle("/bin/true", edit=edit)), "h2", check=False,
+                     capture_output=False, stdout=f, stderr=f)
+    assert result.returncode == 1
+    assert oci.errors() == ["error running prestart hook #0 (/bin/sh): exit status 3, output: no network"]
+    assert not (oci.root / "h2").exists()
+
+
+def test_hooks_that_run_inside_the_container_are_refused_by_name(oci: Oci, bundle: Bundle) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        config["hooks"] = {"startContainer": [{"path": "/bin/true"}]}
+
+    result = oci("create", "--bundle", str(bundle("/bin/true", edit=edit)), "h3", check=False)
+    assert result.returncode == 1 and "hooks.startContainer: not supported yet" in result.stderr
+

@@ -25,6 +25,7 @@ from ..errors import BootstrapError, SpecError
 from ..pipes import Handshake
 from ..plan import Plan, plan, plan_exec
 from ..spec import ContainerSpec, User, _Obj, _process
+from . import hooks
 from .log import CommandError
 from .state import Container, rfc3339, start_time
 
@@ -63,14 +64,25 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
     if preserve_fds:
         raise CommandError("--preserve-fds is not supported yet")
     try:
-        the_plan = plan(spec, container_id)
+        the_plan = plan(spec, container_id, runs_hooks=hooks.RUNS)
     except SpecError as e:
         raise CommandError(str(e.with_file(os.path.join(bundle, "config.json")) if not e.file else e)) from None
     c = Container.make_dir(root, container_id)
     controllers = the_plan.cgroup_controllers | {"freezer"} if the_plan.cgroup is not None else frozenset()
     the_plan = attrs.evolve(the_plan, pdeathsig=0, exec_fifo=c.fifo, cgroup_controllers=controllers)
+    hook_lists = hooks.to_state(spec.hooks)
+    created = rfc3339(time.time())
+
+    def create_runtime(pid: int) -> None:
+        """The init exists, in its new namespaces, and waits: the createRuntime point."""
+        state = {"ociVersion": spec_version(bundle), "id": container_id, "status": "creating", "pid": pid,
+                 "bundle": bundle, "annotations": dict(spec.annotations)}
+        hooks.run_hooks(hook_lists, "prestart", state)
+        hooks.run_hooks(hook_lists, "createRuntime", state)
+
     try:
-        pid, pidfd, cgroup, console = launch_blocking(the_plan, container_id)
+        pid, pidfd, cgroup, console = launch_blocking(the_plan, container_id,
+                                                      host_work=create_runtime if hook_lists else None)
     except (BootstrapError, SpecError) as e:
         c.remove()
         raise _error(e) from None
@@ -86,9 +98,10 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
             "start_time": started[0],
             "bundle": bundle,
             "rootfs": os.path.join(bundle, spec.root.path) if spec.root.path else "",
-            "created": rfc3339(time.time()),
+            "created": created,
             "owner": "",
             "annotations": dict(spec.annotations),
+            "hooks": hook_lists,
             "cgroup": [{"version": h.version, "mountpoint": h.mountpoint, "controllers": sorted(h.controllers),
                         "own": h.own, "dir": d} for h, d in (cgroup.dirs.items() if cgroup else ())],
         }
@@ -194,7 +207,7 @@ def exec_process(c: Container, process_file: str | None, args: Sequence[str], en
         raise CommandError("cannot use console socket if runc will not detach or allocate tty")
     spec = attrs.evolve(spec, process=process)
     try:
-        base = attrs.evolve(plan(spec, c.id), cgroup=None, resources=None)
+        base = attrs.evolve(plan(attrs.evolve(spec, hooks=()), c.id), cgroup=None, resources=None)
         the_plan = attrs.evolve(plan_exec(base, spec, c.pid, process.args, base.env, process.cwd, process.terminal),
                                 pdeathsig=0)
     except SpecError as e:

@@ -10,6 +10,7 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable
 
 from .log import CommandError
 from .state import Container, remove_cgroup_dirs
@@ -44,7 +45,7 @@ def _pidfd(c: Container) -> int | None:
     return fd
 
 
-def start(c: Container) -> None:
+def start(c: Container, warn: Callable[[str], None] | None = None) -> None:
     status = c.status()
     if status == "stopped":
         raise CommandError("cannot start a container that has stopped")
@@ -79,6 +80,10 @@ def start(c: Container) -> None:
         os.close(fifo)
         os.close(pidfd)
     os.unlink(c.fifo)
+    if c.data.get("hooks"):
+        from .hooks import run_hooks
+
+        run_hooks(c.data["hooks"], "poststart", c.oci_state(), warn or _ignore)
 
 
 def state(c: Container) -> str:
@@ -145,7 +150,7 @@ def kill(c: Container, sig: int, all_processes: bool) -> None:
         resume(c, check=False)
 
 
-def delete(c: Container, force: bool) -> None:
+def delete(c: Container, force: bool, warn: Callable[[str], None] | None = None) -> None:
     status = c.status()
     if status != "stopped":
         if not force:
@@ -165,7 +170,16 @@ def delete(c: Container, force: bool) -> None:
     elif c.cgroup_dirs and c.procs():
         _signal_all(c, signal.SIGKILL)  # what outlived an init that shared its pid namespace
     remove_cgroup_dirs(c.cgroup_dirs)
+    final = c.oci_state()
     c.remove()
+    if c.data.get("hooks"):
+        from .hooks import run_hooks
+
+        run_hooks(c.data["hooks"], "poststop", final, warn or _ignore)
+
+
+def _ignore(_text: str) -> None:
+    pass
 
 
 def ps(c: Container, fmt: str) -> str:

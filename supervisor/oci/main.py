@@ -99,7 +99,7 @@ def _run(command: str, root: str, flags: Options, positional: list[str], log: Lo
     if command == "state":
         print(lifecycle.state(Container.load(root, _one_id(command, positional))))
     elif command == "start":
-        lifecycle.start(Container.load(root, _one_id(command, positional)))
+        lifecycle.start(Container.load(root, _one_id(command, positional)), log.warning)
     elif command == "kill":
         if not 1 <= len(positional) <= 2:
             raise UsageError("kill: give the container id and optionally a signal")
@@ -113,7 +113,7 @@ def _run(command: str, root: str, flags: Options, positional: list[str], log: Lo
             if flags["force"]:
                 return 0  # runc: deleting what is not there, forcefully, is done
             raise
-        lifecycle.delete(c, bool(flags["force"]))
+        lifecycle.delete(c, bool(flags["force"]), log.warning)
     elif command == "ps":
         c = Container.load(root, _one_id(command, positional, extra=1))
         print(lifecycle.ps(c, str(flags["format"] or "table")))
@@ -169,7 +169,7 @@ def _create(command: str, root: str, flags: Options, positional: list[str], log:
         return 0
     from . import lifecycle
 
-    lifecycle.start(c)
+    lifecycle.start(c, log.warning)
     if detach:
         return 0
     from .create import wait_for
@@ -179,7 +179,7 @@ def _create(command: str, root: str, flags: Options, positional: list[str], log:
         code = wait_for(pidfd)
     finally:
         os.close(pidfd)
-    lifecycle.delete(c, force=True)
+    lifecycle.delete(c, force=True, warn=log.warning)
     return code
 
 
