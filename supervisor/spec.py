@@ -11,10 +11,12 @@ unknown properties; we prefer to be told.) ``annotations`` are kept and not inte
 ``linux.resources`` becomes a typed ``Resources`` (``resources.py``), applied through cgroups.
 """
 
+import contextlib
+import contextvars
 import json
 import os
 import resource
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -211,8 +213,9 @@ class ContainerSpec:
         object.__setattr__(self, "own_cgroup", self.annotations.get(CGROUP_ANNOTATION) != "false")
 
     @classmethod
-    def from_bundle(cls, path: str | os.PathLike[str]) -> "ContainerSpec":
-        """Load ``DIR/config.json``; relative paths in it are relative to DIR."""
+    def from_bundle(cls, path: str | os.PathLike[str], unknown: list[str] | None = None) -> "ContainerSpec":
+        """Load ``DIR/config.json``; relative paths in it are relative to DIR. ``unknown``: see
+        ``from_oci``."""
         bundle = os.path.abspath(path)
         config_path = os.path.join(bundle, "config.json")
         try:
@@ -223,18 +226,37 @@ class ContainerSpec:
         except (OSError, ValueError) as e:
             raise SpecError("", f"not valid JSON: {e}", config_path) from None
         try:
-            return cls.from_oci(config, bundle)
+            return cls.from_oci(config, bundle, unknown)
         except SpecError as e:
             raise e.with_file(config_path) from None
 
     @classmethod
-    def from_oci(cls, config: Any, bundle: str | os.PathLike[str]) -> "ContainerSpec":
-        """Build a spec from a parsed ``config.json`` document."""
-        return _load(_Obj(config, ""), os.path.abspath(bundle))
+    def from_oci(cls, config: Any, bundle: str | os.PathLike[str], unknown: list[str] | None = None
+                 ) -> "ContainerSpec":
+        """Build a spec from a parsed ``config.json`` document. A field we don't know is an error,
+        unless ``unknown`` is a list: then its path is appended there and the field ignored (the
+        runtime spec's rule for runtimes, which supervisor-oci follows; fields we know but don't
+        implement stay errors)."""
+        with lenient(unknown):
+            return _load(_Obj(config, ""), os.path.abspath(bundle))
 
 
 
 # -- reading JSON with paths ---------------------------------------------------------------------
+
+#: where unknown fields go instead of raising (``from_oci``'s ``unknown``), for the current load
+_UNKNOWN: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("unknown_fields", default=None)
+
+
+@contextlib.contextmanager
+def lenient(unknown: list[str] | None) -> Iterator[None]:
+    """While loading: unknown fields are appended to ``unknown`` (a list) rather than errors."""
+    token = _UNKNOWN.set(unknown)
+    try:
+        yield
+    finally:
+        _UNKNOWN.reset(token)
+
 
 class _Obj:
     """A JSON object being read: typed getters that know the path, and a check that every key was
@@ -303,7 +325,10 @@ class _Obj:
             if key in unsupported:
                 raise SpecError(self.at(key), "not supported yet")
             if key not in self.used:
-                raise SpecError(self.at(key), "unknown field")
+                unknown = _UNKNOWN.get()
+                if unknown is None:
+                    raise SpecError(self.at(key), "unknown field")
+                unknown.append(self.at(key))
 
 
 def _kind(v: Any) -> str:

@@ -213,3 +213,49 @@ def test_hooks_that_run_inside_the_container_are_refused_by_name(oci: Oci, bundl
     result = oci("create", "--bundle", str(bundle("/bin/true", edit=edit)), "h3", check=False)
     assert result.returncode == 1 and "hooks.startContainer: not supported yet" in result.stderr
 
+
+
+def test_unknown_fields_are_ignored_with_one_warning(oci: Oci, bundle: Bundle, subreaper: None,
+                                                     tmp_path: Path) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        config["vendorExtension"] = {"x": 1}
+        config["process"]["futureField"] = True
+
+    pid = oci.create(bundle("/bin/true", edit=edit), "u1", tmp_path / "out")
+    warnings = [json.loads(line)["msg"] for line in oci.log.read_text().splitlines()
+                if json.loads(line)["level"] == "warning"]
+    assert len(warnings) == 1 and "process.futureField" in warnings[0] and "vendorExtension" in warnings[0]
+    oci("delete", "--force", "u1")
+    reap(pid)
+
+    def known_but_not_implemented(config: dict[str, Any]) -> None:
+        config["linux"]["intelRdt"] = {"closID": "x"}
+
+    result = oci("create", "--bundle", str(bundle("/bin/true", edit=known_but_not_implemented)), "u2", check=False)
+    assert result.returncode == 1 and "linux.intelRdt: not supported yet" in result.stderr
+
+
+def test_update(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
+    pid = oci.create(bundle("/bin/sleep", "100"), "up", tmp_path / "out")
+    try:
+        dirs = [Path(d["dir"]) for d in json.loads((oci.root / "up" / "state.json").read_text())["cgroup"]]
+
+        def read(*names: str) -> str:
+            """The first of names found in one of the container's cgroup directories."""
+            for name in names:
+                for d in dirs:
+                    if (d / name).exists():
+                        return (d / name).read_text().strip()
+            raise AssertionError(f"none of {names} in {dirs}")
+
+        resources = {"memory": {"limit": 64 << 20, "swap": None}, "pids": {"limit": 30}, "unified": {}}
+        oci("update", "--resources", "-", "up", input=json.dumps(resources))
+        assert read("memory.limit_in_bytes", "memory.max") == str(64 << 20)
+        assert read("pids.max") == "30"
+        oci("update", "--memory", str(32 << 20), "up")
+        assert read("memory.limit_in_bytes", "memory.max") == str(32 << 20)
+        bad = oci("update", "--memory", "lots", "up", check=False)
+        assert bad.returncode == 1 and "--memory 'lots'" in bad.stderr
+    finally:
+        oci("delete", "--force", "up")
+        reap(pid)

@@ -14,7 +14,7 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -24,7 +24,7 @@ from ..cgroups import Cgroup, Hierarchy
 from ..errors import BootstrapError, SpecError
 from ..pipes import Handshake
 from ..plan import Plan, plan, plan_exec
-from ..spec import ContainerSpec, User, _Obj, _process
+from ..spec import ContainerSpec, User, _Obj, _process, lenient
 from . import hooks
 from .log import CommandError
 from .state import Container, rfc3339, start_time
@@ -37,11 +37,14 @@ __all__ = ["create", "exec_process", "wait_for"]
 _TIOCGPTN = 0x80045430
 
 
-def _load_spec(bundle: str, container_id: str) -> ContainerSpec:
+def _load_spec(bundle: str, container_id: str, warn: Callable[[str], None] | None = None) -> ContainerSpec:
+    unknown: list[str] = []
     try:
-        spec = ContainerSpec.from_bundle(bundle)
+        spec = ContainerSpec.from_bundle(bundle, unknown=unknown)
     except SpecError as e:
         raise CommandError(str(e)) from None
+    if unknown and warn is not None:
+        warn(f"{os.path.join(bundle, 'config.json')}: ignoring unknown fields: {', '.join(unknown)}")
     if spec.cgroups_path is None:
         # the default below the root, as runc's: below our own, create's cgroup would be swept
         spec = attrs.evolve(spec, cgroups_path=f"/{container_id}")
@@ -53,10 +56,11 @@ def _error(e: BootstrapError | SpecError) -> CommandError:
 
 
 def create(root: str, container_id: str, bundle: str, pid_file: str | None, console_socket: str | None,
-           preserve_fds: int = 0) -> Container:
-    """Set a container up, its init blocked before execve; return once the pid file holds its pid."""
+           preserve_fds: int = 0, warn: Callable[[str], None] | None = None) -> Container:
+    """Set a container up, its init blocked before execve; return once the pid file holds its pid.
+    ``warn`` gets one warning naming the config's unknown fields, which are ignored."""
     bundle = os.path.abspath(bundle)
-    spec = _load_spec(bundle, container_id)
+    spec = _load_spec(bundle, container_id, warn)
     if spec.process.terminal and console_socket is None:
         raise CommandError("cannot allocate tty if runc will detach without setting console socket")
     if console_socket is not None and not spec.process.terminal:
@@ -166,7 +170,8 @@ def _exec_process(spec: ContainerSpec, process_file: str | None, args: Sequence[
         try:
             with open(process_file, "rb") as f:
                 doc: Any = json.load(f)
-            return _process(_Obj(doc, "process"))
+            with lenient([]):
+                return _process(_Obj(doc, "process"))
         except (OSError, ValueError) as e:
             if isinstance(e, SpecError):
                 raise CommandError(f"{process_file}: {e}") from None

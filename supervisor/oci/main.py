@@ -17,13 +17,17 @@ USAGE = """usage: supervisor-oci [global flags] COMMAND [flags] ID ...
 
 An OCI runtime with runc's command line, for containerd (BinaryName) and people.
 
-commands: create, start, run, state, list, kill, delete, exec, ps, pause, resume, spec, features
+commands: create, start, run, state, list, kill, delete, exec, ps, pause, resume, update, spec,
+features
 global flags: --root DIR, --log FILE, --log-format text|json, --debug, --systemd-cgroup
 """
 
 _GLOBAL = flag_table(("root", VALUE), ("log", VALUE), ("log-format", VALUE), ("debug", BOOL),
                      ("systemd-cgroup", BOOL), ("criu", VALUE), ("rootless", VALUE), ("h|help", BOOL),
                      ("v|version", BOOL))
+
+_UPDATE_FLAGS = ("memory", "memory-reservation", "memory-swap", "cpu-shares", "cpu-quota", "cpu-period",
+                 "cpuset-cpus", "cpuset-mems", "pids-limit", "blkio-weight")
 
 _COMMANDS = {
     "create": flag_table(("b|bundle", VALUE), ("pid-file", VALUE), ("console-socket", VALUE), ("no-pivot", BOOL),
@@ -43,6 +47,7 @@ _COMMANDS = {
     "resume": {},
     "spec": flag_table(("b|bundle", VALUE), ("rootless", BOOL)),
     "features": {},
+    "update": flag_table(("r|resources", VALUE), *((name, VALUE) for name in _UPDATE_FLAGS)),
 }
 
 
@@ -138,6 +143,10 @@ def _run(command: str, root: str, flags: Options, positional: list[str], log: Lo
                             flags["env"], _opt(flags["user"]), _opt(flags["cwd"]),  # type: ignore[arg-type]
                             bool(flags["tty"]), bool(flags["detach"]), _opt(flags["pid_file"]),
                             _opt(flags["console_socket"]))
+    elif command == "update":
+        from .update import update
+
+        update(Container.load(root, _one_id(command, positional)), flags)
     elif command == "spec":
         from .info import write_spec
 
@@ -164,7 +173,7 @@ def _create(command: str, root: str, flags: Options, positional: list[str], log:
         log.debug("--no-pivot: ignored, the root is always entered with pivot_root")
     detach = command == "create" or bool(flags["detach"])
     c = create(root, container_id, str(flags["bundle"] or os.getcwd()), _opt(flags["pid_file"]),
-               _opt(flags["console_socket"]), int(fds))
+               _opt(flags["console_socket"]), int(fds), log.warning)
     if command == "create":
         return 0
     from . import lifecycle
