@@ -316,7 +316,15 @@ class Cgroup:
                     raise BootstrapError(errno.ENOTSUP, "cgroup", "set", "memory.swappiness/disableOOMKiller "
                                          "(not on cgroup v2)")
             else:
-                if m.limit is not None:
+                # v1 keeps limit <= memsw at every step: raising both (an update) takes memsw first,
+                # lowering both (or a new cgroup, where memsw is unlimited) takes the limit first.
+                try:
+                    if m.limit is not None:
+                        self._set("memory.limit_in_bytes", str(m.limit))
+                except OSError as e:
+                    if e.errno != errno.EINVAL or m.swap is None:
+                        raise
+                    self._set("memory.memsw.limit_in_bytes", str(m.swap))
                     self._set("memory.limit_in_bytes", str(m.limit))
                 if m.swap is not None:
                     self._set("memory.memsw.limit_in_bytes", str(m.swap))

@@ -8,6 +8,7 @@ they are removed at the end, with the cgroups the containers' ``/default/ID`` pa
 Skipped where containerd is not installed, except in CI (``CI`` set), where that is a failure.
 """
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -48,9 +49,9 @@ def _blob(layout: Path, data: bytes) -> dict[str, object]:
     return {"digest": f"sha256:{digest}", "size": len(data)}
 
 
-def build_image(rootfs: Path, out: Path) -> Path:
+def build_image(rootfs: Path, out: Path, name: str = IMAGE, entrypoint: list[str] | None = None) -> Path:
     """An OCI image layout of ``rootfs`` as one layer, tarred for ``ctr image import``."""
-    layout = out / "layout"
+    layout = out / f"layout-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     (layout / "blobs" / "sha256").mkdir(parents=True)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -59,7 +60,8 @@ def build_image(rootfs: Path, out: Path) -> Path:
     layer = raw.getvalue()
     config = json.dumps({
         "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]},
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                   **({"Entrypoint": entrypoint} if entrypoint else {"Cmd": ["/bin/sh"]})},
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(layer).hexdigest()}"]},
     }).encode()
     manifest = json.dumps({
@@ -70,10 +72,11 @@ def build_image(rootfs: Path, out: Path) -> Path:
     }).encode()
     index = {"schemaVersion": 2, "manifests": [{
         "mediaType": "application/vnd.oci.image.manifest.v1+json", **_blob(layout, manifest),
-        "annotations": {"io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "latest"}}]}
+        "annotations": {"io.containerd.image.name": name,
+                        "org.opencontainers.image.ref.name": name.rsplit(":", 1)[1]}}]}
     (layout / "index.json").write_text(json.dumps(index))
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    archive = out / "image.tar"
+    archive = out / f"{layout.name}.tar"
     with tarfile.open(archive, "w") as tar:
         for path in sorted(layout.rglob("*")):
             tar.add(path, arcname=str(path.relative_to(layout)), recursive=False)
@@ -83,15 +86,17 @@ def build_image(rootfs: Path, out: Path) -> Path:
 # -- a private containerd ------------------------------------------------------------------------
 
 class Containerd:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, extra_config: str = "", namespace: str = NAMESPACE) -> None:
         self.base = base
         self.socket = base / "containerd.sock"
         self.pidfd = -1
+        self.extra_config = extra_config
+        self.namespace = namespace
 
     def start(self) -> None:
         (self.base / "config.toml").write_text(
             f'version = 2\nroot = "{self.base}/root"\nstate = "{self.base}/state"\n'
-            f'[grpc]\n  address = "{self.socket}"\n')
+            f'[grpc]\n  address = "{self.socket}"\n' + self.extra_config)
         # Started through a shell that exits at once: containerd is nobody's child here, so the
         # per-test check for leftover children of pytest holds while it runs.
         out = subprocess.run(["sh", "-c", f'containerd --config "{self.base}/config.toml" </dev/null '
@@ -118,7 +123,7 @@ class Containerd:
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 60, **kw: object
             ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(["ctr", "--address", str(self.socket), "--namespace", NAMESPACE, *args],
+        result = subprocess.run(["ctr", "--address", str(self.socket), "--namespace", self.namespace, *args],
                                 capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
                                 **kw)  # type: ignore[call-overload]
         if check and result.returncode != 0:
@@ -150,21 +155,29 @@ def _remove_cgroup_tree(name: str) -> None:
         os.rmdir(d)
 
 
-@pytest.fixture(scope="module")
-def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+def require_tools() -> None:
     if shutil.which("containerd") is None or shutil.which("ctr") is None:
         # CI installs it (see the README's test command): there a missing containerd is a failure.
         (pytest.fail if os.environ.get("CI") else pytest.skip)("needs Debian's containerd (containerd and ctr)")
     if not Path("/usr/bin/busybox").exists():
         (pytest.fail if os.environ.get("CI") else pytest.skip)("needs Debian's busybox-static")
+
+
+@contextlib.contextmanager
+def private_containerd(base: Path, images: dict[str, list[str] | None], extra_config: str = "",
+                       namespace: str = NAMESPACE) -> Iterator[Containerd]:
+    """A containerd of our own with ``images`` (name -> entrypoint) imported; on the way out it is
+    stopped and what it left is removed: mounts below ``base``, /run/containerd, the namespace's
+    parent cgroups."""
     run_root_existed = RUN_ROOT.exists()
-    cgroup_existed = bool(_cgroup_leftovers(NAMESPACE))
-    base = tmp_path_factory.mktemp("containerd")
-    image = build_image(make_rootfs(base / "image-rootfs"), base)
-    daemon = Containerd(base)
+    cgroup_existed = bool(_cgroup_leftovers(namespace))
+    rootfs = make_rootfs(base / "image-rootfs")
+    archives = [build_image(rootfs, base, name, entrypoint) for name, entrypoint in images.items()]
+    daemon = Containerd(base, extra_config, namespace)
     try:
         daemon.start()
-        daemon.ctr("image", "import", str(image))
+        for archive in archives:
+            daemon.ctr("image", "import", str(archive))
         yield daemon
     finally:
         daemon.stop()
@@ -175,7 +188,14 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]
         if not run_root_existed:
             shutil.rmtree(RUN_ROOT, ignore_errors=True)
         if not cgroup_existed:
-            _remove_cgroup_tree(NAMESPACE)
+            _remove_cgroup_tree(namespace)
+
+
+@pytest.fixture(scope="module")
+def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    require_tools()
+    with private_containerd(tmp_path_factory.mktemp("containerd"), {IMAGE: None}) as daemon:
+        yield daemon
 
 
 def _shim_root(container_id: str) -> Path:
