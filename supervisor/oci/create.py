@@ -21,6 +21,7 @@ import attrs
 
 from .._launch import _drive_blocking, launch_blocking, message_for, orphan_init, spawn_into
 from ..cgroups import Cgroup, Hierarchy
+from ..console import window_size
 from ..errors import BootstrapError, SpecError
 from ..pipes import Handshake
 from ..plan import Plan, plan, plan_exec
@@ -56,12 +57,15 @@ def _error(e: BootstrapError | SpecError) -> CommandError:
 
 
 def create(root: str, container_id: str, bundle: str, pid_file: str | None, console_socket: str | None,
-           preserve_fds: int = 0, warn: Callable[[str], None] | None = None) -> Container:
+           preserve_fds: int = 0, warn: Callable[[str], None] | None = None, foreground: bool = False
+           ) -> tuple[Container, int | None]:
     """Set a container up, its init blocked before execve; return once the pid file holds its pid.
-    ``warn`` gets one warning naming the config's unknown fields, which are ignored."""
+    ``warn`` gets one warning naming the config's unknown fields, which are ignored. ``foreground``
+    (``run`` without ``-d``): a terminal's pty master is returned to the caller (who relays it) rather
+    than sent to a console socket."""
     bundle = os.path.abspath(bundle)
     spec = _load_spec(bundle, container_id, warn)
-    if spec.process.terminal and console_socket is None:
+    if spec.process.terminal and console_socket is None and not foreground:
         raise CommandError("cannot allocate tty if runc will detach without setting console socket")
     if console_socket is not None and not spec.process.terminal:
         raise CommandError("cannot use console socket if runc will not detach or allocate tty")
@@ -74,6 +78,8 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
     c = Container.make_dir(root, container_id)
     controllers = the_plan.cgroup_controllers | {"freezer"} if the_plan.cgroup is not None else frozenset()
     the_plan = attrs.evolve(the_plan, pdeathsig=0, exec_fifo=c.fifo, cgroup_controllers=controllers)
+    if the_plan.terminal and console_socket is None:
+        the_plan = attrs.evolve(the_plan, console_size=window_size(0) or the_plan.console_size)
     hook_lists = hooks.to_state(spec.hooks)
     created = rfc3339(time.time())
 
@@ -110,8 +116,7 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
                         "own": h.own, "dir": d} for h, d in (cgroup.dirs.items() if cgroup else ())],
         }
         c.save()
-        if console is not None:
-            assert console_socket is not None
+        if console is not None and console_socket is not None:
             send_console(console_socket, console)
         if pid_file:
             write_pid_file(pid_file, pid)
@@ -121,12 +126,15 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
         if cgroup is not None:
             cgroup.remove()
         c.remove()
+        if console is not None:
+            os.close(console)
         raise
     finally:
         os.close(pidfd)
-        if console is not None:
-            os.close(console)
-    return c
+    if console is not None and console_socket is not None:
+        os.close(console)
+        console = None
+    return c, console
 
 
 def spec_version(bundle: str) -> str:
@@ -205,9 +213,8 @@ def exec_process(c: Container, process_file: str | None, args: Sequence[str], en
         raise CommandError(f"cannot exec in a {status} container")
     spec = _load_spec(str(c.data["bundle"]), c.id)
     process = _exec_process(spec, process_file, args, env, user, cwd, tty)
-    if process.terminal and console_socket is None:
-        raise CommandError("cannot allocate tty if runc will detach without setting console socket"
-                           if detach else "exec -t needs --console-socket (attaching a terminal is not supported yet)")
+    if process.terminal and console_socket is None and detach:
+        raise CommandError("cannot allocate tty if runc will detach without setting console socket")
     if console_socket is not None and not process.terminal:
         raise CommandError("cannot use console socket if runc will not detach or allocate tty")
     spec = attrs.evolve(spec, process=process)
@@ -215,6 +222,8 @@ def exec_process(c: Container, process_file: str | None, args: Sequence[str], en
         base = attrs.evolve(plan(attrs.evolve(spec, hooks=()), c.id), cgroup=None, resources=None)
         the_plan = attrs.evolve(plan_exec(base, spec, c.pid, process.args, base.env, process.cwd, process.terminal),
                                 pdeathsig=0)
+        if the_plan.terminal and console_socket is None:
+            the_plan = attrs.evolve(the_plan, console_size=window_size(0) or the_plan.console_size)
     except SpecError as e:
         raise CommandError(str(e)) from None
     if not c.alive():
@@ -227,17 +236,17 @@ def exec_process(c: Container, process_file: str | None, args: Sequence[str], en
         raise _error(e) from None
     pidfd = os.pidfd_open(pid)
     try:
-        if console is not None:
-            assert console_socket is not None
+        if console is not None and console_socket is not None:
             try:
                 send_console(console_socket, console)
             finally:
                 os.close(console)
+                console = None
         if pid_file:
             write_pid_file(pid_file, pid)
         if detach:
             return 0
-        return wait_for(pidfd)
+        return wait_for(pidfd, console)
     except BaseException:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
@@ -270,9 +279,10 @@ def _launch_exec(the_plan: Plan, name: str, cgroup: Cgroup) -> tuple[int, int | 
         spawned.close()
 
 
-def wait_for(pidfd: int) -> int:
+def wait_for(pidfd: int, console: int | None = None) -> int:
     """Wait for our child behind a pidfd, passing on the signals a foreground runtime forwards;
-    its status as a shell reports it."""
+    its status as a shell reports it. ``console``: a pty master to relay our terminal to meanwhile
+    (closed here)."""
     def forward(signum: int, _frame: object) -> None:
         try:
             signal.pidfd_send_signal(pidfd, signum)
@@ -281,6 +291,14 @@ def wait_for(pidfd: int) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, forward)
+    if console is not None:
+        from ..console import relay
+
+        try:
+            if not relay(console, pidfd):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # the user's terminal is gone
+        finally:
+            os.close(console)
     result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
     assert result is not None
     return result.si_status if result.si_code == os.CLD_EXITED else 128 + result.si_status

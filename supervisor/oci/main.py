@@ -172,22 +172,25 @@ def _create(command: str, root: str, flags: Options, positional: list[str], log:
     if flags["no_pivot"]:
         log.debug("--no-pivot: ignored, the root is always entered with pivot_root")
     detach = command == "create" or bool(flags["detach"])
-    c = create(root, container_id, str(flags["bundle"] or os.getcwd()), _opt(flags["pid_file"]),
-               _opt(flags["console_socket"]), int(fds), log.warning)
+    c, console = create(root, container_id, str(flags["bundle"] or os.getcwd()), _opt(flags["pid_file"]),
+                        _opt(flags["console_socket"]), int(fds), log.warning, foreground=not detach)
     if command == "create":
         return 0
     from . import lifecycle
 
-    lifecycle.start(c, log.warning)
-    if detach:
-        return 0
-    from .create import wait_for
-
     pidfd = os.pidfd_open(c.pid)
     try:
-        code = wait_for(pidfd)
+        lifecycle.start(c, log.warning)
+        if detach:
+            return 0
+        from .create import wait_for
+
+        code = wait_for(pidfd, console)
+        console = None
     finally:
         os.close(pidfd)
+        if console is not None:
+            os.close(console)
     lifecycle.delete(c, force=True, warn=log.warning)
     return code
 
