@@ -19,5 +19,9 @@ and a Python start is already most of their budget (``python -X importtime -m su
 
 Module map: ``main`` (global flags, dispatch), ``args`` (the flag parser), ``log`` (runc's error
 wording on stderr and in ``--log``), ``state`` (the state directory), ``lifecycle`` (the fast
-commands), ``create`` (create, run, exec), ``info`` (spec, features).
+commands), ``create`` (create, run, exec), ``hooks`` (the runtime spec's hooks), ``update`` (new
+cgroup limits), ``info`` (spec, features).
+
+Config files are read as the runtime spec asks of a runtime: unknown fields are ignored with one
+warning in ``--log``; fields we know but don't implement stay errors that name them.
 """
