@@ -235,7 +235,7 @@ def test_unknown_fields_are_ignored_with_one_warning(oci: Oci, bundle: Bundle, s
     assert result.returncode == 1 and "linux.intelRdt: not supported yet" in result.stderr
 
 
-def test_update(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
+def test_update_and_events(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
     pid = oci.create(bundle("/bin/sleep", "100"), "up", tmp_path / "out")
     try:
         dirs = [Path(d["dir"]) for d in json.loads((oci.root / "up" / "state.json").read_text())["cgroup"]]
@@ -256,6 +256,9 @@ def test_update(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> No
         assert read("memory.limit_in_bytes", "memory.max") == str(32 << 20)
         bad = oci("update", "--memory", "lots", "up", check=False)
         assert bad.returncode == 1 and "--memory 'lots'" in bad.stderr
+        event = json.loads(oci("events", "--stats", "up").stdout)
+        assert (event["type"], event["id"]) == ("stats", "up")
+        assert event["data"]["memory"]["usage"]["usage"] > 0 and event["data"]["pids"]["current"] == 1
     finally:
         oci("delete", "--force", "up")
         reap(pid)

@@ -17,8 +17,8 @@ USAGE = """usage: supervisor-oci [global flags] COMMAND [flags] ID ...
 
 An OCI runtime with runc's command line, for containerd (BinaryName) and people.
 
-commands: create, start, run, state, list, kill, delete, exec, ps, pause, resume, update, spec,
-features
+commands: create, start, run, state, list, kill, delete, exec, ps, pause, resume, update, events,
+spec, features
 global flags: --root DIR, --log FILE, --log-format text|json, --debug, --systemd-cgroup
 """
 
@@ -47,6 +47,7 @@ _COMMANDS = {
     "resume": {},
     "spec": flag_table(("b|bundle", VALUE), ("rootless", BOOL)),
     "features": {},
+    "events": flag_table(("stats", BOOL), ("interval", VALUE)),
     "update": flag_table(("r|resources", VALUE), *((name, VALUE) for name in _UPDATE_FLAGS)),
 }
 
@@ -143,6 +144,11 @@ def _run(command: str, root: str, flags: Options, positional: list[str], log: Lo
                             flags["env"], _opt(flags["user"]), _opt(flags["cwd"]),  # type: ignore[arg-type]
                             bool(flags["tty"]), bool(flags["detach"]), _opt(flags["pid_file"]),
                             _opt(flags["console_socket"]))
+    elif command == "events":
+        from .events import events, parse_interval
+
+        events(Container.load(root, _one_id(command, positional)), bool(flags["stats"]),
+               parse_interval(str(flags["interval"] or "5s")))
     elif command == "update":
         from .update import update
 
