@@ -18,6 +18,8 @@ from setuptools.command.build_ext import build_ext
 
 NATIVE = Path("supervisor") / "native"
 SOURCES = ["bootstrap.c", "init.c", "parse.c"]
+#: supervisor-oci's native front end (``supervisor-oci install-fast``), linked the same way
+OCI_FAST_SOURCES = ["oci_fast.c"]
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-D_FORTIFY_SOURCE=2"]
 
 
@@ -26,19 +28,21 @@ class BuildWithBootstrap(build_ext):
 
     def run(self) -> None:
         super().run()
-        for target in self._bootstrap_targets():
+        for target in self._bootstrap_targets("_bootstrap"):
             self._compile_bootstrap(target)
+        for target in self._bootstrap_targets("_oci_fast"):
+            self._compile_bootstrap(target, OCI_FAST_SOURCES)
 
-    def _bootstrap_targets(self) -> list[Path]:
-        targets = [Path(self.build_lib) / "supervisor" / "_bootstrap"]
+    def _bootstrap_targets(self, name: str) -> list[Path]:
+        targets = [Path(self.build_lib) / "supervisor" / name]
         if self.inplace or getattr(self, "editable_mode", False):
-            targets.append(Path("supervisor") / "_bootstrap")
+            targets.append(Path("supervisor") / name)
         return targets
 
-    def _compile_bootstrap(self, target: Path) -> None:
+    def _compile_bootstrap(self, target: Path, source_names: list[str] = SOURCES) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")[:1]
-        sources = [str(NATIVE / s) for s in SOURCES]
+        sources = [str(NATIVE / s) for s in source_names]
         base = cc + CFLAGS + ["-o", str(target)] + sources
         try:
             subprocess.run(base + ["-static"], check=True, capture_output=True)
@@ -54,7 +58,8 @@ class BuildWithBootstrap(build_ext):
             subprocess.run(base, check=True)
 
     def get_outputs(self) -> list[str]:
-        return super().get_outputs() + [str(Path(self.build_lib) / "supervisor" / "_bootstrap")]
+        return super().get_outputs() + [str(Path(self.build_lib) / "supervisor" / name)
+                                        for name in ("_bootstrap", "_oci_fast")]
 
 
 setup(

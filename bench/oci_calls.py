@@ -1,6 +1,8 @@
 """containerd's calls for one container, timed through supervisor-oci, runc and crun on one bundle.
 
-What the shim runs for ``ctr run`` then ``ctr task kill`` and ``delete``: ``create --pid-file``,
+Rows: ``supervisor-oci`` (the Python command), ``native`` (its native front end, ``supervisor-oci
+install-fast``, which answers start, state, kill and delete itself and execs the Python command for
+create), runc, crun. What the shim runs for ``ctr run`` then ``ctr task kill`` and ``delete``: ``create --pid-file``,
 ``start``, ``state``, ``kill ID 9``, ``delete --force``; each call is a new process, spawned with
 ``os.posix_spawn`` and waited for, its wall time taken around that. This process is a child subreaper
 (as the shim is), so every runtime's init passes to it after ``create``; it reaps the init after
@@ -88,7 +90,11 @@ def main() -> int:
         json.dump(config, f)
 
     ours = os.path.join(os.path.dirname(sys.executable), "supervisor-oci")
-    tools = {"supervisor-oci": ours, "runc": shutil.which("runc"), "crun": shutil.which("crun")}
+    native = os.path.join(args.base, "supervisor-oci-native")
+    if os.path.exists(native):
+        os.unlink(native)
+    spawn_wait([ours, "install-fast", native], os.open(os.devnull, os.O_RDWR))
+    tools = {"supervisor-oci": ours, "native": native, "runc": shutil.which("runc"), "crun": shutil.which("crun")}
     roots = {name: os.path.join(args.base, f"oci-root-{name}") for name in tools}
     devnull = os.open(os.devnull, os.O_RDWR)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in tools}
@@ -104,12 +110,11 @@ def main() -> int:
 
     medians = {name: {c: statistics.median(r[c] for r in lives) for c in (*CALLS, "total")}
                for name, lives in results.items() if lives}
-    print(f"{'call':<10}" + "".join(f"{n:>16}" for n in medians) + "   ours/runc  ours/crun")
+    print(f"{'call':<10}" + "".join(f"{n:>16}" for n in medians) + "   ours/runc  native/runc  native/crun")
     for c in (*CALLS, "total"):
         row = "".join(f"{medians[n][c]:>14.1f}ms" for n in medians)
-        ours_m = medians["supervisor-oci"][c]
-        ratios = "".join(f"{ours_m / medians[p][c]:>10.2f}x" if p in medians else f"{'-':>11}"
-                         for p in ("runc", "crun"))
+        ratios = "".join(f"{medians[o][c] / medians[p][c]:>12.2f}x" if p in medians else f"{'-':>13}"
+                         for o, p in (("supervisor-oci", "runc"), ("native", "runc"), ("native", "crun")))
         print(f"{c:<10}{row}{ratios}")
     os.makedirs(args.results, exist_ok=True)
     with open(os.path.join(args.results, "oci_calls.json"), "w") as f:

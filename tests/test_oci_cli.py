@@ -35,13 +35,14 @@ def subreaper() -> Iterator[None]:
 
 
 class Oci:
-    def __init__(self, root: Path, log: Path) -> None:
+    def __init__(self, root: Path, log: Path, binary: str) -> None:
         self.root = root
         self.log = log
+        self.binary = binary
 
     def __call__(self, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
         kw.setdefault("capture_output", True)
-        result = subprocess.run([supervisor_oci(), "--root", str(self.root), "--log", str(self.log),
+        result = subprocess.run([self.binary, "--root", str(self.root), "--log", str(self.log),
                                  "--log-format", "json", *args], text=True, **kw)
         if check:
             assert result.returncode == 0, result.stderr
@@ -64,9 +65,15 @@ class Oci:
                 if json.loads(line)["level"] == "error"]
 
 
-@pytest.fixture
-def oci(tmp_path: Path) -> Oci:
-    return Oci(tmp_path / "state", tmp_path / "log.json")
+@pytest.fixture(params=["python", "native"])
+def oci(request: pytest.FixtureRequest, tmp_path: Path) -> Oci:
+    """supervisor-oci, and its native front end (``install-fast``), which answers the fast calls
+    itself and hands the others to the former: every test runs through both."""
+    binary = supervisor_oci()
+    if request.param == "native":
+        subprocess.run([binary, "install-fast", str(tmp_path / "supervisor-oci-native")], check=True)
+        binary = str(tmp_path / "supervisor-oci-native")
+    return Oci(tmp_path / "state", tmp_path / "log.json", binary)
 
 
 def reap(pid: int) -> int:
@@ -297,16 +304,41 @@ def test_run_and_exec_with_a_terminal(oci: Oci, bundle: Bundle, subreaper: None,
         config["process"]["terminal"] = True
 
     b = bundle("/bin/sh", "-c", "tty; stty size; exit 5", edit=terminal)
-    code, output = _on_a_terminal([supervisor_oci(), "--root", str(oci.root), "run", "--bundle", str(b), "t1"])
+    code, output = _on_a_terminal([oci.binary, "--root", str(oci.root), "run", "--bundle", str(b), "t1"])
     assert code == 5, output
     assert "/dev/pts/" in output and "24 100" in output, output  # sized from our terminal at once
 
     pid = oci.create(bundle("/bin/sleep", "100"), "t2", tmp_path / "out")
     try:
         oci("start", "t2")
-        code, output = _on_a_terminal([supervisor_oci(), "--root", str(oci.root), "exec", "-t", "t2", "/bin/sh",
+        code, output = _on_a_terminal([oci.binary, "--root", str(oci.root), "exec", "-t", "t2", "/bin/sh",
                                        "-c", "tty; stty size; exit 6"], rows=30, cols=90)
         assert code == 6 and "/dev/pts/" in output and "30 90" in output, output
     finally:
         oci("delete", "--force", "t2")
         reap(pid)
+
+
+def test_the_native_front_end_answers_the_fast_calls_itself(tmp_path: Path, bundle: Bundle, subreaper: None
+                                                            ) -> None:
+    """A copy whose Python is missing still answers state, start, kill, ps, delete: no Python ran."""
+    native = tmp_path / "native"
+    subprocess.run([supervisor_oci(), "install-fast", str(native)], check=True)
+    python = Oci(tmp_path / "state", tmp_path / "log.json", supervisor_oci())
+    pid = python.create(bundle("/bin/sleep", "100"), "n1", tmp_path / "out")
+    data = bytearray(native.read_bytes())
+    at = data.index(b"SUPERVISOR-OCI-PYTHON:") + len(b"SUPERVISOR-OCI-PYTHON:")
+    data[at:at + 20] = b"/nonexistent/python\0"
+    native.write_bytes(bytes(data))
+    no_python = Oci(tmp_path / "state", tmp_path / "log.json", str(native))
+    assert no_python.state("n1")["status"] == "created"
+    no_python("start", "n1")
+    assert no_python.state("n1") == {**python.state("n1"), "status": "running"}
+    assert json.loads(no_python("ps", "--format", "json", "n1").stdout) == [pid]
+    no_python("kill", "n1", "9")
+    assert reap(pid) == 128 + signal.SIGKILL
+    assert no_python("kill", "n1", "9", check=False).stderr.strip() == "container not running"
+    no_python("delete", "n1")
+    assert no_python("state", "n1", check=False).stderr.strip() == "container does not exist"
+    assert no_python.errors()[-1] == "container does not exist"
+    assert "exec /nonexistent/python" in no_python("list", check=False).stderr  # the rest is Python's

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from .conftest import needs_root
-from .test_oci_containerd import IMAGE, Containerd, _cgroup_leftovers, private_containerd, require_tools, \
-    supervisor_oci
+from .test_oci_containerd import IMAGE, Containerd, _cgroup_leftovers, native_front_end, private_containerd, \
+    require_tools
 
 pytestmark = needs_root
 
@@ -40,8 +40,9 @@ def cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
     except ImportError:
         (pytest.fail if os.environ.get("CI") else pytest.skip)("needs container-runtime-interface-api (pip)")
     images = {IMAGE: None, PAUSE: ["/bin/sleep", "2147483647"]}
-    with private_containerd(tmp_path_factory.mktemp("cri"), images, _config(supervisor_oci()),
-                            CRI_NAMESPACE) as daemon:
+    base = tmp_path_factory.mktemp("cri")
+    # the native front end, as a node would be set up (the ctr tests run the Python one too)
+    with private_containerd(base, images, _config(native_front_end(base)), CRI_NAMESPACE) as daemon:
         yield daemon
 
 

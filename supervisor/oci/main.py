@@ -18,7 +18,7 @@ USAGE = """usage: supervisor-oci [global flags] COMMAND [flags] ID ...
 An OCI runtime with runc's command line, for containerd (BinaryName) and people.
 
 commands: create, start, run, state, list, kill, delete, exec, ps, pause, resume, update, events,
-spec, features
+spec, features; install-fast PATH (the native front end, for containerd's BinaryName)
 global flags: --root DIR, --log FILE, --log-format text|json, --debug, --systemd-cgroup
 """
 
@@ -47,6 +47,7 @@ _COMMANDS = {
     "resume": {},
     "spec": flag_table(("b|bundle", VALUE), ("rootless", BOOL)),
     "features": {},
+    "install-fast": {},
     "events": flag_table(("stats", BOOL), ("interval", VALUE)),
     "update": flag_table(("r|resources", VALUE), *((name, VALUE) for name in _UPDATE_FLAGS)),
 }
@@ -157,6 +158,12 @@ def _run(command: str, root: str, flags: Options, positional: list[str], log: Lo
         from .info import write_spec
 
         write_spec(str(flags["bundle"] or "."), bool(flags["rootless"]))
+    elif command == "install-fast":
+        from .info import install_fast
+
+        if len(positional) != 1:
+            raise UsageError("install-fast: give the path to install the native front end at")
+        install_fast(positional[0])
     elif command == "features":
         from .info import features
 

@@ -18,6 +18,8 @@ __all__ = ["Container", "default_root", "start_time", "valid_id"]
 
 STATE = "state.json"
 FIFO = "exec.fifo"
+#: what the native front end reads (``native/oci_fast.c``), written with state.json
+FAST = "fast"
 
 
 def default_root() -> str:
@@ -89,13 +91,21 @@ class Container:
         return c
 
     def save(self) -> None:
-        tmp = os.path.join(self.dir, STATE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.data, f)
-        os.rename(tmp, os.path.join(self.dir, STATE))
+        """state.json, and ``fast`` for the native front end: one item a line (see oci_fast.c)."""
+        state = self.oci_state()
+        rest = {k: v for k, v in state.items() if k not in ("pid", "status")}
+        lines = [f"pid {self.pid}", f"start {self.data.get('start_time', 0)}",
+                 f"hooks {1 if self.data.get('hooks') else 0}"]
+        lines += [f"cgroup {d}" for d in self.cgroup_dirs if "\n" not in d]
+        lines.append("json " + json.dumps(rest)[1:])
+        for name, text in ((FAST, "\n".join(lines) + "\n"), (STATE, json.dumps(self.data))):
+            tmp = os.path.join(self.dir, name + ".tmp")
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.rename(tmp, os.path.join(self.dir, name))
 
     def remove(self) -> None:
-        for name in (STATE, FIFO, STATE + ".tmp"):
+        for name in (FAST, STATE, FIFO, STATE + ".tmp", FAST + ".tmp"):
             try:
                 os.unlink(os.path.join(self.dir, name))
             except FileNotFoundError:
