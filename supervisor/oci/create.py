@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .._launch import _drive_blocking, launch_blocking, message_for, orphan_init, spawn_into
-from ..cgroups import Cgroup, Hierarchy
+from ..cgroups import Cgroup
 from ..console import window_size
 from ..errors import BootstrapError, SpecError
 from ..pipes import Handshake
@@ -228,8 +228,7 @@ def exec_process(c: Container, process_file: str | None, args: Sequence[str], en
         raise CommandError(str(e)) from None
     if not c.alive():
         raise CommandError("cannot exec in a stopped container")
-    cgroup = Cgroup({Hierarchy(int(d["version"]), str(d["mountpoint"]), frozenset(d["controllers"]), str(d["own"])):
-                     str(d["dir"]) for d in c.data.get("cgroup", [])})
+    cgroup = c.cgroup()
     try:
         pid, console = _launch_exec(the_plan, c.id, cgroup)
     except (BootstrapError, SpecError) as e:

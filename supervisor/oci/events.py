@@ -34,10 +34,8 @@ def parse_interval(text: str) -> float:
 
 
 def _stats(c: Container) -> tuple[dict[str, Any], int]:
-    from ..cgroups import Cgroup, Hierarchy
 
-    cgroup = Cgroup({Hierarchy(int(d["version"]), str(d["mountpoint"]), frozenset(d["controllers"]), str(d["own"])):
-                     str(d["dir"]) for d in c.data.get("cgroup", [])})
+    cgroup = c.cgroup()
     s = cgroup.stats()
     return {"type": "stats", "id": c.id, "data": {
         "memory": {"usage": {"usage": s.memory_bytes or 0}},

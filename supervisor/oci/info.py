@@ -82,9 +82,11 @@ def features() -> str:
     """The runtime spec's features document (``features.md``): what a caller may ask of us."""
     from .. import plan as planner
     from .. import seccomp
+    from ..host import Host
     from ..spec import CAPABILITIES, NAMESPACE_TYPES
 
     options = sorted(set(planner._OPTION_FLAGS) | set(planner._PROPAGATION))
+    host = Host.probe()
     doc = {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.1.0",
@@ -95,8 +97,8 @@ def features() -> str:
             "capabilities": sorted(CAPABILITIES, key=CAPABILITIES.__getitem__),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": False},
             "seccomp": {"enabled": True, "actions": sorted(seccomp._ACTIONS)},
-            "apparmor": {"enabled": planner.apparmor_enabled()},
-            "selinux": {"enabled": planner.selinux_enabled()},
+            "apparmor": {"enabled": host.apparmor},
+            "selinux": {"enabled": host.selinux},
         },
         "annotations": {"org.opencontainers.runtime-spec.features.runtime": "supervisor-oci"},
     }

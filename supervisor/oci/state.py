@@ -10,9 +10,12 @@ import errno
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .log import CommandError
+
+if TYPE_CHECKING:
+    from ..cgroups import Cgroup
 
 __all__ = ["Container", "default_root", "start_time", "valid_id"]
 
@@ -144,6 +147,15 @@ class Container:
             return False
         now = start_time(self.pid)
         return now is not None and now[0] == self.data.get("start_time") and now[1] not in "ZX"
+
+    def cgroup(self) -> "Cgroup":
+        """The container's cgroup as the library's ``Cgroup`` (for update and events: it imports the
+        cgroup driver, which the fast calls do without)."""
+        from ..cgroups import Cgroup, CgroupDriver, Hierarchy
+
+        dirs = {Hierarchy(int(d["version"]), str(d["mountpoint"]), frozenset(d["controllers"]), str(d["own"])):
+                str(d["dir"]) for d in self.data.get("cgroup", [])}
+        return Cgroup(dirs, CgroupDriver())
 
     def frozen(self) -> bool:
         path = self.cgroup_file("freezer.state", "cgroup.freeze")

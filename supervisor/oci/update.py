@@ -27,7 +27,6 @@ def _prune(value: Any) -> Any:
 
 
 def update(c: Container, flags: Options) -> None:
-    from ..cgroups import Cgroup, Hierarchy
     from ..errors import BootstrapError, SpecError
     from ..resources import parse_resources
 
@@ -57,8 +56,7 @@ def update(c: Container, flags: Options) -> None:
         resources = parse_resources(doc, "resources")
     except SpecError as e:
         raise CommandError(str(e)) from None
-    cgroup = Cgroup({Hierarchy(int(d["version"]), str(d["mountpoint"]), frozenset(d["controllers"]), str(d["own"])):
-                     str(d["dir"]) for d in c.data.get("cgroup", [])})
+    cgroup = c.cgroup()
     try:
         cgroup.apply(resources)
     except BootstrapError as e:
