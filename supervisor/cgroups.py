@@ -165,11 +165,12 @@ class CgroupDriver:
     parent that their default paths share is removed by whoever leaves it empty (its name says it
     is this process's)."""
 
-    def __init__(self, *, move_into_leaf: bool = False) -> None:
+    def __init__(self, *, move_into_leaf: bool = False, hierarchies: Iterable[Hierarchy] | None = None) -> None:
         self.move_into_leaf = move_into_leaf
         #: the directories this driver created and has not removed yet
         self.made: set[str] = set()
-        self._hierarchies: list[Hierarchy] | None = None
+        #: the host's hierarchies, when the caller knows them (a ``Host``'s facts)
+        self._hierarchies: list[Hierarchy] | None = None if hierarchies is None else list(hierarchies)
 
     def hierarchies(self) -> list[Hierarchy]:
         """The host's hierarchies, read once for this driver: what the host mounts does not change

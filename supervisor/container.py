@@ -40,6 +40,7 @@ from .errors import BootstrapError
 from .pipes import Handshake, HostSetup, InitDied, InitStarted, Request, Send, SyncConnection
 from .plan import Plan, plan, plan_exec
 from .cgroups import Cgroup, CgroupDriver, Stats
+from .host import Host
 from .spec import NAMESPACE_TYPES, ContainerSpec
 
 __all__ = ["Container", "open_container", "run"]
@@ -351,7 +352,7 @@ async def open_container(spec: ContainerSpec, *, name: str, stdin: int | None = 
     On leaving, a container still running is killed (SIGKILL ends its pid namespace) and reaped.
     """
     if cgroups is None:
-        cgroups = CgroupDriver(move_into_leaf=move_into_leaf)
+        cgroups = CgroupDriver(move_into_leaf=move_into_leaf, hierarchies=Host.current().cgroups)
     container = await _start(spec, name, (stdin, stdout, stderr), plan, on_init, cgroups)
     try:
         yield container

@@ -22,7 +22,7 @@ import attrs
 
 from . import devices
 from ._wire import Mk, Op
-from .cgroups import cgroup_dirs, controllers_for, default_path, hierarchies, select
+from .cgroups import Hierarchy, cgroup_dirs, controllers_for, default_path, select
 from .errors import SpecError
 from .host import Host
 from .resources import Resources
@@ -201,7 +201,7 @@ def plan(spec: ContainerSpec, name: str = "container", host: Host | None = None,
         if kind not in runs_hooks:
             raise SpecError(f"hooks.{kind}", "not supported yet" if runs_hooks else "hooks are run by supervisor-oci "
                                                                                     "only, not supported yet here")
-    host = Host.probe() if host is None else host
+    host = Host.current() if host is None else host
     rootless = host.rootless
     if rootless:
         spec = _rootless(spec, host)
@@ -212,7 +212,7 @@ def plan(spec: ContainerSpec, name: str = "container", host: Host | None = None,
             raise SpecError(f"annotations.{CGROUP_ANNOTATION}", "a container without a cgroup cannot have "
                                                                 "linux.resources")
         cgroup = None
-    elif rootless and not _cgroups_writable(cgroup_path, controllers_for(spec.resources, True, False)):
+    elif rootless and not _cgroups_writable(host, cgroup_path, controllers_for(spec.resources, True, False)):
         if spec.resources is not None and not spec.resources.empty:
             raise SpecError("linux.resources", "cgroup limits need root, or a cgroup delegated to you")
         cgroup = None  # the container stays in ours: no limits, no cgroup of its own
@@ -254,7 +254,7 @@ def plan(spec: ContainerSpec, name: str = "container", host: Host | None = None,
     root_propagation = 0
     if "mount" in new:
         root_propagation, steps = _filesystem(spec, rootfs, in_userns, cgroup or "", "network" in new,
-                                              controllers if cgroup else frozenset())
+                                              controllers if cgroup else frozenset(), host)
     elif "mount" in joined:
         if spec.mounts or spec.masked_paths or spec.readonly_paths:
             raise SpecError("mounts", "a joined mount namespace takes no mounts")
@@ -374,10 +374,10 @@ def _device_policy(spec: ContainerSpec, has_cgroup: bool, rootless: bool) -> dev
         raise SpecError("linux.resources.devices", str(e)) from None
 
 
-def _cgroups_writable(cgroup: str, controllers: frozenset[str]) -> bool:
+def _cgroups_writable(host: Host, cgroup: str, controllers: frozenset[str]) -> bool:
     """Whether we may make ``cgroup`` in the hierarchies it needs (root, or a delegated subtree)."""
     try:
-        dirs = cgroup_dirs(cgroup, select(hierarchies(), controllers))
+        dirs = cgroup_dirs(cgroup, select(host.hierarchies(), controllers))
     except OSError:
         return False
     for d in dirs.values():
@@ -500,7 +500,7 @@ def _exec_paths(program: str, env: tuple[str, ...]) -> tuple[str, ...]:
 # -- filesystem ----------------------------------------------------------------------------------
 
 def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str,
-                own_netns: bool, controllers: frozenset[str]) -> tuple[int, list[Step]]:
+                own_netns: bool, controllers: frozenset[str], host: Host) -> tuple[int, list[Step]]:
     host_root = rootfs == "/"
     steps: list[Step] = []
     if host_root:
@@ -537,7 +537,7 @@ def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str,
         if dst == "/dev" and step.flags & MS_BIND:
             dev_is_bind = True
         if mount.type == "cgroup":
-            steps += _cgroup_steps(dst, step, cgroup, controllers)
+            steps += _cgroup_steps(dst, step, cgroup, controllers, host.hierarchies())
         else:
             steps.append(step)
     if not dev_is_bind:
@@ -602,12 +602,12 @@ def _mount_step(mount: Mount, dst: str, bundle: str, field: str, label: str | No
                 propagation=propagation, data=",".join(data) or None, mktype=Mk.DIR)
 
 
-def _cgroup_steps(dst: str, step: Step, cgroup: str, controllers: frozenset[str]) -> list[Step]:
+def _cgroup_steps(dst: str, step: Step, cgroup: str, controllers: frozenset[str],
+                  every: list[Hierarchy]) -> list[Step]:
     """runc's cgroup mount without a cgroup namespace: a tmpfs holding a read-only bind of the
     container's cgroup in each v1 hierarchy (the supervisor's own where the container has none), or
     one bind of it on a pure v2 host."""
     flags = step.flags
-    every = hierarchies()
     own = set(select(every, controllers)) if controllers else set()
     # Where the container has a cgroup, the source is the hierarchy's base and the bootstrap adds the
     # container's cgroup path (SV_ATTR_CGROUP_PATH): the steps stay the same for every container of

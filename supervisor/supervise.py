@@ -131,7 +131,9 @@ class Supervisor:
         self.log_sink = log_sink
         #: this supervisor's cgroups (``move_into_leaf``: may this process be moved into a leaf of
         #: its own cgroup, see ``open_container``)
-        self.cgroups = CgroupDriver(move_into_leaf=move_into_leaf)
+        #: what planning needs to know about this host, probed once (see ``host.py``)
+        self.host = Host.probe()
+        self.cgroups = CgroupDriver(move_into_leaf=move_into_leaf, hierarchies=self.host.cgroups)
         #: the last lines of each container, for ``logs``
         self.log_book = LogBook()
         self.handles: dict[str, Handle] = {}
@@ -147,8 +149,6 @@ class Supervisor:
         #: containers of the spec (replicas) take that plan with their own cgroup (``for_container``)
         self._plans: dict[ContainerSpec, Plan] = {}
         self._planning = anyio.Lock()
-        #: what planning needs to know about this host, probed once (see ``host.py``)
-        self.host = Host.probe()
 
     # -- lifetime ----------------------------------------------------------------------------
 
