@@ -19,7 +19,7 @@ import attrs
 from .bootstrap import encode
 from .cgroups import Cgroup, CgroupDriver
 from .errors import BootstrapError
-from .pipes import Handshake, HostSetup, InitDied, Request, Send
+from .pipes import Handshake, HostSetup, InitDied, InitStarted, Request, Send, SyncConnection
 from .plan import Plan
 
 __all__ = [
@@ -234,13 +234,29 @@ def recv_or_bootstrap_exit(sock: socket.socket, pidfd: int) -> tuple[bytes, list
 def drain_after_exit(sock: socket.socket) -> tuple[bytes, list[int]]:
     """What the socket still holds once the bootstrap has exited (its writes all came before), or an
     end of stream when it holds nothing."""
+    blocking = sock.getblocking()
     sock.setblocking(False)
     try:
         return recv_with_fds(sock)
     except BlockingIOError:
         return b"", []
     finally:
-        sock.setblocking(True)
+        sock.setblocking(blocking)
+
+
+def leftover_pid(sock: socket.socket) -> int | None:
+    """The init's pid, if a PID message is still unread on a socket whose writers are gone."""
+    sock.setblocking(False)
+    data = bytearray()
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except OSError:
+        pass
+    for event in SyncConnection().receive_data(bytes(data)):
+        if isinstance(event, InitStarted):
+            return event.pid
+    return None
 
 
 def orphan_init(spawned: Spawned) -> int | None:
@@ -396,6 +412,14 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
         if isinstance(e, BootstrapError):
             e.container = name
         init_pid = handshake.init_pid if handshake.init_pid is not None else orphan_init(spawned)
+        if init_pid is None:
+            # Interrupted before the init's pid was read (a signal during the send, say): let the
+            # bootstrap finish (it reads the end of its message), then look for its report.
+            spawned.sock.shutdown(socket.SHUT_WR)
+            os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)
+            os.close(spawned.pidfd)
+            spawned.pidfd = -1
+            init_pid = leftover_pid(spawned.sock)
         if init_pid is not None:
             fd = os.pidfd_open(init_pid)
             signal.pidfd_send_signal(fd, signal.SIGKILL)
@@ -407,5 +431,6 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
         handshake.close_console()
         raise
     finally:
-        os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)
+        if spawned.pidfd >= 0:
+            os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)
         spawned.close()

@@ -33,11 +33,12 @@ from ._launch import (
     host_setup,
     make_cgroup,
     message_for,
+    leftover_pid,
     orphan_init,
     spawn_into,
 )
 from .errors import BootstrapError
-from .pipes import Handshake, HostSetup, InitDied, InitStarted, Request, Send, SyncConnection
+from .pipes import Handshake, HostSetup, InitDied, Request, Send
 from .plan import Plan, plan, plan_exec
 from .cgroups import Cgroup, CgroupDriver, Stats
 from .host import Host
@@ -281,7 +282,7 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
                 sock.shutdown(_socket.SHUT_WR)
                 stage0, spawned.pidfd = spawned.pidfd, -1
                 await _reap(stage0)
-                handshake.init_pid = _leftover_pid(spawned.sock)
+                handshake.init_pid = leftover_pid(spawned.sock)
             if handshake.init_pid is not None:
                 fd = os.pidfd_open(handshake.init_pid)
                 _signal.pidfd_send_signal(fd, _signal.SIGKILL)
@@ -295,22 +296,6 @@ async def _launch(the_plan: Plan, name: str, stdio: Stdio, cgroup: Cgroup | None
             with anyio.CancelScope(shield=True):
                 stage0, spawned.pidfd = spawned.pidfd, -1
                 await _reap(stage0)
-
-
-def _leftover_pid(sock: _socket.socket) -> int | None:
-    """The init's pid, if a PID message is still unread on a socket whose writers are gone."""
-    sock.setblocking(False)
-    data = bytearray()
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except (BlockingIOError, OSError):
-        pass
-    conn = SyncConnection()
-    for event in conn.receive_data(bytes(data)):
-        if isinstance(event, InitStarted):
-            return event.pid
-    return None
 
 
 async def _start(spec: ContainerSpec, name: str, stdio: Stdio, the_plan: Plan | None,

@@ -127,3 +127,14 @@ async def test_a_pid1_init_its_filter_stops_from_reaping_ends(bundle: Bundle) ->
     with anyio.fail_after(10):  # an init that cannot reap would wait for ever
         status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/echo", "hello", edit=edit)))
     assert (status.code, out) == (255, "hello\n")
+
+
+async def test_a_pid1_init_its_filter_stops_from_waiting_for_signals_ends(bundle: Bundle) -> None:
+    """A profile that refuses rt_sigtimedwait would leave the init spinning for ever: it ends (255)."""
+    def edit(c: dict[str, Any]) -> None:
+        profile(syscalls=[{"names": ["rt_sigtimedwait"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM}])(c)
+        c["annotations"] = {"supervisor.init": "true"}
+
+    with anyio.fail_after(10):
+        status, _ = await run_capture(ContainerSpec.from_bundle(bundle("/bin/sleep", "5", edit=edit)))
+    assert status.code == 255

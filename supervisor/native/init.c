@@ -190,7 +190,8 @@ static int open_target(const char *dst, uint32_t mktype, mode_t mode, int missin
     } else {
         char name[NAME_MAX + 1];
         int parent = open_parent(dst, name, sizeof(name));
-        int f = openat(parent, name, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, mode ? mode : 0644);
+        /* O_EXCL: never open what appeared meanwhile (a FIFO would block us for ever). */
+        int f = openat(parent, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, mode ? mode : 0644);
         if (f < 0 && errno != EEXIST)
             sv_fail(errno, "create", "%s", dst);
         if (f >= 0)
@@ -246,8 +247,12 @@ static void remount_readonly(int fd, const char *dst)
 
 static const char *cgroup_path; /* SV_ATTR_CGROUP_PATH */
 
-/* Host paths a step binds (a bind mount's or a device's source), opened O_PATH by sources_open()
- * before the first mount, indexed like cfg->steps; -1 where a step has none. */
+/* What a step binds (a bind mount's or a device's source): each host path opened O_PATH by
+ * sources_open() before the first mount (a directory through "DIR/.", which triggers an automount
+ * there), indexed like cfg->steps; -1 where a step has none. At its step the source is cloned as a
+ * detached mount (open_tree), gets its flags, and is attached onto the descriptor its destination
+ * resolved to (move_mount): no path is resolved twice, so nothing swapped in between (a shared
+ * volume's symlink, say) can take the mount or its read-only flag elsewhere (CVE-2021-30465 class). */
 static int *source_fds;
 
 static int binds_host_path(const struct sv_step *s)
@@ -255,11 +260,17 @@ static int binds_host_path(const struct sv_step *s)
     return (s->op == SV_OP_MOUNT && (s->flags & MS_BIND) && s->src != NULL) || s->op == SV_OP_BIND_DEV;
 }
 
-/* Every bind source is a path in the host's view: open them all while that is what we see, before the
+static int open_tree_at(int dirfd, const char *path, unsigned flags)
+{
+    return (int)syscall(SYS_open_tree, dirfd, path, flags | OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+}
+
+/* Every bind source is a path in the host's view: clone them all while that is what we see, before the
  * rootfs bind or a mount of the container's (its /tmp, say) could cover one. Errors name the source. */
 static void sources_open(const struct sv_config *cfg)
 {
     char joined[PATH_MAX];
+    char dir[PATH_MAX];
     source_fds = calloc(cfg->n_steps ? cfg->n_steps : 1, sizeof(int));
     if (source_fds == NULL)
         sv_fail(ENOMEM, "open bind sources", "%zu steps", cfg->n_steps);
@@ -274,7 +285,11 @@ static void sources_open(const struct sv_config *cfg)
                 sv_fail(ENAMETOOLONG, "open bind source", "%s", s->src);
             source = joined;
         }
-        source_fds[i] = open(source, O_PATH | O_CLOEXEC);
+        if (snprintf(dir, sizeof(dir), "%s/.", source) >= (int)sizeof(dir))
+            sv_fail(ENAMETOOLONG, "open bind source", "%s", source);
+        source_fds[i] = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (source_fds[i] < 0 && errno == ENOTDIR)
+            source_fds[i] = open(source, O_PATH | O_CLOEXEC);
         if (source_fds[i] < 0)
             sv_fail(errno, "open bind source", "%s", source);
     }
@@ -289,21 +304,56 @@ static void sources_close(const struct sv_config *cfg)
     source_fds = NULL;
 }
 
-/* What mount(2) gets as the source of step I: its descriptor opened by sources_open(). Binds happen
- * before pivot_root, while /proc is the host's procfs (checked by fd_paths). */
-static const char *source_of(struct target *t, size_t i, const struct sv_step *s)
+/* What a bind's MS_* flags ask of mount_setattr. Only set, never cleared: in a user namespace the
+ * source's flags are locked, and a bind keeps them (as a remount that kept them did). */
+static void attr_of(unsigned long flags, struct mount_attr *attr)
 {
-    if (source_fds[i] < 0)
-        return s->src ? s->src : s->fstype;
-    if (!fd_paths)
-        sv_fail(EPERM, "bind", "%s (no procfs to bind from)", s->src);
-    snprintf(t->path, sizeof(t->path), "/proc/self/fd/%d", source_fds[i]);
-    return t->path;
+    memset(attr, 0, sizeof(*attr));
+    if (flags & MS_RDONLY) attr->attr_set |= MOUNT_ATTR_RDONLY;
+    if (flags & MS_NOSUID) attr->attr_set |= MOUNT_ATTR_NOSUID;
+    if (flags & MS_NODEV) attr->attr_set |= MOUNT_ATTR_NODEV;
+    if (flags & MS_NOEXEC) attr->attr_set |= MOUNT_ATTR_NOEXEC;
+    if (flags & MS_NODIRATIME) attr->attr_set |= MOUNT_ATTR_NODIRATIME;
+    if (flags & (MS_NOATIME | MS_RELATIME | MS_STRICTATIME)) {
+        attr->attr_clr |= MOUNT_ATTR__ATIME;
+        attr->attr_set |= (flags & MS_NOATIME) ? MOUNT_ATTR_NOATIME
+                          : (flags & MS_STRICTATIME) ? MOUNT_ATTR_STRICTATIME : MOUNT_ATTR_RELATIME;
+    }
+}
+
+static int setattr_tree(int tree, const struct mount_attr *attr, int recursive)
+{
+    struct mount_attr a = *attr;
+    unsigned at = AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0);
+    if (syscall(SYS_mount_setattr, tree, "", at, &a, sizeof(a)) == 0)
+        return 0;
+    if (errno != EPERM || !(a.attr_clr & MOUNT_ATTR__ATIME))
+        return -1;
+    /* A locked atime (a user namespace's bind of a host mount) stays as it is. */
+    a.attr_clr &= ~MOUNT_ATTR__ATIME;
+    a.attr_set &= ~(MOUNT_ATTR_NOATIME | MOUNT_ATTR_STRICTATIME | MOUNT_ATTR_RELATIME);
+    return (int)syscall(SYS_mount_setattr, tree, "", at, &a, sizeof(a));
+}
+
+/* Attach a detached TREE onto the descriptor TARGET its destination resolved to. */
+static void attach(int tree, int target, const char *op, const char *dst)
+{
+    if (syscall(SYS_move_mount, tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        sv_fail(errno, op, "%s", dst);
+}
+
+/* A destination that resolves to the root itself (a symlink swapped since the planner checked it)
+ * would bury the container's root under the mount. */
+static void refuse_root(int fd, const char *dst)
+{
+    struct stat a, b;
+    if (fstat(fd, &a) == 0 && fstat(root_fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        sv_fail(EPERM, "mount", "%s (it leads to the root)", dst);
 }
 
 static void step_mount(size_t i, const struct sv_step *s)
 {
-    struct target t, src;
+    struct target t;
     int fd;
     if (s->fstype != NULL && (strcmp(s->fstype, "proc") == 0 || strcmp(s->fstype, "sysfs") == 0)) {
         /* procfs and sysfs go on a real directory: through a symlink in the rootfs they would land
@@ -315,6 +365,7 @@ static void step_mount(size_t i, const struct sv_step *s)
                     s->dst, s->fstype);
     } else {
         fd = open_target(s->dst, s->mktype, 0, 0);
+        refuse_root(fd, s->dst);
         /* The planner allows nothing over the container's procfs but a few files under /proc; what
          * the destination leads to now (the rootfs may have changed since) must agree
          * (CVE-2019-19921). */
@@ -322,19 +373,34 @@ static void step_mount(size_t i, const struct sv_step *s)
         if (strncmp(s->dst, "/proc/", 6) != 0 && fstatfs(fd, &fs) == 0 && fs.f_type == PROC_SUPER_MAGIC)
             sv_fail(EPERM, "mount", "%s (it leads into procfs)", s->dst);
     }
-    if (mount(source_of(&src, i, s), target_of(&t, fd, s->dst), s->fstype, s->flags, s->data) < 0)
+    if (source_fds[i] >= 0) {
+        /* A bind: flags on the detached tree, then attached onto FD; propagation through the tree's
+         * descriptor once attached. */
+        int tree = open_tree_at(source_fds[i], "", AT_EMPTY_PATH | ((s->flags & MS_REC) ? AT_RECURSIVE : 0));
+        if (tree < 0)
+            sv_fail(errno, "bind", "%s", s->src);
+        struct mount_attr attr;
+        attr_of(s->remount_flags, &attr);
+        if ((attr.attr_set || attr.attr_clr) && setattr_tree(tree, &attr, (s->flags & MS_REC) != 0) < 0)
+            sv_fail(errno, "remount", "%s", s->dst);
+        attach(tree, fd, "mount", s->dst);
+        close(fd);
+        if (s->propagation) {
+            struct mount_attr prop = {.propagation = s->propagation & ~(unsigned long)MS_REC};
+            unsigned at = AT_EMPTY_PATH | ((s->propagation & MS_REC) ? AT_RECURSIVE : 0);
+            if (syscall(SYS_mount_setattr, tree, "", at, &prop, sizeof(prop)) < 0)
+                sv_fail(errno, "set propagation", "%s", s->dst);
+        }
+        close(tree);
+        return;
+    }
+    if (mount(s->src ? s->src : s->fstype, target_of(&t, fd, s->dst), s->fstype, s->flags, s->data) < 0)
         sv_fail(errno, "mount", "%s", s->dst);
     close(fd);
-    if (s->remount_flags == 0 && s->propagation == 0)
+    if (s->propagation == 0)
         return;
     fd = open_target(s->dst, SV_MK_NONE, 0, 0); /* the new mount, now on top */
-    const char *target = target_of(&t, fd, s->dst);
-    if (s->remount_flags && mount(NULL, target, NULL, s->remount_flags, NULL) < 0) {
-        /* In a user namespace the source's nosuid/nodev/noexec are locked: keep them. */
-        if (errno != EPERM || mount(NULL, target, NULL, s->remount_flags | mount_flags_of(target), NULL) < 0)
-            sv_fail(errno, "remount", "%s", s->dst);
-    }
-    if (s->propagation && mount(NULL, target, NULL, s->propagation, NULL) < 0)
+    if (mount(NULL, target_of(&t, fd, s->dst), NULL, s->propagation, NULL) < 0)
         sv_fail(errno, "set propagation", "%s", s->dst);
     close(fd);
 }
@@ -361,10 +427,12 @@ static void step_mknod(const struct sv_step *s)
 
 static void step_bind_dev(size_t i, const struct sv_step *s)
 {
-    struct target t, src;
     int fd = open_target(s->dst, SV_MK_FILE, 0, 0);
-    if (mount(source_of(&src, i, s), target_of(&t, fd, s->dst), NULL, MS_BIND, NULL) < 0)
-        sv_fail(errno, "bind device", "%s", s->dst);
+    int tree = open_tree_at(source_fds[i], "", AT_EMPTY_PATH);
+    if (tree < 0)
+        sv_fail(errno, "bind device", "%s", s->src);
+    attach(tree, fd, "bind device", s->dst);
+    close(tree);
     close(fd);
 }
 
@@ -403,16 +471,16 @@ static void step_chroot(void)
 
 static void step_readonly(const struct sv_step *s)
 {
-    struct target t;
     int fd = open_target(s->dst, SV_MK_NONE, 0, 1);
     if (fd < 0)
         return; /* nothing to protect */
-    const char *target = target_of(&t, fd, s->dst);
-    if (mount(target, target, NULL, MS_BIND | MS_REC, NULL) < 0)
+    /* A read-only clone of what is there, attached where it was cloned from: one resolution. */
+    int tree = open_tree_at(fd, "", AT_EMPTY_PATH | AT_RECURSIVE);
+    struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
+    if (tree < 0 || syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &ro, sizeof(ro)) < 0)
         sv_fail(errno, "bind", "%s", s->dst);
-    close(fd);
-    fd = open_target(s->dst, SV_MK_NONE, 0, 0);
-    remount_readonly(fd, s->dst);
+    attach(tree, fd, "bind", s->dst);
+    close(tree);
     close(fd);
 }
 
@@ -884,11 +952,16 @@ static void run_pid1_init(const struct sv_config *cfg)
     /* Let go of everything (stdio, the sync socket, the go-ahead pipe, whose end of stream lets the
      * workload exec) before the workload runs: nothing of ours is in reach of /proc/1/fd. */
     sv_close_from(0, ~0U);
+    close(go[1]); /* however close_range fared (a filter may fake its success) */
     for (;;) {
         siginfo_t si;
         int sig = sigwaitinfo(&all, &si);
-        if (sig < 0)
+        if (sig < 0 && errno == EINTR)
             continue;
+        if (sig < 0) { /* a filter that refuses it: we cannot do our job, so end rather than spin */
+            kill((pid_t)child, SIGKILL);
+            _exit(255);
+        }
         if (sig != SIGCHLD) {
             kill((pid_t)child, sig);
             continue;

@@ -262,6 +262,7 @@ static void step_until_reached(int pid, int *caught)
             return;
         }
         kill(pid, SIGCONT);
+        usleep(50); /* let it run a step: stopped again at once, it could make no progress at all */
         if (kill(pid, SIGSTOP) < 0)
             return;
     }
