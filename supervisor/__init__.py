@@ -15,15 +15,17 @@ if TYPE_CHECKING:
     from ._launch import ExitStatus
     from .container import Container, open_container, run
     from .manifest import Manifest, load_manifest
-    from .service import LogConfig, Policy, Service
-    from .states import State
+    from .service import HealthCheck, LogConfig, Policy, Service
+    from .states import Health, State
     from .supervise import Event, Handle, Supervisor
 
-__all__ = ["BootstrapError", "Container", "ContainerSpec", "Event", "ExitStatus", "Handle", "LogConfig", "Manifest",
-           "Policy", "Service", "SpecError", "State", "Supervisor", "load_manifest", "open_container", "run"]
+__all__ = ["BootstrapError", "Container", "ContainerSpec", "Event", "ExitStatus", "Handle", "Health", "HealthCheck",
+           "LogConfig", "Manifest", "Policy", "Service", "SpecError", "State", "Supervisor", "load_manifest",
+           "open_container", "run"]
 
 _LAZY = {"ContainerSpec": ".spec", "Container": ".container", "open_container": ".container", "run": ".container",
          "ExitStatus": "._launch", "Manifest": ".manifest", "load_manifest": ".manifest",
+         "HealthCheck": ".service", "Health": ".states",
          "LogConfig": ".service", "Policy": ".service", "Service": ".service", "State": ".states",
          "Event": ".supervise", "Handle": ".supervise", "Supervisor": ".supervise"}
 

@@ -220,9 +220,9 @@ def _print_ps(rows: list[dict[str, Any]]) -> None:
             n = n / 1024  # type: ignore[assignment]
         return "-"
 
-    header = ("NAME", "STATE", "PID", "RESTARTS", "UPTIME", "MEMORY", "PIDS", "CPU", "LAST EXIT")
+    header = ("NAME", "STATE", "HEALTH", "PID", "RESTARTS", "UPTIME", "MEMORY", "PIDS", "CPU", "LAST EXIT")
     table = [header] + [(
-        r["name"], r["state"], str(r["pid"] or "-"), str(r["restarts"]),
+        r["name"], r["state"], r.get("health") or "-", str(r["pid"] or "-"), str(r["restarts"]),
         f"{r['uptime']:.0f}s" if r.get("uptime") is not None else "-", size(r.get("memory")),
         str(r.get("pids") or "-"), f"{r['cpu_ns'] / 1e9:.2f}s" if r.get("cpu_ns") is not None else "-",
         r.get("error") or r.get("last_exit") or "-") for r in rows]
@@ -319,7 +319,11 @@ async def _report_events(sup: "Supervisor", events_file: "TextIO | None", task_s
             elif e.event == "failed":
                 _err(f"{e.container}: {e.error}")
             elif e.event == "restarting":
-                _err(f"{e.container}: restarting in {e.delay:g}s")
+                why = " (unhealthy)" if e.reason == "unhealthy" else ""
+                _err(f"{e.container}: restarting in {e.delay:g}s{why}")
+            elif e.event == "unhealthy":
+                then = ": restarting it" if e.action == "restart" else ""
+                _err(f"{e.container}: unhealthy{then}" + (f" ({e.error})" if e.error else ""))
 
 
 async def _handle_signals(sup: "Supervisor", scope: "anyio.CancelScope", nursery: "TaskGroup",

@@ -154,7 +154,9 @@ async def _dispatch(sup: Supervisor, conn: socket.socket, m: dict[str, Any], fds
 
 
 def _row(h: Handle) -> dict[str, Any]:
-    row: dict[str, Any] = {"name": h.name, "state": h.state.value, "pid": h.pid, "restarts": h.restarts,
+    row: dict[str, Any] = {"name": h.name, "state": h.state.value,
+                           "health": h.health.value if h.health is not None else None,
+                           "pid": h.pid, "restarts": h.restarts,
                            "uptime": round(time.time() - h.started_at, 1) if h.state == State.RUNNING and
                            h.started_at else None,
                            "last_exit": str(h.last_exit) if h.last_exit else None, "error": h.last_error}

@@ -61,6 +61,13 @@ Supervision keys, for both kinds (``Policy`` and ``LogConfig`` in ``service.py``
 ``stop_signal``   ``"SIGTERM"``, ``"TERM"`` or a number (default SIGTERM).
 ``stop_timeout``  seconds >= 0 between the stop signal and SIGKILL (default 10).
 ``depends_on``    container names (this manifest's tables) that must run before this one starts.
+``healthcheck``   ``{test = [...], interval = 30, timeout = 30, retries = 3, start_period = 0}``, compose's
+                  keys and meanings: ``test`` runs inside the container (exec'd as the workload's
+                  user, in its namespaces and cgroup) and passes by exiting 0. ``test`` is
+                  ``["CMD", PROG, ARGS...]``, ``["CMD-SHELL", "LINE"]`` (``/bin/sh -c LINE``; a plain
+                  string means the same), ``["NONE"]`` (no check: turns off one from ``[defaults]``),
+                  or a list starting with the program (``["/bin/sh", "-c", "..."]``). Times are
+                  seconds, or compose durations (``"1m30s"``, ``"500ms"``).
 ``init``          true: marks the spec with the annotation ``supervisor.init = "true"``.
 ``replicas``      N >= 1: N services ``NAME-0`` ... ``NAME-{N-1}``, each with
                   ``SUPERVISOR_REPLICA=i`` in its environment (even N = 1 is ``NAME-0``; without
@@ -128,7 +135,8 @@ import attrs
 from .errors import SpecError
 from .plan import DEFAULT_PATH, resolve_in_root
 from .seccomp import DEFAULT_PROFILE
-from .service import RESTART_POLICIES, LogConfig, NetworkConfig, Policy, Service, parse_network
+from .service import (RESTART_POLICIES, HealthCheck, LogConfig, NetworkConfig, Policy, Service, health_test,
+                      parse_duration, parse_network)
 from .spec import INIT_ANNOTATION, ContainerSpec, User
 
 __all__ = ["Manifest", "ManifestError", "load_manifest", "DEFAULT_CAPABILITIES", "REPLICA_ENV", "INIT_ANNOTATION"]
@@ -165,7 +173,8 @@ _DEFAULT_READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/
 # -- the keys ----------------------------------------------------------------------------------------
 
 _SUPERVISION_KEYS = ("restart", "max_restarts", "stop_signal", "stop_timeout", "depends_on", "init", "replicas",
-                     "log_file", "log_max_bytes", "log_backups", "network")
+                     "log_file", "log_max_bytes", "log_backups", "network", "healthcheck")
+_HEALTHCHECK_KEYS = ("test", "interval", "timeout", "retries", "start_period")
 #: OCI ``process`` fields taken under their own names (the unimplemented ones too: the OCI loader
 #: then says "not supported yet" rather than us "unknown key")
 _PROCESS_KEYS = ("capabilities", "rlimits", "noNewPrivileges", "oomScoreAdj", "terminal", "consoleSize",
@@ -418,6 +427,8 @@ class _Loader:
                     continue  # [defaults].depends_on = ["db"] does not make db wait for itself
                 if dep not in [d for d, _ in c.depends_on]:
                     c.depends_on.append((dep, path + (i,)))
+        if (got := self.get(c, "healthcheck")) is not None:
+            c.policy["healthcheck"] = self.healthcheck(*got)
         if (got := self.get(c, "init")) is not None:
             value, path = got
             if not isinstance(value, bool):
@@ -443,6 +454,33 @@ class _Loader:
                 raise self.error(path, f"{e.field}: {e.reason}" if e.field != _field(path) else e.reason) from None
             if c.network.container is not None and c.network.container not in [d for d, _ in c.depends_on]:
                 c.depends_on.append((c.network.container, path))
+
+    def healthcheck(self, value: Any, path: Path) -> HealthCheck | None:
+        if not isinstance(value, dict):
+            raise self.error(path, f"expected a table {{test = [...], interval = 30, ...}}, got {_show(value)}")
+        for key in value:
+            if key not in _HEALTHCHECK_KEYS:
+                raise self.error(path + (key,), f"unknown key (a health check has {', '.join(_HEALTHCHECK_KEYS)})")
+        if "test" not in value:
+            raise self.error(path + ("test",), 'required: ["CMD", PROGRAM, ARGS...], ["CMD-SHELL", "LINE"] '
+                                               'or ["NONE"]')
+        try:
+            test = health_test(value["test"])
+        except (ValueError, TypeError) as e:
+            raise self.error(path + ("test",), f"{e}, got {_show(value['test'])}") from None
+        if test is None:
+            return None
+        times = {}
+        for key in ("interval", "timeout", "start_period"):
+            if key in value:
+                try:
+                    times[key] = parse_duration(value[key])
+                except ValueError as e:
+                    raise self.error(path + (key,), str(e)) from None
+                if key != "start_period" and times[key] == 0:
+                    raise self.error(path + (key,), "must be more than 0")
+        retries = self.integer(value["retries"], path + ("retries",), 1) if "retries" in value else 3
+        return HealthCheck(test, retries=retries, **times)
 
     def integer(self, value: Any, path: Path, lo: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < lo:

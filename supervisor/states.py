@@ -12,11 +12,15 @@ transition announces. A leaf module: it imports nothing of ours, so every layer 
 
 Only five transitions are announced (the names of ``supervisor run --events``): entering RUNNING is
 ``started``, EXITED ``exited``, RESTARTING ``restarting``, FAILED ``failed`` and STOPPED ``stopped``.
+
+Health is a second state beside the lifecycle, for a running container with a health check or
+readiness by notification: ``starting`` when it starts running, then ``healthy`` or ``unhealthy``
+(both announced, under those names, when they change); None while it does not run.
 """
 
 import enum
 
-__all__ = ["EVENT_OF", "TERMINAL", "TRANSITIONS", "InvalidTransition", "State", "check_transition"]
+__all__ = ["EVENT_OF", "Health", "TERMINAL", "TRANSITIONS", "InvalidTransition", "State", "check_transition"]
 
 
 class State(enum.Enum):
@@ -28,6 +32,12 @@ class State(enum.Enum):
     RESTARTING = "restarting"  # waiting out the backoff
     FAILED = "failed"          # it could not start, or restarts were given up
     STOPPED = "stopped"        # stopped on request
+
+
+class Health(enum.Enum):
+    STARTING = "starting"      # running, not yet known healthy
+    HEALTHY = "healthy"        # its check passed, or it said READY=1
+    UNHEALTHY = "unhealthy"    # its check failed ``retries`` times in a row
 
 
 TRANSITIONS: dict[State, frozenset[State]] = {

@@ -30,6 +30,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from . import _aio
 from ._launch import ExitStatus, raise_fd_limit
 from .cgroups import CgroupDriver
 from .container import Container, open_container
@@ -37,10 +38,10 @@ from .errors import BootstrapError, SpecError
 from .host import Host
 from .logs import FileWriter, LogBook, LogSink, RotatingFile, pump_lines
 from .plan import Plan, for_container, plan
-from .service import Service
+from .service import HealthCheck, Service
 from .network import Attachment, Networks
 from .spec import ContainerSpec, Namespace
-from .states import EVENT_OF, TERMINAL, State, check_transition
+from .states import EVENT_OF, TERMINAL, Health, State, check_transition
 
 __all__ = ["Event", "Handle", "Supervisor"]
 
@@ -58,12 +59,17 @@ class Event:
     error: str | None = None
     delay: float | None = None
     oom: bool | None = None
+    #: why it happened, when not by itself: ``"unhealthy"`` on the exit and the restart that a
+    #: failed health check caused
+    reason: str | None = None
+    #: what follows: ``"restart"`` on an ``unhealthy`` event when the restart policy restarts it
+    action: str | None = None
 
     def to_json(self) -> str:
         stamp = datetime.datetime.fromtimestamp(self.time, datetime.UTC)
         record: dict[str, Any] = {"time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                                   "container": self.container, "event": self.event}
-        for key in ("pid", "code", "signal", "error", "delay", "oom"):
+        for key in ("pid", "code", "signal", "error", "delay", "oom", "reason", "action"):
             value = getattr(self, key)
             if value is not None:
                 record[key] = value
@@ -84,6 +90,11 @@ class Handle:
         self.last_exit: ExitStatus | None = None
         self.last_error: str | None = None
         self.container: Container | None = None
+        #: beside the lifecycle, for a running container with a check or ``notify``; None otherwise
+        self.health: Health | None = None
+        #: the last failed check's output (its tail), or why it failed
+        self.health_output: str | None = None
+        self._unhealthy = False  # this run is being ended because its health check failed
         self._changed = anyio.Event()  # set and replaced on every transition
         self._stop = anyio.Event()
         self._task_done = anyio.Event()
@@ -263,12 +274,25 @@ class Supervisor:
         """Every state change goes through here: checked, recorded, announced."""
         check_transition(handle.state, new)
         handle.state = new
-        changed, handle._changed = handle._changed, anyio.Event()
-        changed.set()
-        self.wake()
+        self._changed_now(handle)
         name = EVENT_OF.get(new)
         if name is not None:
             self._announce(handle, name, **details)
+
+    def _set_health(self, handle: Handle, health: Health | None, **details: Any) -> None:
+        """Every change of health goes through here; healthy and unhealthy are announced."""
+        if health == handle.health:
+            return
+        handle.health = health
+        self._changed_now(handle)
+        if health in (Health.HEALTHY, Health.UNHEALTHY):
+            assert health is not None
+            self._announce(handle, health.value, **details)
+
+    def _changed_now(self, handle: Handle) -> None:
+        changed, handle._changed = handle._changed, anyio.Event()
+        changed.set()
+        self.wake()
 
     def _announce(self, handle: Handle, name: str, **details: Any) -> None:
         event = Event(time=time.time(), container=handle.name, event=name, **details)
@@ -378,7 +402,15 @@ class Supervisor:
                                 handle.started_at = time.time()
                                 self._transition(handle, State.RUNNING, pid=container.pid)
                                 report()
-                                status = await self._wait_or_stop(handle, container)
+                                async with anyio.create_task_group() as watch:
+                                    if service.policy.has_health:
+                                        self._set_health(handle, Health.STARTING)
+                                    if service.policy.healthcheck is not None:
+                                        watch.start_soon(self._check_health, handle, container,
+                                                         service.policy.healthcheck)
+                                    status = await self._wait_or_stop(handle, container)
+                                    watch.cancel_scope.cancel()
+                                self._set_health(handle, None)
                                 # The workload's processes end with its pid namespace, and with them
                                 # the pipes' writers; without one, a leftover must not hold the logs
                                 # open for ever.
@@ -403,6 +435,70 @@ class Supervisor:
                 with anyio.CancelScope(shield=True):
                     await self.networks.detach(service.name, attachment[0])
         return status, anyio.current_time() - began
+
+    async def _check_health(self, handle: Handle, container: Container, check: HealthCheck) -> None:
+        """Run ``check`` every interval while the container runs, and keep its health. Unhealthy,
+        under a restart policy that restarts (``on-failure`` or ``always``), it is stopped (its
+        stop signal, the grace period, SIGKILL) and restarted, as a liveness probe does; under
+        ``no`` the checks go on, and a pass makes it healthy again."""
+        began = anyio.current_time()
+        failures = 0
+        while True:
+            await anyio.sleep(check.interval)
+            passed, output = await self._run_check(container, check)
+            if passed:
+                failures = 0
+                handle.health_output = None
+                self._set_health(handle, Health.HEALTHY)
+                continue
+            handle.health_output = output
+            if handle.health == Health.STARTING and anyio.current_time() - began < check.start_period:
+                continue  # still starting: compose does not count these
+            failures += 1
+            if failures < check.retries:
+                continue
+            restart = handle.service.policy.restart != "no"
+            self._set_health(handle, Health.UNHEALTHY, error=output, action="restart" if restart else None)
+            if restart:
+                handle._unhealthy = True
+                if handle._wait_scope is not None:
+                    handle._wait_scope.cancel()  # _wait_or_stop stops it
+                return
+
+    async def _run_check(self, container: Container, check: HealthCheck) -> tuple[bool, str]:
+        """One run of the check: whether it passed, and the tail of its output (or why it failed)."""
+        output = bytearray()
+        r, w = os.pipe()
+        try:
+            _aio.nonblocking(r)
+
+            async def collect() -> None:
+                while chunk := await _aio.read(r):
+                    output.extend(chunk)
+                    del output[:-_CHECK_OUTPUT]
+
+            with anyio.move_on_after(check.timeout) as timer:
+                async with anyio.create_task_group() as reading:
+                    reading.start_soon(collect)
+                    try:
+                        status = await container.exec(check.test, stdin=self._devnull, stdout=w, stderr=w)
+                    finally:
+                        os.close(w)
+                        w = -1
+                    # a process the check left in the background may hold the pipe: not for long
+                    reading.cancel_scope.deadline = anyio.current_time() + 0.5
+            if timer.cancelled_caught:
+                return False, f"timed out after {check.timeout:g}s"
+        except BootstrapError as e:
+            return False, e.message
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
+        text = output.decode(errors="replace").strip()
+        if status.code == 0:
+            return True, text
+        return False, text or str(status)
 
     def plan(self, service: Service) -> Plan:
         """Plan ``service`` as its start will (its network namespace, this supervisor's host facts)
@@ -442,7 +538,7 @@ class Supervisor:
     async def _wait_or_stop(self, handle: Handle, container: Container) -> ExitStatus:
         """Wait for the workload to end; a stop request (which cancels the wait) turns it into
         stop signal, grace period, SIGKILL."""
-        if not handle._stop.is_set():
+        if not handle._stop.is_set() and not handle._unhealthy:
             with anyio.CancelScope() as handle._wait_scope:
                 return await container.wait()
         handle._wait_scope = None
@@ -484,15 +580,18 @@ class Supervisor:
                     handle.last_error = f"dependency {missing} is not running"
                     self._transition(handle, State.FAILED, error=handle.last_error)
                     break
+                reason = None
                 try:
+                    handle._unhealthy = False
                     status, ran = await self._run_once(handle, report)
                     handle.last_exit = status
                     handle.pid = None
                     if status.oom_killed:
                         self._announce(handle, "oom")
+                    reason = "unhealthy" if handle._unhealthy else None
                     self._transition(handle, State.EXITED, code=status.code, signal=status.signal,
-                                     oom=status.oom_killed or None)
-                    failed = status.code != 0
+                                     oom=status.oom_killed or None, reason=reason)
+                    failed = status.code != 0 or handle._unhealthy
                 except Exception as e:  # noqa: BLE001 - one container's failure must stay its own
                     ran = 0.0
                     failed = True
@@ -515,7 +614,7 @@ class Supervisor:
                 failures = 1 if ran >= policy.stable_after else failures + 1
                 delay = policy.backoff(failures if failed else 1)
                 handle.restarts += 1
-                self._transition(handle, State.RESTARTING, delay=round(delay, 3))
+                self._transition(handle, State.RESTARTING, delay=round(delay, 3), reason=reason)
                 with anyio.move_on_after(delay):
                     await handle._stop.wait()
             report()
@@ -541,10 +640,14 @@ class Supervisor:
         """A container that ran and was killed because its task is leaving by an exception: it
         exited all the same (``_run_once`` kept its status)."""
         handle.pid = None
+        self._set_health(handle, None)
         if handle.state in (State.RUNNING, State.STOPPING):
             status = handle.last_exit
             self._transition(handle, State.EXITED, code=status.code if status else None,
                              signal=status.signal if status else None)
+
+
+_CHECK_OUTPUT = 4096  # how much of a failed check's output its event keeps (the end of it)
 
 
 def _leaves(error: BaseException) -> list[BaseException]:

@@ -157,3 +157,30 @@ def test_the_example_manifest_runs_and_stops(tmp_path: Path) -> None:
     assert code == (1 if gave_up else 0)
     stopped = [r["container"] for r in records if r["event"] == "stopped"]
     assert stopped.index("worker-0") < stopped.index("clock") and stopped.index("worker-1") < stopped.index("clock")
+
+
+def test_health_checks_from_a_manifest(tmp_path: Path) -> None:
+    manifest = write(tmp_path, """
+[containers.sick]
+args = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.05; done"]
+restart = "on-failure"
+max_restarts = 1
+stop_timeout = 2
+healthcheck = { test = ["CMD-SHELL", "echo no database; exit 1"], interval = "50ms", retries = 2 }
+
+[containers.fine]
+args = ["/bin/sh", "-c", "sleep 0.5"]
+healthcheck = { test = ["CMD", "/bin/true"], interval = 0.05, timeout = "1s", start_period = "1m" }
+""")
+    events = tmp_path / "events.jsonl"
+    result = subprocess.run(sv(tmp_path) + [str(manifest), "--events", str(events)], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 1, result.stderr
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    sick = [r for r in records if r["container"] == "sick"]
+    assert [r["event"] for r in sick] == ["started", "unhealthy", "exited", "restarting", "started", "unhealthy",
+                                          "exited", "failed"]
+    assert sick[1]["action"] == "restart" and sick[1]["error"] == "no database"
+    assert sick[2]["reason"] == sick[3]["reason"] == "unhealthy"
+    assert "supervisor: sick: unhealthy: restarting it (no database)" in result.stderr
+    assert [r["event"] for r in records if r["container"] == "fine"] == ["started", "healthy", "exited"]

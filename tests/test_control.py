@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ MANIFEST = """
 args = ["/bin/sh", "-c", "trap 'exit 0' TERM; i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.1; done"]
 hostname = "webhost"
 restart = "always"
+healthcheck = { test = ["CMD", "/bin/true"], interval = "50ms" }
 
 [containers.job]
 args = ["/bin/sh", "-c", "exit 3"]
@@ -57,13 +59,24 @@ def cli(state: str, *args: str, **kw: object) -> subprocess.CompletedProcess[str
 
 def test_ps(running: tuple[str, subprocess.Popen[str]]) -> None:
     state, _ = running
-    rows = {r["name"]: r for r in json.loads(cli(state, "ps", "--json").stdout)}
-    assert rows["web"]["state"] == "running" and rows["web"]["pid"] > 0 and rows["web"]["pids"] == 2
+
+    def rows_now() -> dict[str, Any]:
+        return {r["name"]: r for r in json.loads(cli(state, "ps", "--json").stdout)}
+
+    deadline = time.monotonic() + 10
+    while rows_now()["web"]["health"] != "healthy":
+        assert time.monotonic() < deadline, "web never became healthy"
+        time.sleep(0.05)
+    rows = rows_now()
+    assert rows["job"]["health"] is None
+    # the shell and its sleep, and maybe a health check being exec'd into its cgroup
+    assert rows["web"]["state"] == "running" and rows["web"]["pid"] > 0 and rows["web"]["pids"] in (2, 3)
     assert rows["web"]["memory"] > 0 and rows["web"]["cpu_ns"] >= 0
     assert rows["job"]["state"] == "exited" and rows["job"]["last_exit"] == "exited with code 3"
     table = cli(state, "ps").stdout.splitlines()
-    assert table[0].split() == ["NAME", "STATE", "PID", "RESTARTS", "UPTIME", "MEMORY", "PIDS", "CPU", "LAST", "EXIT"]
-    assert table[1].startswith("web   running")
+    assert table[0].split() == ["NAME", "STATE", "HEALTH", "PID", "RESTARTS", "UPTIME", "MEMORY", "PIDS", "CPU",
+                                "LAST", "EXIT"]
+    assert table[1].startswith("web   running  healthy")
 
 
 def test_exec(running: tuple[str, subprocess.Popen[str]]) -> None:

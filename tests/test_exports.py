@@ -5,7 +5,8 @@ import supervisor
 
 def test_public_names() -> None:
     assert sorted(supervisor.__all__) == [
-        "BootstrapError", "Container", "ContainerSpec", "Event", "ExitStatus", "Handle", "LogConfig", "Manifest",
-        "Policy", "Service", "SpecError", "State", "Supervisor", "load_manifest", "open_container", "run"]
+        "BootstrapError", "Container", "ContainerSpec", "Event", "ExitStatus", "Handle", "Health", "HealthCheck",
+        "LogConfig", "Manifest", "Policy", "Service", "SpecError", "State", "Supervisor", "load_manifest",
+           "open_container", "run"]
     for name in supervisor.__all__:
         assert getattr(supervisor, name) is not None

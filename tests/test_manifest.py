@@ -618,3 +618,26 @@ def test_a_bridged_container_gets_its_network_namespace_at_load(tmp_path: Path) 
     assert Namespace("network") in spec.namespaces
     assert Mount("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev", "ro")) in spec.mounts
     assert plan(spec).loopback_up
+
+
+def test_healthcheck(tmp_path: Path) -> None:
+    from supervisor.service import HealthCheck
+
+    m = load(tmp_path, '[defaults]\nhealthcheck = { test = "exit 0" }\n'
+                       '[containers.a]\nargs = ["x"]\n'
+                       '[containers.b]\nargs = ["x"]\nhealthcheck = { test = ["NONE"] }\n'
+                       '[containers.c]\nargs = ["x"]\nhealthcheck = { test = ["CMD", "/bin/check", "-q"], '
+                       'interval = "1m30s", timeout = 2.5, retries = 5, start_period = "500ms" }\n')
+    assert m.service("a").policy.healthcheck == HealthCheck(("/bin/sh", "-c", "exit 0"))
+    assert m.service("b").policy.healthcheck is None
+    assert m.service("c").policy.healthcheck == HealthCheck(("/bin/check", "-q"), 90.0, 2.5, 5, 0.5)
+    base = '[containers.a]\nargs = ["x"]\nhealthcheck = '
+    assert error(tmp_path, base + '{ test = [] }\n') == \
+        "line 3: containers.a.healthcheck.test: expected a non-empty list of strings, got a list"
+    assert error(tmp_path, base + '{ interval = 1 }\n').startswith("line 3: containers.a.healthcheck.test: required")
+    assert error(tmp_path, base + '{ test = "x", every = 1 }\n').startswith(
+        "line 3: containers.a.healthcheck.every: unknown key")
+    assert error(tmp_path, base + '{ test = "x", interval = "soon" }\n') == \
+        'line 3: containers.a.healthcheck.interval: expected seconds or a duration like "1m30s", got \'soon\''
+    assert error(tmp_path, base + '{ test = "x", retries = 0 }\n') == \
+        "line 3: containers.a.healthcheck.retries: expected an integer >= 1, got 0"

@@ -1,0 +1,106 @@
+"""Health checks, dependency conditions and readiness by notification, on real containers."""
+
+import anyio
+import pytest
+
+import supervisor
+from supervisor.service import HealthCheck, Policy, Service
+from supervisor.states import Health, State
+from supervisor.supervise import Event, Supervisor
+
+from .conftest import Bundle, needs_root
+from .test_supervise import FAST, collect
+
+pytestmark = needs_root
+
+#: runs until TERM (pid 1 of its namespace needs the trap to stop on it)
+SERVE = "trap 'exit 0' TERM; while :; do sleep 0.05; done"
+
+
+def service(bundle: Bundle, name: str, script: str, **policy: object) -> Service:
+    spec = supervisor.ContainerSpec.from_bundle(bundle("/bin/sh", "-c", script))
+    return Service(name, spec, Policy(stop_timeout=2, **policy))  # type: ignore[arg-type]
+
+
+def of(events: list[Event], name: str) -> list[str]:
+    return [e.event for e in events if e.container == name]
+
+
+async def test_a_check_that_passes_makes_it_healthy(bundle: Bundle) -> None:
+    events: list[Event] = []
+    check = HealthCheck(["CMD-SHELL", "test -f /dev/shm/up && echo fine"], interval=0.05, retries=1,
+                        start_period=10)  # failures before the file is there do not count
+    async with anyio.create_task_group() as watch, Supervisor() as sup:
+        await watch.start(collect, sup, events)
+        web = await sup.start(service(bundle, "web", "sleep 0.3; touch /dev/shm/up; " + SERVE, healthcheck=check))
+        assert web.health == Health.STARTING  # its file is not there yet: the first checks fail
+        with anyio.fail_after(10):
+            await web.wait_for(State.RUNNING)
+            while web.health != Health.HEALTHY:
+                await web._changed.wait()
+        await sup.stop("web")
+    assert of(events, "web") == ["started", "healthy", "exited", "stopped"]  # starting is not announced
+    assert web.health is None  # not running: no health
+
+
+async def test_unhealthy_is_restarted_and_says_why(bundle: Bundle) -> None:
+    events: list[Event] = []
+    check = HealthCheck(["/bin/sh", "-c", "echo sick as pid $$; exit 1"], interval=0.05, retries=2)
+    async with anyio.create_task_group() as watch, Supervisor() as sup:
+        await watch.start(collect, sup, events)
+        web = sup.add(service(bundle, "web", SERVE, healthcheck=check, restart="on-failure", max_restarts=1,
+                              **FAST))
+        with anyio.fail_after(15):
+            await web.wait()
+    mine = [e for e in events if e.container == "web"]
+    assert [e.event for e in mine] == ["started", "unhealthy", "exited", "restarting", "started", "unhealthy",
+                                       "exited", "failed"]
+    unhealthy, exited, restarting = mine[1], mine[2], mine[3]
+    assert unhealthy.action == "restart" and unhealthy.error is not None
+    assert unhealthy.error.startswith("sick as pid ") and unhealthy.error != "sick as pid 1"  # exec'd inside
+    assert exited.reason == "unhealthy" and exited.code == 0  # its TERM trap: a clean exit, still a failure
+    assert restarting.reason == "unhealthy"
+    assert web.restarts == 1 and web.last_error == "gave up after 1 restarts"
+
+
+async def test_unhealthy_without_restart_keeps_running_and_may_recover(bundle: Bundle) -> None:
+    events: list[Event] = []
+    # fails while /dev/shm/ok is missing; the workload creates it after a while
+    check = HealthCheck(["CMD-SHELL", "test -f /dev/shm/ok"], interval=0.05, retries=1)
+    async with anyio.create_task_group() as watch, Supervisor() as sup:
+        await watch.start(collect, sup, events)
+        web = sup.add(service(bundle, "web", "sleep 0.5; touch /dev/shm/ok; " + SERVE, healthcheck=check))
+        with anyio.fail_after(10):
+            while web.health != Health.HEALTHY:
+                await web._changed.wait()
+        pid = web.pid
+        await sup.stop("web")
+    assert of(events, "web") == ["started", "unhealthy", "healthy", "exited", "stopped"]
+    assert next(e for e in events if e.event == "unhealthy").action is None
+    assert pid is not None and web.restarts == 0
+
+
+async def test_a_check_that_hangs_times_out(bundle: Bundle) -> None:
+    events: list[Event] = []
+    check = HealthCheck(["CMD", "/bin/sleep", "10"], interval=0.05, timeout=0.2, retries=1)
+    async with anyio.create_task_group() as watch, Supervisor() as sup:
+        await watch.start(collect, sup, events)
+        web = sup.add(service(bundle, "web", SERVE, healthcheck=check))
+        with anyio.fail_after(10):
+            while web.health != Health.UNHEALTHY:
+                await web._changed.wait()
+        assert web.container is not None and web.container.stats() is not None
+        await sup.stop("web")
+    assert next(e for e in events if e.event == "unhealthy").error == "timed out after 0.2s"
+
+
+def test_compose_test_forms() -> None:
+    assert HealthCheck(["CMD", "/bin/true"]).test == ("/bin/true",)
+    assert HealthCheck(["CMD-SHELL", "exit 0"]).test == ("/bin/sh", "-c", "exit 0")
+    assert HealthCheck("exit 0").test == ("/bin/sh", "-c", "exit 0")
+    assert HealthCheck(["/bin/true", "x"]).test == ("/bin/true", "x")
+    for bad in (["NONE"], [], ["CMD"], ["CMD-SHELL"], ["CMD-SHELL", "a", "b"]):
+        with pytest.raises(ValueError):
+            HealthCheck(bad)
+    with pytest.raises(ValueError):
+        HealthCheck(["CMD", "/bin/true"], interval=0)
