@@ -60,7 +60,16 @@ Supervision keys, for both kinds (``Policy`` and ``LogConfig`` in ``service.py``
 ``max_restarts``  an integer >= 0 (default: no limit).
 ``stop_signal``   ``"SIGTERM"``, ``"TERM"`` or a number (default SIGTERM).
 ``stop_timeout``  seconds >= 0 between the stop signal and SIGKILL (default 10).
-``depends_on``    container names (this manifest's tables) that must run before this one starts.
+``depends_on``    container names (this manifest's tables) that must run before this one starts, or a
+                  table ``{db = "healthy", migrate = "completed", cache = "started"}``: ``started``
+                  waits for its workload to run (or, a one-shot, to have ended with code 0),
+                  ``healthy`` for its health check to pass (or its ``READY=1``), ``completed`` for
+                  it to have ended with code 0 and be restarted no more (compose's
+                  ``service_started``, ``service_healthy``, ``service_completed_successfully``, and
+                  its long form ``{condition = "service_healthy"}``, are accepted too). A dependency
+                  that ends otherwise fails the dependent. A dependency's restart does nothing to
+                  its dependents (compose's default, without ``restart: true``): they keep running,
+                  and a dependent that starts again later waits for its conditions again.
 ``healthcheck``   ``{test = [...], interval = 30, timeout = 30, retries = 3, start_period = 0}``, compose's
                   keys and meanings: ``test`` runs inside the container (exec'd as the workload's
                   user, in its namespaces and cgroup) and passes by exiting 0. ``test`` is
@@ -128,15 +137,15 @@ import signal
 import tomllib
 from bisect import bisect_left
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
 from .errors import SpecError
 from .plan import DEFAULT_PATH, resolve_in_root
 from .seccomp import DEFAULT_PROFILE
-from .service import (RESTART_POLICIES, HealthCheck, LogConfig, NetworkConfig, Policy, Service, health_test,
-                      parse_duration, parse_network)
+from .service import (CONDITIONS, RESTART_POLICIES, Condition, HealthCheck, LogConfig, NetworkConfig, Policy,
+                      Service, health_test, parse_duration, parse_network)
 from .spec import INIT_ANNOTATION, ContainerSpec, User
 
 __all__ = ["Manifest", "ManifestError", "load_manifest", "DEFAULT_CAPABILITIES", "REPLICA_ENV", "INIT_ANNOTATION"]
@@ -203,6 +212,10 @@ _NUMERIC_USER = re.compile(r"(\d+)(?::(\d+))?")
 _USER_NAME = re.compile(r"[^\s:/]+")
 
 Path = tuple[str | int, ...]
+
+#: compose's names of the dependency conditions
+_COMPOSE_CONDITIONS = {"service_started": "started", "service_healthy": "healthy",
+                       "service_completed_successfully": "completed"}
 
 
 # -- errors ------------------------------------------------------------------------------------------
@@ -293,6 +306,7 @@ class _Container:
     replicas: int | None = None
     depends_on: list[tuple[str, Path]] = attrs.field(factory=list)
     depends_on_path: Path = ()
+    conditions: dict[str, tuple[str, Path]] = attrs.field(factory=dict)
     init: bool = False
     policy: dict[str, Any] = attrs.field(factory=dict)
     log: dict[str, Any] = attrs.field(factory=dict)
@@ -417,16 +431,30 @@ class _Loader:
             c.policy["stop_timeout"] = float(value)
         if (got := self.get(c, "depends_on")) is not None:
             value, path = got
-            if not isinstance(value, list):
-                raise self.error(path, f"expected a list of container names, got {_show(value)}")
+            if isinstance(value, dict):
+                items: list[tuple[Any, Any, Path]] = [(dep, cond, path + (dep,)) for dep, cond in value.items()]
+            elif isinstance(value, list):
+                items = [(dep, "started", path + (i,)) for i, dep in enumerate(value)]
+            else:
+                raise self.error(path, "expected a list of container names or a table {NAME = \"CONDITION\"}, "
+                                       f"got {_show(value)}")
             c.depends_on_path = path
-            for i, dep in enumerate(value):
+            for dep, cond, item_path in items:
                 if not isinstance(dep, str):
-                    raise self.error(path + (i,), f"expected a container name, got {_show(dep)}")
+                    raise self.error(item_path, f"expected a container name, got {_show(dep)}")
+                if isinstance(cond, dict) and set(cond) <= {"condition", "required", "restart"} and \
+                        cond.get("required", True) is True and cond.get("restart", False) is False:
+                    cond = cond.get("condition", "service_started")  # compose's long form
+                cond = _COMPOSE_CONDITIONS.get(cond, cond) if isinstance(cond, str) else cond
+                if cond not in CONDITIONS:
+                    choices = ", ".join(f'"{x}"' for x in CONDITIONS)
+                    raise self.error(item_path, f"expected one of {choices}, got {_show(cond)}")
                 if path[0] == "defaults" and dep == c.name:
                     continue  # [defaults].depends_on = ["db"] does not make db wait for itself
                 if dep not in [d for d, _ in c.depends_on]:
-                    c.depends_on.append((dep, path + (i,)))
+                    c.depends_on.append((dep, item_path))
+                if cond != "started":
+                    c.conditions[dep] = (cond, item_path)
         if (got := self.get(c, "healthcheck")) is not None:
             c.policy["healthcheck"] = self.healthcheck(*got)
         if (got := self.get(c, "init")) is not None:
@@ -736,6 +764,11 @@ class _Loader:
             for dep, path in c.depends_on:
                 if dep not in by_name:
                     raise self.error(path, f'unknown container "{dep}"')
+            for dep, (cond, path) in c.conditions.items():
+                other = by_name[dep].policy
+                if cond == "healthy" and other.get("healthcheck") is None and not other.get("notify"):
+                    raise self.error(path, f'"{dep}" has no health check (a healthcheck, or notify = true): '
+                                           "it would never be healthy")
         state: dict[str, int] = {}  # 1: on the current path, 2: done
 
         def visit(c: _Container, stack: list[str]) -> None:
@@ -771,7 +804,9 @@ class _Loader:
             if c.init:
                 spec = attrs.evolve(spec, annotations={**spec.annotations, INIT_ANNOTATION: "true"})
             depends_on = tuple(name for dep, _ in c.depends_on for name in names[dep])
-            policy = Policy(depends_on=depends_on, **c.policy)
+            conditions = {name: cast(Condition, cond) for dep, (cond, _) in c.conditions.items()
+                          for name in names[dep]}
+            policy = Policy(depends_on=depends_on, conditions=conditions, **c.policy)
             for i, name in enumerate(names[c.name]):
                 what = f"containers.{c.name}" if c.replicas is None else f"replica {i} of containers.{c.name}"
                 if name in owner:

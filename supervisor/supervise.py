@@ -315,19 +315,36 @@ class Supervisor:
         return layers
 
     async def _wait_for_dependencies(self, handle: Handle) -> str | None:
-        """Wait till every dependency runs (or, a one-shot job, has ended with code 0); the name of
-        one that ended otherwise, if any."""
+        """Wait till every dependency meets its condition (``Policy.conditions``): ``started``, it
+        runs (or, a one-shot job, has ended with code 0); ``healthy``, its health is healthy;
+        ``completed``, its task has ended with code 0. Returns why one never will, if one won't.
+
+        A dependency's restart does nothing to its dependents once they run (compose's default):
+        the conditions are waited for before each start of the dependent, not watched after."""
         net = handle.service.network
         joined = (net.container,) if net is not None and net.container is not None else ()
-        for dep in handle.service.policy.depends_on + joined:
+        policy = handle.service.policy
+        for dep in policy.depends_on + joined:
             other = self.handles.get(dep)
             if other is None:
-                return dep
-            while other.state != State.RUNNING:
-                if other.state in TERMINAL and other._task_done.is_set():
-                    if other.state == State.EXITED and other.last_exit is not None and other.last_exit.code == 0:
-                        break
-                    return dep
+                return f"dependency {dep} is not running"
+            condition = policy.condition(dep) if dep in policy.depends_on else "started"
+            while True:
+                ended = other.state in TERMINAL and other._task_done.is_set()
+                completed = ended and other.state == State.EXITED and other.last_exit is not None \
+                    and other.last_exit.code == 0
+                if condition == "started" and (other.state == State.RUNNING or completed):
+                    break
+                if condition == "healthy" and other.health == Health.HEALTHY:
+                    break
+                if condition == "completed" and completed:
+                    break
+                if condition == "healthy" and not other.service.policy.has_health:
+                    return f"dependency {dep} has no health check: it is never healthy"
+                if ended:
+                    if condition == "completed":
+                        return f"dependency {dep} did not complete ({other.last_error or other.last_exit})"
+                    return f"dependency {dep} is not running"
                 await other._changed.wait()
         return None
 
@@ -577,7 +594,7 @@ class Supervisor:
                     self._transition(handle, State.STOPPED)
                     break
                 if missing is not None:
-                    handle.last_error = f"dependency {missing} is not running"
+                    handle.last_error = missing
                     self._transition(handle, State.FAILED, error=handle.last_error)
                     break
                 reason = None

@@ -184,3 +184,26 @@ healthcheck = { test = ["CMD", "/bin/true"], interval = 0.05, timeout = "1s", st
     assert sick[2]["reason"] == sick[3]["reason"] == "unhealthy"
     assert "supervisor: sick: unhealthy: restarting it (no database)" in result.stderr
     assert [r["event"] for r in records if r["container"] == "fine"] == ["started", "healthy", "exited"]
+
+
+def test_dependency_conditions_from_a_manifest(tmp_path: Path) -> None:
+    manifest = write(tmp_path, """
+[containers.db]
+args = ["/bin/sh", "-c", "sleep 0.3; touch /run/up; sleep 0.5"]
+healthcheck = { test = ["CMD-SHELL", "test -f /run/up"], interval = "50ms", start_period = "10s" }
+
+[containers.migrate]
+args = ["/bin/sh", "-c", "sleep 0.1"]
+
+[containers.web]
+args = ["/bin/echo", "web up"]
+depends_on = { db = "healthy", migrate = "completed" }
+""")
+    events = tmp_path / "events.jsonl"
+    result = subprocess.run(sv(tmp_path) + [str(manifest), "--events", str(events)], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "web | web up" in result.stdout.splitlines()
+    order = [(r["container"], r["event"]) for r in map(json.loads, events.read_text().splitlines())]
+    started = order.index(("web", "started"))
+    assert order.index(("db", "healthy")) < started and order.index(("migrate", "exited")) < started

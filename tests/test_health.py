@@ -104,3 +104,50 @@ def test_compose_test_forms() -> None:
             HealthCheck(bad)
     with pytest.raises(ValueError):
         HealthCheck(["CMD", "/bin/true"], interval=0)
+
+
+async def test_dependency_conditions(bundle: Bundle) -> None:
+    events: list[Event] = []
+    ready = HealthCheck(["CMD-SHELL", "test -f /dev/shm/up"], interval=0.05, retries=1, start_period=10)
+    async with anyio.create_task_group() as watch, Supervisor() as sup:
+        await watch.start(collect, sup, events)
+        sup.add(service(bundle, "db", "sleep 0.3; touch /dev/shm/up; " + SERVE, healthcheck=ready))
+        sup.add(service(bundle, "migrate", "sleep 0.2"))
+        sup.add(service(bundle, "broken", "exit 4"))
+        web = sup.add(service(bundle, "web", SERVE, depends_on=("db", "migrate"),
+                              conditions={"db": "healthy", "migrate": "completed"}))
+        late = sup.add(service(bundle, "late", SERVE, depends_on=("broken",), conditions={"broken": "completed"}))
+        never = sup.add(service(bundle, "never", SERVE, depends_on=("migrate",), conditions={"migrate": "healthy"}))
+        with anyio.fail_after(10):
+            await web.wait_for(State.RUNNING)
+            await late.wait()
+            await never.wait()
+        await sup.stop_all()
+    order = [(e.container, e.event) for e in events]
+    started = order.index(("web", "started"))
+    assert order.index(("db", "healthy")) < started and order.index(("migrate", "exited")) < started
+    assert late.state == State.FAILED and late.last_error == "dependency broken did not complete (exited with code 4)"
+    assert never.last_error == "dependency migrate has no health check: it is never healthy"
+
+
+async def test_a_dependencys_restart_leaves_its_dependents_running(bundle: Bundle) -> None:
+    async with Supervisor() as sup:
+        db = await sup.start(service(bundle, "db", SERVE, restart="always", **FAST))
+        web = await sup.start(service(bundle, "web", SERVE, depends_on=("db",)))
+        pid, db_pid = web.pid, db.pid
+        assert db.container is not None
+        db.container.kill()
+        with anyio.fail_after(10):
+            while db.restarts == 0 or db.state != State.RUNNING:
+                await db._changed.wait()
+        assert db.pid != db_pid and web.pid == pid and web.state == State.RUNNING
+        await sup.stop_all()
+
+
+def test_conditions_are_checked() -> None:
+    assert Policy(depends_on=("a", "b"), conditions={"a": "healthy", "b": "started"}).conditions == (("a", "healthy"),)
+    assert Policy(depends_on=("a",)).condition("a") == "started"
+    with pytest.raises(ValueError, match="not in depends_on"):
+        Policy(conditions={"a": "healthy"})
+    with pytest.raises(ValueError, match="none of started, healthy, completed"):
+        Policy(depends_on=("a",), conditions={"a": "ready"})  # type: ignore[dict-item]

@@ -347,7 +347,8 @@ ERRORS = [
     (WEB + 'log_file = ""\n', 'line 3: containers.web.log_file: expected a file name, got ""'),
     (WEB + "log_max_bytes = 0\n", "line 3: containers.web.log_max_bytes: expected an integer >= 1, got 0"),
     (WEB + "log_backups = -1\n", "line 3: containers.web.log_backups: expected an integer >= 0, got -1"),
-    (WEB + 'depends_on = "db"\n', 'line 3: containers.web.depends_on: expected a list of container names, got "db"'),
+    (WEB + 'depends_on = "db"\n', 'line 3: containers.web.depends_on: expected a list of container names or a '
+                                  'table {NAME = "CONDITION"}, got "db"'),
     (WEB + "depends_on = [1]\n", "line 3: containers.web.depends_on[0]: expected a container name, got 1"),
     ('[defaults]\nrestart = "never"\n' + WEB,
      'line 2: defaults.restart: expected one of "no", "on-failure", "always", got "never"'),
@@ -641,3 +642,23 @@ def test_healthcheck(tmp_path: Path) -> None:
         'line 3: containers.a.healthcheck.interval: expected seconds or a duration like "1m30s", got \'soon\''
     assert error(tmp_path, base + '{ test = "x", retries = 0 }\n') == \
         "line 3: containers.a.healthcheck.retries: expected an integer >= 1, got 0"
+
+
+def test_depends_on_conditions(tmp_path: Path) -> None:
+    head = ('[containers.db]\nargs = ["x"]\nhealthcheck = { test = "true" }\n'
+            '[containers.job]\nargs = ["x"]\nreplicas = 2\n')
+    m = load(tmp_path, head + '[containers.web]\nargs = ["x"]\n'
+                              'depends_on = { db = "healthy", job = "service_completed_successfully" }\n'
+                              '[containers.api]\nargs = ["x"]\n'
+                              'depends_on = { db = { condition = "service_started" } }\n')
+    web, api = m.service("web").policy, m.service("api").policy
+    assert web.depends_on == ("db", "job-0", "job-1")
+    assert web.conditions == (("db", "healthy"), ("job-0", "completed"), ("job-1", "completed"))
+    assert api.depends_on == ("db",) and api.conditions == ()
+    assert error(tmp_path, head + '[containers.web]\nargs = ["x"]\ndepends_on = { job = "healthy" }\n') == \
+        'line 9: containers.web.depends_on.job: "job" has no health check (a healthcheck, or notify = true): ' \
+        "it would never be healthy"
+    assert error(tmp_path, head + '[containers.web]\nargs = ["x"]\ndepends_on = { db = "ready" }\n') == \
+        'line 9: containers.web.depends_on.db: expected one of "started", "healthy", "completed", got "ready"'
+    assert error(tmp_path, head + '[containers.web]\nargs = ["x"]\ndepends_on = { nope = "started" }\n') == \
+        'line 9: containers.web.depends_on.nope: unknown container "nope"'
