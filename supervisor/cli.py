@@ -2,7 +2,9 @@
 
 ``supervisor run MANIFEST`` runs a manifest's containers in the foreground under the ``Supervisor``:
 their output with the container's name in front, one line on stderr per exit, failure and restart,
-``--events FILE`` appending every event as a JSON line. SIGINT or SIGTERM stops every container
+``--events FILE`` appending every event as a JSON line. Under systemd's ``Type=notify``
+(``NOTIFY_SOCKET`` set) it says ``READY=1`` once every container has started (or had its try) and
+``STOPPING=1`` when it begins to stop them. SIGINT or SIGTERM stops every container
 gracefully (dependents first); a second SIGINT kills them at once. It exits 0 when every container
 ended with code 0 (or was stopped on request) and none failed, 1 otherwise, 2 for a bad manifest.
 
@@ -268,6 +270,7 @@ async def _supervise_manifest(sup: "Supervisor", output: "PrefixedOutput", servi
                               events_path: str | None, state_dir: str) -> int:
     import anyio
 
+    from .notify import notify_systemd
     from .states import State
 
     events_file = open(events_path, "a", encoding="utf-8") if events_path else None
@@ -282,11 +285,18 @@ async def _supervise_manifest(sup: "Supervisor", output: "PrefixedOutput", servi
                 outer.start_soon(_serve_control, sup, state_dir, control)
                 for service in services:
                     sup.add(service)
+                ready = False
                 # Until every container has ended, or, if some were stopped through the control
                 # socket (and may be started again), until we are told to shut down.
                 while not (all(h._task_done.is_set() for h in sup.handles.values())
                            and (shutting_down.is_set() or not any(h.held for h in sup.handles.values()))):
+                    if not ready and all(h.state not in (State.CREATED, State.STARTING)
+                                         for h in sup.handles.values()):
+                        ready = True  # every container has started (or had its try): systemd's READY
+                        notify_systemd("READY=1")
                     await sup.wait_for_change()
+                if not shutting_down.is_set():
+                    notify_systemd("STOPPING=1")
             signals.cancel()
             control.cancel()
     finally:
@@ -330,10 +340,13 @@ async def _handle_signals(sup: "Supervisor", scope: "anyio.CancelScope", nursery
                           shutting_down: "anyio.Event") -> None:
     import anyio
 
+    from .notify import notify_systemd
+
     with scope, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         async for signum in received:
             if not shutting_down.is_set():
                 shutting_down.set()
+                notify_systemd("STOPPING=1")
                 sup.wake()
                 _err(f"{signal.Signals(signum).name}: stopping every container (again to kill them)")
                 nursery.start_soon(sup.stop_all)

@@ -77,6 +77,9 @@ Supervision keys, for both kinds (``Policy`` and ``LogConfig`` in ``service.py``
                   string means the same), ``["NONE"]`` (no check: turns off one from ``[defaults]``),
                   or a list starting with the program (``["/bin/sh", "-c", "..."]``). Times are
                   seconds, or compose durations (``"1m30s"``, ``"500ms"``).
+``notify``        true: the container gets ``NOTIFY_SOCKET=/run/notify.sock``, a datagram socket of
+                  the supervisor's bound in; ``READY=1`` sent there makes it healthy (systemd's
+                  ``Type=notify``; ``systemd-notify --ready`` or ``sd_notify`` do it).
 ``init``          true: marks the spec with the annotation ``supervisor.init = "true"``.
 ``replicas``      N >= 1: N services ``NAME-0`` ... ``NAME-{N-1}``, each with
                   ``SUPERVISOR_REPLICA=i`` in its environment (even N = 1 is ``NAME-0``; without
@@ -182,7 +185,7 @@ _DEFAULT_READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/
 # -- the keys ----------------------------------------------------------------------------------------
 
 _SUPERVISION_KEYS = ("restart", "max_restarts", "stop_signal", "stop_timeout", "depends_on", "init", "replicas",
-                     "log_file", "log_max_bytes", "log_backups", "network", "healthcheck")
+                     "log_file", "log_max_bytes", "log_backups", "network", "healthcheck", "notify")
 _HEALTHCHECK_KEYS = ("test", "interval", "timeout", "retries", "start_period")
 #: OCI ``process`` fields taken under their own names (the unimplemented ones too: the OCI loader
 #: then says "not supported yet" rather than us "unknown key")
@@ -457,6 +460,11 @@ class _Loader:
                     c.conditions[dep] = (cond, item_path)
         if (got := self.get(c, "healthcheck")) is not None:
             c.policy["healthcheck"] = self.healthcheck(*got)
+        if (got := self.get(c, "notify")) is not None:
+            value, path = got
+            if not isinstance(value, bool):
+                raise self.error(path, f"expected true or false, got {_show(value)}")
+            c.policy["notify"] = value
         if (got := self.get(c, "init")) is not None:
             value, path = got
             if not isinstance(value, bool):

@@ -40,7 +40,8 @@ from .logs import FileWriter, LogBook, LogSink, RotatingFile, pump_lines
 from .plan import Plan, for_container, plan
 from .service import HealthCheck, Service
 from .network import Attachment, Networks
-from .spec import ContainerSpec, Namespace
+from .notify import CONTAINER_PATH, NotifySockets, parse
+from .spec import ContainerSpec, Mount, Namespace
 from .states import EVENT_OF, TERMINAL, Health, State, check_transition
 
 __all__ = ["Event", "Handle", "Supervisor"]
@@ -156,6 +157,7 @@ class Supervisor:
         self._changed = anyio.Event()  # set and replaced on every change of any container
         self._devnull = -1  # every container's stdin
         self.networks = Networks()
+        self._notify = NotifySockets()
         #: a spec is planned once, when a container of it first starts; its restarts and the other
         #: containers of the spec (replicas) take that plan with their own cgroup (``for_container``)
         self._plans: dict[ContainerSpec, Plan] = {}
@@ -178,6 +180,7 @@ class Supervisor:
         finally:
             for f in self._log_files.values():
                 f.close()
+            self._notify.close()
             os.close(self._devnull)
             for channel in self._subscribers:
                 channel.close()
@@ -377,6 +380,8 @@ class Supervisor:
         started: Container | None = None
         try:
             spec = self._network_spec(service)
+            if service.policy.notify:
+                self._notify.drain(service.name)
             shared = self._plans.get(spec)
             if shared is None:
                 # The first plan of a spec reads files (the rootfs's passwd, group) and may compile
@@ -422,6 +427,8 @@ class Supervisor:
                                 async with anyio.create_task_group() as watch:
                                     if service.policy.has_health:
                                         self._set_health(handle, Health.STARTING)
+                                    if service.policy.notify:
+                                        watch.start_soon(self._read_notifications, handle)
                                     if service.policy.healthcheck is not None:
                                         watch.start_soon(self._check_health, handle, container,
                                                          service.policy.healthcheck)
@@ -452,6 +459,14 @@ class Supervisor:
                 with anyio.CancelScope(shield=True):
                     await self.networks.detach(service.name, attachment[0])
         return status, anyio.current_time() - began
+
+    async def _read_notifications(self, handle: Handle) -> None:
+        """``READY=1`` from the workload makes it healthy (systemd's ``Type=notify``)."""
+        sock = self._notify.socket(handle.name)
+        while True:
+            message = parse(await _aio.recv(sock))
+            if message.get("READY") == "1" and handle.health == Health.STARTING:
+                self._set_health(handle, Health.HEALTHY)
 
     async def _check_health(self, handle: Handle, container: Container, check: HealthCheck) -> None:
         """Run ``check`` every interval while the container runs, and keep its health. Unhealthy,
@@ -533,24 +548,32 @@ class Supervisor:
         return shared
 
     def _network_spec(self, service: Service, validating: bool = False) -> ContainerSpec:
-        """The spec with the network namespace its ``network`` asks for: a new one for a bridge, or
-        the running container's for ``container:NAME``."""
+        """The spec as it starts: with the network namespace its ``network`` asks for (a new one for
+        a bridge, or the running container's for ``container:NAME``), and with the notify socket
+        bound in for ``notify``."""
+        spec = service.spec
+        if service.policy.notify:
+            # systemd's Type=notify: our socket at a fixed place inside, and the variable naming it
+            notify = Mount(CONTAINER_PATH, "bind", self._notify.path(service.name), ("bind",))
+            process = attrs.evolve(spec.process, env=tuple(e for e in spec.process.env if not e.startswith(
+                "NOTIFY_SOCKET=")) + (f"NOTIFY_SOCKET={CONTAINER_PATH}",))
+            spec = attrs.evolve(spec, mounts=spec.mounts + (notify,), process=process)
         net = service.network
         if net is None:
-            return service.spec
+            return spec
         if net.bridge is not None and self.host.rootless and not validating:  # the start reports it
             raise BootstrapError(errno.EPERM, "network", "attach", f"{service.name} to {net.bridge} (a veth on a "
                                  "bridge needs root; without root a container keeps the host's network or an "
                                  "empty one of its own)")
-        others = tuple(ns for ns in service.spec.namespaces if ns.type != "network")
+        others = tuple(ns for ns in spec.namespaces if ns.type != "network")
         if net.container is None:
-            return attrs.evolve(service.spec, namespaces=others + (Namespace("network"),))
+            return attrs.evolve(spec, namespaces=others + (Namespace("network"),))
         if validating:
-            return attrs.evolve(service.spec, namespaces=others + (Namespace("network", "/proc/self/ns/net"),))
+            return attrs.evolve(spec, namespaces=others + (Namespace("network", "/proc/self/ns/net"),))
         other = self.handles.get(net.container)
         if other is None or other.state != State.RUNNING or other.pid is None:
             raise BootstrapError(errno.ESRCH, "network", "join the network of", f"{net.container} (not running)")
-        return attrs.evolve(service.spec, namespaces=others + (Namespace("network", f"/proc/{other.pid}/ns/net"),))
+        return attrs.evolve(spec, namespaces=others + (Namespace("network", f"/proc/{other.pid}/ns/net"),))
 
     async def _wait_or_stop(self, handle: Handle, container: Container) -> ExitStatus:
         """Wait for the workload to end; a stop request (which cancels the wait) turns it into

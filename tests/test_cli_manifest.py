@@ -207,3 +207,48 @@ depends_on = { db = "healthy", migrate = "completed" }
     order = [(r["container"], r["event"]) for r in map(json.loads, events.read_text().splitlines())]
     started = order.index(("web", "started"))
     assert order.index(("db", "healthy")) < started and order.index(("migrate", "exited")) < started
+
+
+def test_run_tells_systemd_ready_and_stopping(tmp_path: Path) -> None:
+    """Under Type=notify: the test is systemd, with a datagram socket of its own."""
+    import socket
+
+    from .test_health import NOTIFY
+
+    manifest = write(tmp_path, f"""
+[containers.app]
+args = ["/usr/bin/python3", "-c", {NOTIFY}]
+notify = true
+stop_signal = "KILL"
+
+[containers.web]
+args = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.05; done"]
+depends_on = {{ app = "healthy" }}
+""")
+    address = str(tmp_path / "systemd-notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(address)
+        systemd.settimeout(15)
+        events = tmp_path / "events.jsonl"
+        with subprocess.Popen(sv(tmp_path) + [str(manifest), "--events", str(events)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "NOTIFY_SOCKET": address}) as p:
+            try:
+                assert systemd.recv(4096) == b"READY=1"
+                ps = subprocess.run([sys.executable, "-m", "supervisor", "ps", "--json", "--state-dir",
+                                     str(tmp_path / "state")], capture_output=True, text=True, timeout=10, check=True)
+                assert {r["name"]: (r["state"], r["health"]) for r in json.loads(ps.stdout)} == {
+                    "app": ("running", "healthy"), "web": ("running", None)}
+                ready = time.monotonic()
+                # every container had started by then (the events file is written a moment later)
+                while '"web", "event": "started"' not in events.read_text():
+                    assert time.monotonic() < ready + 5
+                    time.sleep(0.01)
+                order = [(r["container"], r["event"]) for r in map(json.loads, events.read_text().splitlines())]
+                assert order.index(("app", "healthy")) < order.index(("web", "started"))
+                p.send_signal(signal.SIGTERM)
+                assert systemd.recv(4096) == b"STOPPING=1"
+            finally:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+                p.wait(20)
+    assert p.returncode == 0, p.stderr

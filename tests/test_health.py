@@ -1,5 +1,9 @@
 """Health checks, dependency conditions and readiness by notification, on real containers."""
 
+import os
+import tempfile
+from pathlib import Path
+
 import anyio
 import pytest
 
@@ -9,7 +13,7 @@ from supervisor.states import Health, State
 from supervisor.supervise import Event, Supervisor
 
 from .conftest import Bundle, needs_root
-from .test_supervise import FAST, collect
+from .test_supervise import FAST, Lines, collect
 
 pytestmark = needs_root
 
@@ -151,3 +155,42 @@ def test_conditions_are_checked() -> None:
         Policy(conditions={"a": "healthy"})
     with pytest.raises(ValueError, match="none of started, healthy, completed"):
         Policy(depends_on=("a",), conditions={"a": "ready"})  # type: ignore[dict-item]
+
+
+#: a TOML literal string: python3 of the host root tells its supervisor it is ready
+NOTIFY = ("'''import os, socket, time; time.sleep(0.2); s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "
+          "s.sendto(b'STATUS=up\\nREADY=1', os.environ['NOTIFY_SOCKET']); print(os.environ['NOTIFY_SOCKET'], "
+          "flush=True); time.sleep(30)'''")
+
+
+async def test_notify_ready_makes_it_healthy(tmp_path: Path) -> None:
+    """An inline container on the host root (read-only): python3 of the host sends READY=1."""
+    path = tmp_path / "manifest.toml"
+    path.write_text(f"""
+[containers.app]
+args = ["/usr/bin/python3", "-c", {NOTIFY}]
+notify = true
+user = "nobody"
+stop_signal = "KILL"
+
+[containers.client]
+args = ["/bin/true"]
+depends_on = {{ app = "healthy" }}
+""")
+    manifest = supervisor.load_manifest(path)
+    events: list[Event] = []
+    lines = Lines()
+    async with anyio.create_task_group() as watch, Supervisor(log_sink=lines) as sup:
+        await watch.start(collect, sup, events)
+        app = await sup.start(manifest.service("app"))
+        client = sup.add(manifest.service("client"))
+        assert app.health == Health.STARTING
+        with anyio.fail_after(10):
+            await client.wait()
+        assert app.health == Health.HEALTHY, (app, lines.lines, events)
+        await sup.stop("app")
+    assert ("app", "stdout", b"/run/notify.sock\n") in lines.lines
+    order = [(e.container, e.event) for e in events]
+    assert order.index(("app", "healthy")) < order.index(("client", "started"))
+    assert client.last_exit is not None and client.last_exit.code == 0
+    assert not [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("supervisor-notify-")]
