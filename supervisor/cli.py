@@ -5,7 +5,9 @@ their output with the container's name in front, one line on stderr per exit, fa
 ``--events FILE`` appending every event as a JSON line. Under systemd's ``Type=notify``
 (``NOTIFY_SOCKET`` set) it says ``READY=1`` once every container has started (or had its try) and
 ``STOPPING=1`` when it begins to stop them. SIGINT or SIGTERM stops every container
-gracefully (dependents first); a second SIGINT kills them at once. It exits 0 when every container
+gracefully (dependents first); a second SIGINT kills them at once. SIGHUP, or ``supervisor reload``,
+re-reads the manifest and applies what changed (``Supervisor.reload``); a manifest that no longer
+loads is reported and changes nothing. It exits 0 when every container
 ended with code 0 (or was stopped on request) and none failed, 1 otherwise, 2 for a bad manifest.
 
 ``supervisor run --bundle DIR [NAME]`` runs one OCI bundle in the foreground, as ``runc run`` does:
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from .logs import PrefixedOutput
-    from .service import Service
+    from .manifest import Manifest
     from .supervise import Supervisor
 
 __all__ = ["main"]
@@ -62,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     exe.add_argument("cmd", nargs=argparse.REMAINDER)
     for command, text in (("stop", "stop a container"), ("start", "start a stopped or ended container")):
         sub.add_parser(command, parents=[state_dir], help=text).add_argument("name")
+    sub.add_parser("reload", parents=[state_dir], help="re-read the manifest: start, restart and stop what changed")
     logs = sub.add_parser("logs", parents=[state_dir], help="a container's recent output")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("name")
@@ -175,6 +178,10 @@ def _control(args: argparse.Namespace) -> int:
         for _ in request(args.state_dir, {"cmd": args.command, "name": args.name}):
             pass
         return 0
+    if args.command == "reload":
+        for answer in request(args.state_dir, {"cmd": "reload"}):
+            print(f"reloaded: {answer['summary']}")
+        return 0
     if args.command == "logs":
         out = sys.stdout
         for answer in request(args.state_dir, {"cmd": "logs", "name": args.name, "follow": args.follow}):
@@ -260,13 +267,12 @@ def run_manifest(path: str, events_path: str | None, state_dir: str | None = Non
     import anyio
 
     try:  # the library runs on asyncio and trio alike; the command runs on trio
-        return anyio.run(_supervise_manifest, sup, output, manifest.services, events_path, state_dir,
-                         backend="trio")
+        return anyio.run(_supervise_manifest, sup, output, manifest, events_path, state_dir, backend="trio")
     finally:
         release_state_dir(state_dir, lock)
 
 
-async def _supervise_manifest(sup: "Supervisor", output: "PrefixedOutput", services: "tuple[Service, ...]",
+async def _supervise_manifest(sup: "Supervisor", output: "PrefixedOutput", manifest: "Manifest",
                               events_path: str | None, state_dir: str) -> int:
     import anyio
 
@@ -280,10 +286,11 @@ async def _supervise_manifest(sup: "Supervisor", output: "PrefixedOutput", servi
                 await outer.start(_report_events, sup, events_file)
                 signals = anyio.CancelScope()
                 shutting_down = anyio.Event()
-                outer.start_soon(_handle_signals, sup, signals, outer, shutting_down)
+                reloader = _Reloader(sup, manifest.path)
+                outer.start_soon(_handle_signals, sup, signals, outer, shutting_down, reloader)
                 control = anyio.CancelScope()
-                outer.start_soon(_serve_control, sup, state_dir, control)
-                for service in services:
+                outer.start_soon(_serve_control, sup, state_dir, control, reloader)
+                for service in manifest.services:
                     sup.add(service)
                 ready = False
                 # Until every container has ended, or, if some were stopped through the control
@@ -308,11 +315,60 @@ async def _supervise_manifest(sup: "Supervisor", output: "PrefixedOutput", servi
     return 0 if ok else 1
 
 
-async def _serve_control(sup: "Supervisor", state_dir: str, scope: "anyio.CancelScope") -> None:
+async def _serve_control(sup: "Supervisor", state_dir: str, scope: "anyio.CancelScope",
+                         reloader: "_Reloader") -> None:
     from .control_server import serve
 
     with scope:
-        await serve(sup, state_dir)
+        await serve(sup, state_dir, reload=reloader)
+
+
+class _Reloader:
+    """SIGHUP and ``supervisor reload``: re-read the manifest and apply what changed. One at a
+    time; a manifest that no longer loads, or a container that no longer plans, is reported (file,
+    line, key) and changes nothing."""
+
+    def __init__(self, sup: "Supervisor", path: str) -> None:
+        import anyio
+
+        self.sup = sup
+        self.path = path
+        self._lock = anyio.Lock()
+
+    async def __call__(self) -> dict[str, Any]:
+        import time
+
+        import anyio
+
+        from .manifest import load_manifest
+        from .notify import notify_systemd
+
+        async with self._lock:
+            notify_systemd(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+            try:
+                try:
+                    manifest = await anyio.to_thread.run_sync(load_manifest, self.path)
+                except SpecError as e:
+                    return self._refused(str(e))
+                changes = self.sup.changes(manifest.services)
+                for name in changes.started + changes.restarted:
+                    try:
+                        await anyio.to_thread.run_sync(self.sup.plan, manifest.service(name))
+                    except SpecError as e:
+                        return self._refused(str(manifest.locate(name, e)))
+                    except BootstrapError as e:
+                        return self._refused(f"{name}: {e.message}")
+                changes = await self.sup.reload(manifest.services)
+            finally:
+                notify_systemd("READY=1")
+        _err(f"reloaded {self.path}: {changes}")
+        return {"ok": True, "summary": str(changes), "started": changes.started, "restarted": changes.restarted,
+                "stopped": changes.stopped, "unchanged": changes.unchanged}
+
+    @staticmethod
+    def _refused(error: str) -> dict[str, Any]:
+        _err(f"reload refused, nothing changed: {error}")
+        return {"ok": False, "error": f"reload refused, nothing changed: {error}"}
 
 
 async def _report_events(sup: "Supervisor", events_file: "TextIO | None", task_status: Any) -> None:
@@ -337,14 +393,17 @@ async def _report_events(sup: "Supervisor", events_file: "TextIO | None", task_s
 
 
 async def _handle_signals(sup: "Supervisor", scope: "anyio.CancelScope", nursery: "TaskGroup",
-                          shutting_down: "anyio.Event") -> None:
+                          shutting_down: "anyio.Event", reloader: "_Reloader") -> None:
     import anyio
 
     from .notify import notify_systemd
 
-    with scope, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+    with scope, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as received:
         async for signum in received:
-            if not shutting_down.is_set():
+            if signum == signal.SIGHUP:
+                if not shutting_down.is_set():
+                    nursery.start_soon(reloader)
+            elif not shutting_down.is_set():
                 shutting_down.set()
                 notify_systemd("STOPPING=1")
                 sup.wake()

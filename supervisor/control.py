@@ -33,7 +33,7 @@ def default_state_dir() -> str:
     return os.path.join(runtime, "supervisor") if runtime else f"/tmp/supervisor-{os.geteuid()}"
 
 
-COMMANDS = ("ps", "exec", "stop", "start", "logs")
+COMMANDS = ("ps", "exec", "stop", "start", "logs", "reload")
 MAX_REQUEST = 1 << 20
 
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -21,8 +22,15 @@ from .supervise import Handle, Supervisor
 __all__ = ["serve"]
 
 
-async def serve(sup: Supervisor, state_dir: str, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Answer the control socket until cancelled; the socket file goes with it."""
+#: what ``reload`` calls: re-reads the manifest, returns the answer (``{"ok": ..., ...}``)
+Reloader = Callable[[], Awaitable[dict[str, Any]]]
+
+
+async def serve(sup: Supervisor, state_dir: str, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                reload: Reloader | None = None) -> None:
+    """Answer the control socket until cancelled; the socket file goes with it. ``reload``: what
+    the ``reload`` command does (``supervisor run`` re-reads its manifest); without it the command
+    is refused."""
     path = socket_path(state_dir)
     try:
         os.unlink(path)  # a stale one, from a supervisor that was killed
@@ -37,7 +45,7 @@ async def serve(sup: Supervisor, state_dir: str, task_status: TaskStatus[None] =
         task_status.started()
         async with anyio.create_task_group() as connections:
             while True:
-                connections.start_soon(_serve_one, sup, await _aio.accept(listener))
+                connections.start_soon(_serve_one, sup, await _aio.accept(listener), reload)
     finally:
         listener.close()
         try:
@@ -100,7 +108,7 @@ async def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]
     return message, fds
 
 
-async def _serve_one(sup: Supervisor, conn: socket.socket) -> None:
+async def _serve_one(sup: Supervisor, conn: socket.socket, reload: Reloader | None = None) -> None:
     fds: list[int] = []
     with conn:
         try:
@@ -115,7 +123,7 @@ async def _serve_one(sup: Supervisor, conn: socket.socket) -> None:
                 await _send(conn, {"ok": False, "error": "a process in another mount or pid namespace (a "
                                                          "container's) may not control this supervisor"})
                 return
-            await _dispatch(sup, conn, message, fds)
+            await _dispatch(sup, conn, message, fds, reload)
         except (BrokenPipeError, ConnectionResetError):
             pass
         except Exception as e:  # noqa: BLE001 - one bad request must never take the supervisor down
@@ -135,7 +143,8 @@ def _handle(sup: Supervisor, name: Any) -> Handle:
     return sup.handles[name]
 
 
-async def _dispatch(sup: Supervisor, conn: socket.socket, m: dict[str, Any], fds: list[int]) -> None:
+async def _dispatch(sup: Supervisor, conn: socket.socket, m: dict[str, Any], fds: list[int],
+                    reload: Reloader | None = None) -> None:
     cmd = m.get("cmd")
     if cmd == "ps":
         await _send(conn, {"ok": True, "containers": [_row(h) for h in sup.handles.values()]})
@@ -149,6 +158,10 @@ async def _dispatch(sup: Supervisor, conn: socket.socket, m: dict[str, Any], fds
         await _logs(sup, conn, _handle(sup, m.get("name")), bool(m.get("follow")))
     elif cmd == "exec":
         await _exec(conn, _handle(sup, m.get("name")), m, fds)
+    elif cmd == "reload":
+        if reload is None:
+            raise KeyError("this supervisor has no manifest to reload")
+        await _send(conn, await reload())
     else:
         raise KeyError(f"unknown command {cmd!r}")
 

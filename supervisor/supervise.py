@@ -20,7 +20,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Any
@@ -44,7 +44,23 @@ from .notify import CONTAINER_PATH, NotifySockets, parse
 from .spec import ContainerSpec, Mount, Namespace
 from .states import EVENT_OF, TERMINAL, Health, State, check_transition
 
-__all__ = ["Event", "Handle", "Supervisor"]
+__all__ = ["Changes", "Event", "Handle", "Supervisor"]
+
+
+@attrs.frozen
+class Changes:
+    """What a reload does, by name: ``started`` (new), ``restarted`` (their config changed),
+    ``stopped`` (gone from the new set), ``unchanged`` (left running, untouched)."""
+
+    started: tuple[str, ...] = ()
+    restarted: tuple[str, ...] = ()
+    stopped: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        parts = [f"{len(names)} {what} ({', '.join(names)})" for what, names in (
+            ("started", self.started), ("restarted", self.restarted), ("stopped", self.stopped)) if names]
+        return ", ".join(parts + [f"{len(self.unchanged)} unchanged"])
 
 
 @attrs.frozen
@@ -224,6 +240,78 @@ class Supervisor:
             async with anyio.create_task_group() as group:
                 for name in layer:
                     group.start_soon(self.stop, name)
+
+    def changes(self, services: Sequence[Service]) -> Changes:
+        """What ``reload(services)`` would do; nothing is done. A service is unchanged when it
+        equals the one supervised: spec (annotations included), policy, logs and network."""
+        new = {s.name: s for s in services}
+        if len(new) != len(services):
+            raise ValueError("two services with the same name")
+
+        def same(a: Service, b: Service) -> bool:
+            return a == b and a.spec.annotations == b.spec.annotations
+
+        return Changes(
+            started=tuple(n for n in new if n not in self.handles),
+            restarted=tuple(n for n in new if n in self.handles and not same(self.handles[n].service, new[n])),
+            stopped=tuple(n for n in self.handles if n not in new),
+            unchanged=tuple(n for n in new if n in self.handles and same(self.handles[n].service, new[n])))
+
+    async def reload(self, services: Sequence[Service]) -> Changes:
+        """Make ``services`` the supervised set, touching only what changed: new ones start,
+        changed ones are stopped and started with their new config, those not in ``services``
+        are stopped and forgotten, unchanged ones keep running (same pid, same restart count).
+        Stops go dependents first; starts wait for their dependencies (``depends_on`` and its
+        conditions), so they happen in dependency order. Every new or changed service is planned
+        first: a ``SpecError`` (or ``BootstrapError``) is raised before anything changed.
+
+        A container that depends on a restarted one is not restarted with it (see
+        ``_wait_for_dependencies``): it keeps running."""
+        changes = self.changes(services)
+        new = {s.name: s for s in services}
+        for name in changes.started + changes.restarted:
+            await anyio.to_thread.run_sync(self.plan, new[name])
+        going = set(changes.stopped) | set(changes.restarted)
+        for layer in self._stop_order():
+            async with anyio.create_task_group() as group:
+                for name in layer:
+                    if name in going:
+                        group.start_soon(self.stop, name)
+        for name in changes.stopped:
+            del self.handles[name]
+            log_file = self._log_files.pop(name, None)
+            if log_file is not None:
+                log_file.close()
+            self._notify.close(name)
+        assert self._tasks is not None, "use Supervisor as an async context manager"
+        # Every task's handle is ready before any task runs: a new container that depends on a
+        # restarted one must find it on its way up, not ended.
+        handles = []
+        for name in changes.restarted:
+            handle = self.handles[name]
+            handle.service = new[name]
+            handle._stop = anyio.Event()
+            handle.held = False
+            handle.restarts = 0
+            handle.last_error = None
+            handle._task_done = anyio.Event()
+            log_file = self._log_files.pop(name, None)
+            if log_file is not None:
+                log_file.close()
+            log = handle.service.log
+            if log.file is not None:
+                self._log_files[name] = RotatingFile(log.file, log.max_bytes, log.backups)
+            if not handle.service.policy.notify:
+                self._notify.close(name)
+            handles.append(handle)
+        for name in changes.started:
+            handle = self._register(new[name])
+            handle._task_done = anyio.Event()
+            handles.append(handle)
+        for handle in handles:
+            self._tasks.start_soon(self._supervise, handle, name=f"container {handle.name}")
+        self.wake()
+        return changes
 
     def kill_all(self) -> None:
         """SIGKILL every container at once (a second Ctrl-C); their tasks then end."""
