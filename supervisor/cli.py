@@ -62,11 +62,19 @@ def _parser() -> argparse.ArgumentParser:
     exe.add_argument("-t", "--tty", action="store_true", help="a terminal (not supported yet)")
     exe.add_argument("name")
     exe.add_argument("cmd", nargs=argparse.REMAINDER)
-    for command, text in (("stop", "stop a container"), ("start", "start a stopped or ended container")):
+    for command, text in (("stop", "stop a container"), ("start", "start a stopped or ended container"),
+                          ("restart", "stop a container (if it runs) and start it again")):
         sub.add_parser(command, parents=[state_dir], help=text).add_argument("name")
+    kill = sub.add_parser("kill", parents=[state_dir], help="send a signal to a container's init (the restart "
+                                                          "policy decides what follows)")
+    kill.add_argument("-s", "--signal", default="KILL", help="a name (TERM, SIGTERM) or number (default KILL)")
+    kill.add_argument("name")
+    events = sub.add_parser("events", parents=[state_dir], help="the running supervisor's events, as JSON lines")
+    events.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     sub.add_parser("reload", parents=[state_dir], help="re-read the manifest: start, restart and stop what changed")
     logs = sub.add_parser("logs", parents=[state_dir], help="a container's recent output")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("-t", "--timestamps", action="store_true", help="each line with the time it was read")
     logs.add_argument("name")
     return parser
 
@@ -154,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _control(args: argparse.Namespace) -> int:
-    """ps, exec, stop, start, logs: requests to the control socket of a running supervisor."""
+    """ps, exec, stop, start, restart, kill, events, logs, reload: requests to the control socket of a
+    running supervisor."""
     if args.command == "ps":
         [answer] = request(args.state_dir, {"cmd": "ps"})
         if args.json:
@@ -174,19 +183,30 @@ def _control(args: argparse.Namespace) -> int:
                                    fds=(0, 1, 2)))
             answer = answers[-1] if answers else {}
         return int(answer["code"]) if answer.get("code") is not None else 128 + int(answer.get("signal") or 0)
-    if args.command in ("stop", "start"):
+    if args.command in ("stop", "start", "restart"):
         for _ in request(args.state_dir, {"cmd": args.command, "name": args.name}):
             pass
+        return 0
+    if args.command == "kill":
+        sig: str | int = int(args.signal) if args.signal.isdigit() else args.signal
+        for _ in request(args.state_dir, {"cmd": "kill", "name": args.name, "signal": sig}):
+            pass
+        return 0
+    if args.command == "events":
+        for answer in request(args.state_dir, {"cmd": "events", "follow": args.follow}):
+            if "event" in answer:
+                print(json.dumps(answer["event"]), flush=True)
         return 0
     if args.command == "reload":
         for answer in request(args.state_dir, {"cmd": "reload"}):
             print(f"reloaded: {answer['summary']}")
         return 0
     if args.command == "logs":
-        out = sys.stdout
+        # stdout lines to our stdout, stderr lines to our stderr, as the container wrote them
         for answer in request(args.state_dir, {"cmd": "logs", "name": args.name, "follow": args.follow}):
             if "line" in answer:
-                out.write(answer["line"])
+                out = sys.stderr if answer.get("stream") == "stderr" else sys.stdout
+                out.write(f"{answer['time']} {answer['line']}" if args.timestamps else answer["line"])
                 out.flush()
         return 0
     return 2

@@ -74,6 +74,13 @@ class Container:
         """How the workload ended, once it has been waited for."""
         return self._status
 
+    def has_exited(self) -> bool:
+        """Whether the init has exited, reaped or not (a pidfd is readable from its exit on);
+        never blocks."""
+        if self._status is not None or self._pidfd < 0:
+            return True
+        return bool(select.select([self._pidfd], [], [], 0)[0])
+
     async def wait(self) -> ExitStatus:
         """Wait for the init to exit and return its status. Many tasks may wait; a waiter that is
         cancelled hands the pidfd to the next."""

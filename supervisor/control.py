@@ -1,6 +1,6 @@
-"""The control socket's protocol and its client: how ``supervisor ps|exec|stop|start|logs`` talk to a
-running ``supervisor run``. Blocking and trio-free, like the one-shot CLI; the server is
-``control_server.py``.
+"""The control socket's protocol and its client: how ``supervisor ps|exec|stop|start|restart|kill|
+events|logs|reload`` talk to a running ``supervisor run``. Blocking and trio-free, like the one-shot
+CLI; the server is ``control_server.py``.
 
 The state directory (``--state-dir``, default ``/run/supervisor``) holds ``supervisor.pid``, locked
 with ``flock`` for as long as its supervisor runs (a second one on the same directory refuses to
@@ -9,8 +9,9 @@ start and names the first), and ``control.sock``, a unix stream socket.
 One request per connection: a JSON object on one line, ``{"cmd": ...}``; ``exec`` passes the
 client's stdin, stdout and stderr along with it (``SCM_RIGHTS``), so the process inside the
 container reads and writes the client's own terminal or pipes. Answers are JSON lines too: a final
-``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``, and for ``logs`` a ``{"line": ...}`` per
-line first. The commands are a fixed set; nothing is looked up by name on the server.
+``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``, and for ``logs`` a ``{"line", "stream",
+"time"}`` per line first, for ``events`` an ``{"event": {...}}`` per event (``--events``' records).
+The commands are a fixed set; nothing is looked up by name on the server.
 """
 
 import array
@@ -33,7 +34,7 @@ def default_state_dir() -> str:
     return os.path.join(runtime, "supervisor") if runtime else f"/tmp/supervisor-{os.geteuid()}"
 
 
-COMMANDS = ("ps", "exec", "stop", "start", "logs", "reload")
+COMMANDS = ("ps", "exec", "stop", "start", "restart", "kill", "events", "logs", "reload")
 MAX_REQUEST = 1 << 20
 
 

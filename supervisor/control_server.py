@@ -1,6 +1,7 @@
 """The control socket's server, inside ``supervisor run``: one task per connection, a fixed set of
 commands (see ``control.py``), peers checked with ``SO_PEERCRED``: root or our own uid only."""
 
+import datetime
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from anyio.abc import TaskStatus
 from . import _aio
 from .control import MAX_REQUEST, socket_path
 from .errors import BootstrapError
+from .logs import LogLine
 from .states import State
 from .supervise import Handle, Supervisor
 
@@ -158,6 +160,14 @@ async def _dispatch(sup: Supervisor, conn: socket.socket, m: dict[str, Any], fds
         await _logs(sup, conn, _handle(sup, m.get("name")), bool(m.get("follow")))
     elif cmd == "exec":
         await _exec(conn, _handle(sup, m.get("name")), m, fds)
+    elif cmd == "restart":
+        handle = await sup.restart(_handle(sup, m.get("name")).name)
+        await _send(conn, {"ok": True, "state": handle.state.value, "pid": handle.pid})
+    elif cmd == "kill":
+        sup.kill(_handle(sup, m.get("name")).name, _signal_number(m.get("signal", "KILL")))
+        await _send(conn, {"ok": True})
+    elif cmd == "events":
+        await _events(sup, conn, bool(m.get("follow")))
     elif cmd == "reload":
         if reload is None:
             raise KeyError("this supervisor has no manifest to reload")
@@ -179,15 +189,25 @@ def _row(h: Handle) -> dict[str, Any]:
     return row
 
 
+def _log_answer(line: LogLine) -> dict[str, Any]:
+    return {"line": line.data.decode(errors="replace"), "stream": line.stream,
+            "time": _stamp(line.time)}
+
+
+def _stamp(t: float) -> str:
+    """RFC 3339 in UTC, to the microsecond (what ``logs --timestamps`` prints)."""
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 async def _logs(sup: Supervisor, conn: socket.socket, h: Handle, follow: bool) -> None:
     for line in sup.log_book.recent(h.name):
-        await _send(conn, {"line": line.decode(errors="replace")})
+        await _send(conn, _log_answer(line))
     if not follow:
         await _send(conn, {"ok": True})
         return
-    send, receive = anyio.create_memory_object_stream[bytes](1000)
+    send, receive = anyio.create_memory_object_stream[LogLine](1000)
 
-    def deliver(line: bytes) -> None:
+    def deliver(line: LogLine) -> None:
         try:
             send.send_nowait(line)
         except anyio.WouldBlock:
@@ -198,9 +218,34 @@ async def _logs(sup: Supervisor, conn: socket.socket, h: Handle, follow: bool) -
         async with anyio.create_task_group() as group, receive:
             group.start_soon(_cancel_on_eof, conn, group.cancel_scope)
             async for line in receive:
-                await _send(conn, {"line": line.decode(errors="replace")})
+                await _send(conn, _log_answer(line))
     finally:
         stop()
+
+
+async def _events(sup: Supervisor, conn: socket.socket, follow: bool) -> None:
+    """The events the supervisor remembers, then (``follow``) every new one, as JSON records."""
+    async with sup.events() as events:  # subscribed before the past is read: nothing falls between
+        for event in sup.recent_events():
+            await _send(conn, {"event": json.loads(event.to_json())})
+        if not follow:
+            await _send(conn, {"ok": True})
+            return
+        async with anyio.create_task_group() as group:
+            group.start_soon(_cancel_on_eof, conn, group.cancel_scope)
+            async for event in events:
+                await _send(conn, {"event": json.loads(event.to_json())})
+            group.cancel_scope.cancel()  # cut off (too far behind) or the supervisor is ending
+
+
+def _signal_number(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value in signal.valid_signals():
+        return value
+    if isinstance(value, str):
+        name = value.upper() if value.upper().startswith("SIG") else "SIG" + value.upper()
+        if name in signal.Signals.__members__:
+            return int(signal.Signals[name])
+    raise ValueError(f"not a signal: {value!r}")
 
 
 async def _cancel_on_eof(conn: socket.socket, scope: anyio.CancelScope) -> None:

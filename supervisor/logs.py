@@ -11,14 +11,16 @@ import collections
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 import anyio
+import attrs
 
 from . import _aio
 
-__all__ = ["MAX_LINE", "FileWriter", "LogSink", "PrefixedOutput", "RotatingFile", "pump_lines"]
+__all__ = ["MAX_LINE", "FileWriter", "LogBook", "LogLine", "LogSink", "PrefixedOutput", "RotatingFile", "pump_lines"]
 
 MAX_LINE = 1 << 20
 _COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
@@ -206,23 +208,34 @@ async def pump_lines(fd: int, emit: Callable[[bytes], None]) -> None:
         emit(bytes(pending) + b"\n")
 
 
+@attrs.frozen
+class LogLine:
+    """One line of a container's output as the ``LogBook`` keeps it: when it was read, from which
+    stream (``stdout`` or ``stderr``), and the bytes with their newline."""
+
+    time: float
+    stream: str
+    data: bytes
+
+
 class LogBook:
     """The last lines of every container, and the readers following them (``supervisor logs -f``)."""
 
     def __init__(self, keep: int = 1000) -> None:
         self.keep = keep
-        self._lines: dict[str, collections.deque[bytes]] = {}
-        self._followers: dict[str, list[Callable[[bytes], None]]] = {}
+        self._lines: dict[str, collections.deque[LogLine]] = {}
+        self._followers: dict[str, list[Callable[[LogLine], None]]] = {}
 
     def line(self, container: str, stream: str, data: bytes) -> None:
-        self._lines.setdefault(container, collections.deque(maxlen=self.keep)).append(data)
+        record = LogLine(time.time(), stream, data)
+        self._lines.setdefault(container, collections.deque(maxlen=self.keep)).append(record)
         for follow in self._followers.get(container, ()):
-            follow(data)
+            follow(record)
 
-    def recent(self, container: str) -> list[bytes]:
+    def recent(self, container: str) -> list[LogLine]:
         return list(self._lines.get(container, ()))
 
-    def follow(self, container: str, callback: Callable[[bytes], None]) -> Callable[[], None]:
+    def follow(self, container: str, callback: Callable[[LogLine], None]) -> Callable[[], None]:
         """Call ``callback`` with every new line; returns the function that stops it."""
         self._followers.setdefault(container, []).append(callback)
         return lambda: self._followers[container].remove(callback)

@@ -33,6 +33,9 @@ only the supervision keys below may stand beside it) or **inline**:
                 false for a rootfs directory.
 ``env``         a table ``{NAME = "value"}`` or a list ``["NAME=value"]``; ``PATH`` defaults to
                 ``/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin``.
+``env_file``    a file (relative to the manifest's directory) or a list of them, in compose's
+                format (``parse_env_file``), read at load; ``env`` wins over them, a later file over
+                an earlier one.
 ``cwd``         the working directory (default ``"/"``).
 ``user``        a user name (looked up in the rootfs's ``/etc/passwd`` and ``/etc/group`` by the
                 planner), ``"UID"`` or ``"UID:GID"`` (without a GID: the uid's group in the
@@ -60,6 +63,9 @@ Supervision keys, for both kinds (``Policy`` and ``LogConfig`` in ``service.py``
 ``max_restarts``  an integer >= 0 (default: no limit).
 ``stop_signal``   ``"SIGTERM"``, ``"TERM"`` or a number (default SIGTERM).
 ``stop_timeout``  seconds >= 0 between the stop signal and SIGKILL (default 10).
+``backoff_initial``, ``backoff_max``, ``stable_after``  the restart delay's start (default 0.1 s)
+                  and cap (30 s), and how long a run must last to reset it (10 s): seconds or
+                  compose durations (``"1m30s"``).
 ``depends_on``    container names (this manifest's tables) that must run before this one starts, or a
                   table ``{db = "healthy", migrate = "completed", cache = "started"}``: ``started``
                   waits for its workload to run (or, a one-shot, to have ended with code 0),
@@ -151,7 +157,8 @@ from .service import (CONDITIONS, RESTART_POLICIES, Condition, HealthCheck, LogC
                       Service, health_test, parse_duration, parse_network)
 from .spec import INIT_ANNOTATION, ContainerSpec, User
 
-__all__ = ["Manifest", "ManifestError", "load_manifest", "DEFAULT_CAPABILITIES", "REPLICA_ENV", "INIT_ANNOTATION"]
+__all__ = ["Manifest", "ManifestError", "load_manifest", "parse_env_file", "DEFAULT_CAPABILITIES", "REPLICA_ENV",
+           "INIT_ANNOTATION"]
 
 #: the environment variable that tells a replica its number
 REPLICA_ENV = "SUPERVISOR_REPLICA"
@@ -185,7 +192,8 @@ _DEFAULT_READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/
 # -- the keys ----------------------------------------------------------------------------------------
 
 _SUPERVISION_KEYS = ("restart", "max_restarts", "stop_signal", "stop_timeout", "depends_on", "init", "replicas",
-                     "log_file", "log_max_bytes", "log_backups", "network", "healthcheck", "notify")
+                     "log_file", "log_max_bytes", "log_backups", "network", "healthcheck", "notify",
+                     "backoff_initial", "backoff_max", "stable_after")
 _HEALTHCHECK_KEYS = ("test", "interval", "timeout", "retries", "start_period")
 #: OCI ``process`` fields taken under their own names (the unimplemented ones too: the OCI loader
 #: then says "not supported yet" rather than us "unknown key")
@@ -195,7 +203,7 @@ _LINUX_KEYS = ("maskedPaths", "readonlyPaths", "sysctl", "devices", "uidMappings
                "seccomp", "rootfsPropagation", "cgroupsPath", "timeOffsets", "unified", "mountLabel", "intelRdt",
                "personality", "memoryPolicy", "netDevices")
 _TOP_KEYS = ("hostname", "domainname", "annotations", "hooks")
-_SPEC_KEYS = ("args", "root", "readonly", "env", "cwd", "user", "namespaces", "mounts") + _PROCESS_KEYS \
+_SPEC_KEYS = ("args", "root", "readonly", "env", "env_file", "cwd", "user", "namespaces", "mounts") + _PROCESS_KEYS \
     + _LINUX_KEYS + _TOP_KEYS
 _CONTAINER_KEYS = frozenset(("bundle",) + _SUPERVISION_KEYS + _SPEC_KEYS)
 
@@ -465,6 +473,16 @@ class _Loader:
             if not isinstance(value, bool):
                 raise self.error(path, f"expected true or false, got {_show(value)}")
             c.policy["notify"] = value
+        for key in ("backoff_initial", "backoff_max", "stable_after"):
+            if (got := self.get(c, key)) is not None:
+                try:
+                    c.policy[key] = parse_duration(got[0])
+                except ValueError as e:
+                    raise self.error(got[1], str(e)) from None
+        if c.policy.get("backoff_max", 30.0) < c.policy.get("backoff_initial", 0.1):
+            got = self.get(c, "backoff_max") or self.get(c, "backoff_initial")
+            assert got is not None
+            raise self.error(got[1], "backoff_max is less than backoff_initial")
         if (got := self.get(c, "init")) is not None:
             value, path = got
             if not isinstance(value, bool):
@@ -585,6 +603,9 @@ class _Loader:
         # process
         process: dict[str, Any] = {"args": copy.deepcopy(args[0])}
         env: dict[str, tuple[str, Path]] = {}
+        for value, path in self.layers(c, "env_file"):  # first: env wins over env_file, as in compose
+            for name, val, item_path in self.env_file_items(value, path):
+                env[name] = (val, item_path)
         for value, path in self.layers(c, "env"):
             for name, val, item_path in self.env_items(value, path):
                 env[name] = (val, item_path)
@@ -665,6 +686,28 @@ class _Loader:
                 for sub in layer:
                     sources[f"{oci}.{sub}"] = path + (sub,)
         return copy.deepcopy(value)
+
+    def env_file_items(self, value: Any, path: Path) -> list[tuple[str, str, Path]]:
+        files = [(value, path)] if isinstance(value, str) else list(
+            (f, path + (i,)) for i, f in enumerate(value)) if isinstance(value, list) else None
+        if not files:
+            raise self.error(path, f"expected a file name or a list of them, got {_show(value)}")
+        out = []
+        for name, file_path in files:
+            if not isinstance(name, str) or not name:
+                raise self.error(file_path, f"expected a file name, got {_show(name)}")
+            file = os.path.join(self.dir, name)
+            try:
+                with open(file, encoding="utf-8") as f:
+                    text = f.read()
+            except (OSError, UnicodeDecodeError) as e:
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                raise self.error(file_path, f"{file}: {reason}") from None
+            try:
+                out += [(k, v, file_path) for k, v in parse_env_file(text)]
+            except ValueError as e:
+                raise self.error(file_path, f"{file}: {e}") from None
+        return out
 
     def env_items(self, value: Any, path: Path) -> list[tuple[str, str, Path]]:
         out = []
@@ -842,6 +885,68 @@ class _Loader:
 
 
 # -- small helpers -----------------------------------------------------------------------------------
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "$": "$"}
+
+
+def parse_env_file(text: str) -> list[tuple[str, str]]:
+    """compose's ``env_file`` format: ``NAME=VALUE`` lines (``export`` in front is allowed); blank
+    lines and lines starting with ``#`` skipped; a value in single quotes is taken as it is, in
+    double quotes with ``\\n``, ``\\t``, ``\\"``, ``\\\\`` escapes (and may span lines); an
+    unquoted one is trimmed and loses a `` #`` comment. Values are literal: no ``${VAR}``
+    interpolation, and a bare ``NAME`` (compose: from the caller's environment) is an error, since
+    the supervisor's environment is not the container's. Raises ``ValueError`` naming the line."""
+    out = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        number, line = i + 1, lines[i].strip()
+        i += 1
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        name, eq, value = line.partition("=")
+        name = name.strip()
+        if not eq:
+            raise ValueError(f"line {number}: expected NAME=VALUE, got {line!r} (values are not taken from "
+                             "the supervisor's environment)")
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"line {number}: {name!r} is not a variable name")
+        value = value.strip()
+        if value[:1] == "'":
+            end = value.find("'", 1)
+            if end < 0:
+                raise ValueError(f"line {number}: the single quote is not closed")
+            value = value[1:end]
+        elif value[:1] == '"':
+            chars: list[str] = []
+            rest, j = value, 1
+            while True:
+                if j >= len(rest):
+                    if i >= len(lines):
+                        raise ValueError(f"line {number}: the double quote is not closed")
+                    chars.append("\n")
+                    rest, j = lines[i], 0
+                    i += 1
+                    continue
+                ch = rest[j]
+                if ch == "\\" and j + 1 < len(rest):
+                    chars.append(_ESCAPES.get(rest[j + 1], "\\" + rest[j + 1]))
+                    j += 2
+                elif ch == '"':
+                    break
+                else:
+                    chars.append(ch)
+                    j += 1
+            value = "".join(chars)
+        else:
+            comment = value.find(" #")
+            if comment >= 0:
+                value = value[:comment].rstrip()
+        out.append((name, value))
+    return out
 
 def _merge(old: Any, new: Any) -> Any:
     """``new`` over ``old``: tables merge key by key, recursively; anything else is replaced."""

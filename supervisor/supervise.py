@@ -13,6 +13,7 @@ end containers that would run forever. An exception or cancellation inside the b
 container with SIGKILL before it propagates, so no container outlives its supervisor.
 """
 
+import collections
 import contextlib
 import datetime
 import errno
@@ -168,6 +169,7 @@ class Supervisor:
         self._tasks: TaskGroup | None = None
         self._stack = AsyncExitStack()
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
+        self._recent: collections.deque[Event] = collections.deque(maxlen=1000)  # for recent_events()
         self._log_files: dict[str, RotatingFile] = {}
         self._log_writers: dict[str, FileWriter] = {}  # of the runs under way
         self._changed = anyio.Event()  # set and replaced on every change of any container
@@ -233,6 +235,24 @@ class Supervisor:
         handle.held = True
         handle._request_stop()
         await handle._task_done.wait()
+
+    async def restart(self, name: str) -> Handle:
+        """Stop a container (if it runs) and start it again; returns once the new start is over."""
+        await self.stop(name)
+        return await self.start(name)
+
+    def kill(self, name: str, signum: int = 9) -> None:
+        """Send ``signum`` to a running container's init. Only a signal: what follows its end is
+        up to the restart policy, as for any other end (``stop`` is the way to end it for good).
+        ``ProcessLookupError`` when it does not run."""
+        handle = self.handles[name]
+        if handle.container is None or handle.state not in (State.RUNNING, State.STOPPING):
+            raise ProcessLookupError(f"{name} is not running ({handle.state.value})")
+        handle.container.send_signal(signum)
+
+    def recent_events(self) -> list[Event]:
+        """The last thousand events, oldest first (``supervisor events`` starts with them)."""
+        return list(self._recent)
 
     async def stop_all(self) -> None:
         """Stop every container, dependents before what they depend on."""
@@ -387,6 +407,7 @@ class Supervisor:
 
     def _announce(self, handle: Handle, name: str, **details: Any) -> None:
         event = Event(time=time.time(), container=handle.name, event=name, **details)
+        self._recent.append(event)
         for channel in list(self._subscribers):
             try:
                 channel.send_nowait(event)
@@ -571,6 +592,8 @@ class Supervisor:
                 handle.health_output = None
                 self._set_health(handle, Health.HEALTHY)
                 continue
+            if await _ending(container):
+                return  # it ended while the check ran (which then failed with it): not news
             handle.health_output = output
             if handle.health == Health.STARTING and anyio.current_time() - began < check.start_period:
                 continue  # still starting: compose does not count these
@@ -597,11 +620,15 @@ class Supervisor:
                     output.extend(chunk)
                     del output[:-_CHECK_OUTPUT]
 
+            failed: BootstrapError | None = None
             with anyio.move_on_after(check.timeout) as timer:
                 async with anyio.create_task_group() as reading:
                     reading.start_soon(collect)
                     try:
+                        # caught here, not around the task group, which would wrap it in a group
                         status = await container.exec(check.test, stdin=self._devnull, stdout=w, stderr=w)
+                    except BootstrapError as e:  # it could not start (the container is ending?)
+                        failed = e
                     finally:
                         os.close(w)
                         w = -1
@@ -609,8 +636,8 @@ class Supervisor:
                     reading.cancel_scope.deadline = anyio.current_time() + 0.5
             if timer.cancelled_caught:
                 return False, f"timed out after {check.timeout:g}s"
-        except BootstrapError as e:
-            return False, e.message
+            if failed is not None:
+                return False, failed.message
         finally:
             os.close(r)
             if w >= 0:
@@ -773,6 +800,17 @@ class Supervisor:
             status = handle.last_exit
             self._transition(handle, State.EXITED, code=status.code if status else None,
                              signal=status.signal if status else None)
+
+
+async def _ending(container: Container, grace: float = 0.25) -> bool:
+    """Whether the container is ending: a check exec'd as its pid namespace goes down fails, and
+    the init becomes a zombie a moment later (its namespace's last process, the check, is reaped
+    first). Its pidfd has a waiter already (the container's task), hence the short poll."""
+    with anyio.move_on_after(grace):
+        while not container.has_exited():  # noqa: ASYNC110 - a second waiter on the pidfd is not allowed
+            await anyio.sleep(0.01)
+        return True
+    return False
 
 
 _CHECK_OUTPUT = 4096  # how much of a failed check's output its event keeps (the end of it)

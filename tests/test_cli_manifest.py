@@ -252,3 +252,23 @@ depends_on = {{ app = "healthy" }}
                     p.send_signal(signal.SIGTERM)
                 p.wait(20)
     assert p.returncode == 0, p.stderr
+
+
+def test_env_file_and_backoff_from_a_manifest(tmp_path: Path) -> None:
+    (tmp_path / "app.env").write_text('# compose format\nGREETING="hello there"\nexport WHO=env_file\n')
+    manifest = write(tmp_path, """
+[containers.app]
+args = ["/bin/sh", "-c", "echo $GREETING from $WHO; exit 1"]
+env_file = "app.env"
+restart = "on-failure"
+max_restarts = 2
+backoff_initial = "20ms"
+backoff_max = 0.03
+""")
+    events = tmp_path / "events.jsonl"
+    result = subprocess.run(sv(tmp_path) + [str(manifest), "--events", str(events)], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 1
+    assert result.stdout.splitlines().count("app | hello there from env_file") == 3
+    delays = [r["delay"] for r in map(json.loads, events.read_text().splitlines()) if r["event"] == "restarting"]
+    assert delays == [0.02, 0.03]

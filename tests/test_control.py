@@ -1,5 +1,6 @@
 """The control socket, driven through the CLI against a running ``supervisor run``."""
 
+import datetime
 import json
 import os
 import shutil
@@ -30,6 +31,11 @@ healthcheck = { test = ["CMD", "/bin/true"], interval = "50ms" }
 
 [containers.job]
 args = ["/bin/sh", "-c", "exit 3"]
+
+[containers.talk]
+args = ["/bin/sh", "-c", "trap 'exit 0' TERM; echo to out; echo to err >&2; while :; do sleep 0.05; done"]
+restart = "on-failure"
+backoff_initial = "10ms"
 """
 
 
@@ -43,7 +49,9 @@ def running(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     with subprocess.Popen(CLI + ["run", "--state-dir", state, str(manifest)], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as p:
         try:
-            assert p.stdout is not None and p.stdout.readline().startswith("web | tick")
+            assert p.stdout is not None
+            while not p.stdout.readline().replace(" ", "").startswith("web|tick"):  # names are padded
+                pass
             yield state, p
         finally:
             p.send_signal(signal.SIGINT)
@@ -109,6 +117,40 @@ def test_logs_stop_start(running: tuple[str, subprocess.Popen[str]]) -> None:
     assert cli(state, "start", "web").returncode == 0
     rows = {r["name"]: r for r in json.loads(cli(state, "ps", "--json").stdout)}
     assert rows["web"]["state"] == "running"
+
+
+def test_restart_kill_events_and_logs_apart(running: tuple[str, subprocess.Popen[str]]) -> None:
+    state, _ = running
+
+    def rows() -> dict[str, Any]:
+        return {r["name"]: r for r in json.loads(cli(state, "ps", "--json").stdout)}
+
+    logs = cli(state, "logs", "--timestamps", "talk")
+    assert logs.stdout.endswith(" to out\n") and logs.stderr.endswith(" to err\n")  # apart, as written
+    stamp = logs.stdout.split()[0]
+    assert stamp.endswith("Z") and abs(datetime.datetime.fromisoformat(stamp).timestamp() - time.time()) < 60
+    assert cli(state, "logs", "talk").stdout == "to out\n"
+
+    with subprocess.Popen(CLI + ["events", "--state-dir", state, "-f"], stdout=subprocess.PIPE, text=True) as follow:
+        assert follow.stdout is not None
+        pid = rows()["talk"]["pid"]
+        killed = cli(state, "kill", "-s", "TERM", "talk")  # its trap exits 0: on-failure does not restart it
+        assert killed.returncode == 0, killed.stderr
+        seen = []
+        while ("talk", "exited") not in seen:
+            record = json.loads(follow.stdout.readline())
+            seen.append((record["container"], record["event"]))
+        follow.terminate()
+    assert record["code"] == 0
+    assert rows()["talk"]["state"] == "exited"
+    bad = cli(state, "kill", "talk")
+    assert (bad.returncode, bad.stderr) == (1, "supervisor: talk is not running (exited)\n")
+    assert cli(state, "restart", "talk").returncode == 0
+    row = rows()["talk"]
+    assert row["state"] == "running" and row["pid"] not in (None, pid) and row["uptime"] < 5
+    past = [json.loads(line) for line in cli(state, "events").stdout.splitlines()]
+    assert [r["event"] for r in past if r["container"] == "talk"] == ["started", "exited", "started"]
+    assert cli(state, "kill", "-s", "NOPE", "talk").stderr == "supervisor: bad request: not a signal: 'NOPE'\n"
 
 
 def test_one_supervisor_per_state_dir(running: tuple[str, subprocess.Popen[str]], tmp_path: Path) -> None:
@@ -199,7 +241,21 @@ async def test_the_control_server_under_each_event_loop(bundle: Any, tmp_path: P
                 assert os.read(r, 100) == b"inside\n"
                 await wait_until(lambda: bool(sup.log_book.recent("box")))
                 logs = await anyio.to_thread.run_sync(ask, {"cmd": "logs", "name": "box"})
-                assert logs == [{"line": "hello\n"}, {"ok": True}]
+                assert [(a.get("line"), a.get("stream")) for a in logs] == [("hello\n", "stdout"), (None, None)]
+                assert logs[0]["time"].endswith("Z") and logs[1] == {"ok": True}
+                old = sup.handles["box"].pid
+                [again] = await anyio.to_thread.run_sync(ask, {"cmd": "restart", "name": "box"})
+                assert again["state"] == "running" and again["pid"] not in (None, old)
+                # pid 1 of its namespace, a plain sleep, ignores what it has no handler for; not KILL
+                assert await anyio.to_thread.run_sync(ask, {"cmd": "kill", "name": "box", "signal": 9}) == [
+                    {"ok": True}]
+                assert (await sup.handles["box"].wait()).signal == signal.SIGKILL  # restart "no": it stays ended
+                with pytest.raises(ControlError, match="^box is not running \\(exited\\)$"):
+                    await anyio.to_thread.run_sync(ask, {"cmd": "kill", "name": "box"})
+                events = await anyio.to_thread.run_sync(ask, {"cmd": "events"})
+                assert [(a["event"]["container"], a["event"]["event"]) for a in events[:-1]] == [
+                    ("box", "started"), ("box", "exited"), ("box", "stopped"), ("box", "started"), ("box", "exited")]
+                assert events[-1] == {"ok": True} and events[-2]["event"]["signal"] == signal.SIGKILL
                 await sup.stop_all()
                 group.cancel_scope.cancel()
     finally:

@@ -194,3 +194,16 @@ depends_on = {{ app = "healthy" }}
     assert order.index(("app", "healthy")) < order.index(("client", "started"))
     assert client.last_exit is not None and client.last_exit.code == 0
     assert not [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("supervisor-notify-")]
+
+
+async def test_a_check_racing_the_end_is_no_failure(bundle: Bundle) -> None:
+    """Checks every 10 ms while containers end: a check that cannot start in an ending container
+    is neither their failure nor unhealthy news."""
+    events: list[Event] = []
+    check = HealthCheck(["CMD", "/bin/true"], interval=0.01, retries=1)
+    async with anyio.create_task_group() as watch, Supervisor() as sup:
+        await watch.start(collect, sup, events)
+        for i in range(4):
+            sup.add(service(bundle, f"short{i}", f"sleep 0.{i + 2}", healthcheck=check))
+    for i in range(4):
+        assert of(events, f"short{i}") == ["started", "healthy", "exited"]

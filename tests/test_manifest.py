@@ -662,3 +662,42 @@ def test_depends_on_conditions(tmp_path: Path) -> None:
         'line 9: containers.web.depends_on.db: expected one of "started", "healthy", "completed", got "ready"'
     assert error(tmp_path, head + '[containers.web]\nargs = ["x"]\ndepends_on = { nope = "started" }\n') == \
         'line 9: containers.web.depends_on.nope: unknown container "nope"'
+
+
+def test_backoff_keys(tmp_path: Path) -> None:
+    m = load(tmp_path, '[defaults]\nbackoff_initial = "250ms"\n[containers.a]\nargs = ["x"]\nbackoff_max = "1m"\n'
+                       'stable_after = 2\n')
+    policy = m.service("a").policy
+    assert (policy.backoff_initial, policy.backoff_max, policy.stable_after) == (0.25, 60.0, 2.0)
+    assert error(tmp_path, '[containers.a]\nargs = ["x"]\nbackoff_max = 0.01\n') == \
+        "line 3: containers.a.backoff_max: backoff_max is less than backoff_initial"
+    assert error(tmp_path, '[containers.a]\nargs = ["x"]\nstable_after = -1\n') == \
+        "line 3: containers.a.stable_after: expected a number of seconds >= 0, got -1"
+
+
+def test_parse_env_file() -> None:
+    from supervisor.manifest import parse_env_file
+
+    text = ('# a comment\n\nA=1\nexport B = two words  # a comment\nC="line\\none \\"q\\" $HOME"\n'
+            "D='as $it #is'\nE=\nF=\"spans\nlines\"\nG=a#b\n")
+    assert parse_env_file(text) == [("A", "1"), ("B", "two words"), ("C", 'line\none "q" $HOME'),
+                                    ("D", "as $it #is"), ("E", ""), ("F", "spans\nlines"), ("G", "a#b")]
+    for bad, why in (("A\n", "line 1: expected NAME=VALUE"), ("\n1A=x\n", "line 2: '1A' is not a variable name"),
+                     ("A='x\n", "line 1: the single quote is not closed"),
+                     ('A="x\n', "line 1: the double quote is not closed")):
+        with pytest.raises(ValueError, match=why):
+            parse_env_file(bad)
+
+
+def test_env_file(tmp_path: Path) -> None:
+    (tmp_path / "common.env").write_text("A=from file\nB=from file\nPATH=/bin\n")
+    (tmp_path / "web.env").write_text("B=from web.env\nC=3\n")
+    m = load(tmp_path, '[defaults]\nenv_file = "common.env"\n[containers.web]\nargs = ["x"]\n'
+                       'env_file = ["common.env", "web.env"]\nenv = { C = "from env" }\n')
+    assert m.service("web").spec.process.env == ("A=from file", "B=from web.env", "PATH=/bin", "C=from env")
+    (tmp_path / "bad.env").write_text("OK=1\nnot a line\n")
+    assert error(tmp_path, '[containers.web]\nargs = ["x"]\nenv_file = ["web.env", "bad.env"]\n') == \
+        f"line 3: containers.web.env_file[1]: {tmp_path}/bad.env: line 2: expected NAME=VALUE, got 'not a line' " \
+        "(values are not taken from the supervisor's environment)"
+    assert error(tmp_path, '[containers.web]\nargs = ["x"]\nenv_file = "nope.env"\n') == \
+        f"line 3: containers.web.env_file: {tmp_path}/nope.env: No such file or directory"
