@@ -128,6 +128,7 @@ async def test_depends_on_orders_starts_and_stops(bundle: Bundle) -> None:
             sup.add(service(bundle, "after", "/bin/true", policy=Policy(depends_on=("migrate",))))
             sup.add(service(bundle, "orphan", "/bin/true", policy=Policy(depends_on=("nowhere",))))
             await sup.handles["app"].wait_for(State.RUNNING)
+            await sup.handles["after"].wait()  # else stop_all may come before its start
             await sup.stop_all()
     order = [(e.container, e.event) for e in events]
     assert order.index(("db", "started")) < order.index(("app", "started"))
