@@ -306,7 +306,7 @@ async def _supervise_manifest(sup: "Supervisor", output: "PrefixedOutput", manif
                 await outer.start(_report_events, sup, events_file)
                 signals = anyio.CancelScope()
                 shutting_down = anyio.Event()
-                reloader = _Reloader(sup, manifest.path)
+                reloader = _Reloader(sup, manifest.path, shutting_down)
                 outer.start_soon(_handle_signals, sup, signals, outer, shutting_down, reloader)
                 control = anyio.CancelScope()
                 outer.start_soon(_serve_control, sup, state_dir, control, reloader)
@@ -348,11 +348,12 @@ class _Reloader:
     time; a manifest that no longer loads, or a container that no longer plans, is reported (file,
     line, key) and changes nothing."""
 
-    def __init__(self, sup: "Supervisor", path: str) -> None:
+    def __init__(self, sup: "Supervisor", path: str, shutting_down: "anyio.Event") -> None:
         import anyio
 
         self.sup = sup
         self.path = path
+        self.shutting_down = shutting_down
         self._lock = anyio.Lock()
 
     async def __call__(self) -> dict[str, Any]:
@@ -364,6 +365,8 @@ class _Reloader:
         from .notify import notify_systemd
 
         async with self._lock:
+            if self.shutting_down.is_set():  # it would start what the shutdown is stopping
+                return {"ok": False, "error": "shutting down: not reloading"}
             notify_systemd(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
             try:
                 try:
