@@ -6,7 +6,16 @@ start (``open_container``), pump its stdout and stderr, wait on its pidfd, decid
 policy, sleep the backoff, again. The only shared state is each container's ``Handle``, and every
 change of its state goes through ``_transition``, which checks it against ``states.TRANSITIONS`` and
 emits the event. Stopping is a request (an event the task watches): the task sends the stop signal,
-waits the grace period and kills. Nothing polls; nothing calls ``waitpid(-1)``.
+waits the grace period and kills. Nothing polls (but a failed health check, which looks for a
+quarter second whether its container is ending: see ``_ending``); nothing calls ``waitpid(-1)``.
+
+While a container runs, its task also runs its health check (``_check_health``: an exec every
+interval) and reads its notify socket (``_read_notifications``), in a task group that ends with the
+run; health changes go through ``_set_health``, as lifecycle changes go through ``_transition``. An
+unhealthy container to be restarted is stopped by the same path as a stop request (its wait is
+cancelled, ``_wait_or_stop`` sends the signal), but its task goes on to the restart policy.
+``reload`` replaces the set of services: it stops and forgets what went, and restarts what changed
+on the same handle, so a handle outlives a change of its config.
 
 Leaving the ``async with`` block waits for every task, like a task group; call ``stop_all()`` first to
 end containers that would run forever. An exception or cancellation inside the block stops every
