@@ -385,11 +385,13 @@ def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int |
 
 
 def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, int | None] = (None, None, None),
-                    host_work: Callable[[int], None] | None = None) -> tuple[int, int, Cgroup | None, int | None]:
+                    host_work: Callable[[int], None] | None = None, join: Cgroup | None = None
+                    ) -> tuple[int, int, Cgroup | None, int | None]:
     """Start a container; once the workload is exec'd, return its init's pid, pidfd and cgroup,
     and the pty master when it has a terminal. (The one-shot CLI's: a process that is the supervisor
     and nothing else, so it may move itself into a leaf cgroup.) ``host_work(pid)`` runs after
-    ``host_setup``, while the init waits (supervisor-oci's createRuntime hooks)."""
+    ``host_setup``, while the init waits (supervisor-oci's createRuntime hooks). ``join``: a running
+    container's cgroup to start in (an exec), kept whatever happens, instead of a cgroup of its own."""
 
     def setup(pid: int) -> None:
         host_setup(plan, pid)
@@ -397,9 +399,9 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
             host_work(pid)
 
     message = message_for(plan)
-    cgroup = make_cgroup(plan, CgroupDriver(move_into_leaf=True))
+    cgroup = make_cgroup(plan, CgroupDriver(move_into_leaf=True)) if join is None else None
     try:
-        spawned = spawn_into(cgroup, stdio)
+        spawned = spawn_into(cgroup or join, stdio)
     except BaseException:
         if cgroup is not None:
             cgroup.remove()

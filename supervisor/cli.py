@@ -118,23 +118,9 @@ def run_bundle(bundle: str, name: str | None) -> int:
             return 2
         raise
 
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            signal.pidfd_send_signal(pidfd, signum)
-        except ProcessLookupError:
-            pass
+    from .console import attend
 
-    for sig in _FORWARDED:
-        signal.signal(sig, forward)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
-    if console is not None:
-        from .console import relay
-
-        try:
-            if not relay(console, pidfd):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # the user's terminal is gone
-        finally:
-            os.close(console)
+    attend(pidfd, console, _FORWARDED)
     status = wait_blocking(pidfd, cgroup)
     if status.oom_killed:
         _err(f"{name}: {status}")

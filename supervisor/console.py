@@ -17,7 +17,7 @@ import termios
 import tty
 from types import FrameType
 
-__all__ = ["relay", "copy_window_size", "window_size"]
+__all__ = ["attend", "relay", "copy_window_size", "window_size"]
 
 
 def window_size(fd: int = 0) -> tuple[int, int] | None:
@@ -128,3 +128,24 @@ def _drain(master: int, stdout: int) -> None:
             _write_all(stdout, data)
     except OSError:  # BlockingIOError: nothing more now; EIO: the other side is gone
         return
+
+
+def attend(pidfd: int, console: int | None, signals: "tuple[signal.Signals, ...]") -> None:
+    """What a foreground runtime does while its container runs: pass ``signals`` on to the process
+    behind ``pidfd`` (unblocking them, in case the caller held them back during the start) and relay
+    our terminal to ``console``, a pty master (closed here), until the process is done."""
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        try:
+            signal.pidfd_send_signal(pidfd, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in signals:
+        signal.signal(sig, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+    if console is not None:
+        try:
+            if not relay(console, pidfd):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # the user's terminal is gone
+        finally:
+            os.close(console)

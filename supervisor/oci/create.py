@@ -19,12 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._launch import _drive_blocking, launch_blocking, message_for, orphan_init, spawn_into
-from ..cgroups import Cgroup
+from .._launch import launch_blocking
 from ..console import window_size
 from ..errors import BootstrapError, SpecError
-from ..pipes import Handshake
-from ..plan import Plan, plan, plan_exec
+from ..plan import plan, plan_exec
 from ..spec import ContainerSpec, User, _Obj, _process, lenient
 from . import hooks
 from .log import CommandError
@@ -230,10 +228,9 @@ def exec_process(c: Container, process_file: str | None, args: Sequence[str], en
         raise CommandError("cannot exec in a stopped container")
     cgroup = c.cgroup()
     try:
-        pid, console = _launch_exec(the_plan, c.id, cgroup)
+        pid, pidfd, _, console = launch_blocking(the_plan, c.id, join=cgroup if cgroup.dirs else None)
     except (BootstrapError, SpecError) as e:
         raise _error(e) from None
-    pidfd = os.pidfd_open(pid)
     try:
         if console is not None and console_socket is not None:
             try:
@@ -254,50 +251,14 @@ def exec_process(c: Container, process_file: str | None, args: Sequence[str], en
         os.close(pidfd)
 
 
-def _launch_exec(the_plan: Plan, name: str, cgroup: Cgroup) -> tuple[int, int | None]:
-    """launch_blocking's path for a process joining a running container: into the container's
-    existing cgroup rather than a new one."""
-    spawned = spawn_into(cgroup if cgroup.dirs else None, (None, None, None))
-    handshake = Handshake()
-    try:
-        pid = _drive_blocking(handshake.run(message_for(the_plan)), spawned.sock, spawned.pidfd, lambda pid: None)
-        return pid, handshake.console
-    except BaseException as e:
-        if isinstance(e, BootstrapError):
-            e.container = name
-        init_pid = handshake.init_pid if handshake.init_pid is not None else orphan_init(spawned)
-        if init_pid is not None:
-            fd = os.pidfd_open(init_pid)
-            signal.pidfd_send_signal(fd, signal.SIGKILL)
-            os.waitid(os.P_PIDFD, fd, os.WEXITED)
-            os.close(fd)
-        handshake.close_console()
-        raise
-    finally:
-        os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)
-        spawned.close()
-
-
 def wait_for(pidfd: int, console: int | None = None) -> int:
     """Wait for our child behind a pidfd, passing on the signals a foreground runtime forwards;
     its status as a shell reports it. ``console``: a pty master to relay our terminal to meanwhile
     (closed here)."""
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            signal.pidfd_send_signal(pidfd, signum)
-        except ProcessLookupError:
-            pass
+    from ..console import attend
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, forward)
-    if console is not None:
-        from ..console import relay
-
-        try:
-            if not relay(console, pidfd):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # the user's terminal is gone
-        finally:
-            os.close(console)
+    attend(pidfd, console, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                            signal.SIGUSR2))
     result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
     assert result is not None
     return result.si_status if result.si_code == os.CLD_EXITED else 128 + result.si_status
