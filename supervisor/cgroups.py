@@ -158,6 +158,23 @@ def _controller(filename: str) -> str:
     return filename.split(".", 1)[0]
 
 
+def rmdir_when_empty(path: str, attempts: int = 50) -> OSError | None:
+    """rmdir a cgroup, gone already or not; None once it is gone, else why it is not. A cgroup whose
+    last processes are still exiting says EBUSY for a moment: it is tried ``attempts`` times, 2 ms
+    apart (blocking)."""
+    for attempt in range(attempts):
+        try:
+            os.rmdir(path)
+            return None
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno not in (errno.EBUSY, errno.ENOTEMPTY) or attempt == attempts - 1:
+                return e
+            time.sleep(0.002)
+    return None
+
+
 class CgroupDriver:
     """The cgroups of one supervisor (a ``Supervisor``, or one ``open_container``): which
     directories it made (and so may remove), and whether it may move this process into a leaf of
@@ -499,18 +516,8 @@ class Cgroup:
         for d in self.dirs.values():
             if d not in made:
                 continue  # an existing cgroup we were pointed at (cgroupsPath): not ours to remove
-            for attempt in range(attempts):
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EBUSY, errno.ENOTEMPTY) or attempt == attempts - 1:
-                        break  # still busy: the other hierarchies all the same, and a later try
-                    time.sleep(0.002)
-            if os.path.isdir(d):
-                continue
+            if rmdir_when_empty(d, attempts) is not None:
+                continue  # still busy: the other hierarchies all the same, and a later try
             made.discard(d)
             parent = os.path.dirname(d)
             while parent in made or os.path.basename(parent) == _ours():

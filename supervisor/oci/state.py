@@ -6,7 +6,6 @@ now belongs to another process: its start time is kept), ``paused`` when its cgr
 ``created`` while the FIFO exists, else ``running``.
 """
 
-import errno
 import json
 import os
 import time
@@ -207,14 +206,8 @@ class Container:
 
 def remove_cgroup_dirs(dirs: list[str]) -> None:
     """rmdir each; a cgroup whose last processes are still exiting is busy for a moment."""
+    from ..cgroups import rmdir_when_empty  # not on the path of the calls that need no cgroup
+
     for d in dirs:
-        for attempt in range(100):
-            try:
-                os.rmdir(d)
-                break
-            except FileNotFoundError:
-                break
-            except OSError as e:
-                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY) or attempt == 99:
-                    raise CommandError(f"removing cgroup {d}: {e.strerror}") from None
-                time.sleep(0.002)
+        if (error := rmdir_when_empty(d, 100)) is not None:
+            raise CommandError(f"removing cgroup {d}: {error.strerror}")
