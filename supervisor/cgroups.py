@@ -122,7 +122,8 @@ def controllers_for(resources: Resources | None, own_pid_ns: bool, device_rules:
         needed.add("freezer")
     if resources is not None:
         if resources.cpu is not None:
-            if resources.cpu.shares is not None or resources.cpu.quota is not None or resources.cpu.period:
+            c = resources.cpu
+            if c.shares is not None or c.quota is not None or c.period or c.burst is not None or c.idle is not None:
                 needed.add("cpu")
             if resources.cpu.cpus is not None or resources.cpu.mems is not None:
                 needed.add("cpuset")
@@ -368,6 +369,10 @@ class Cgroup:
                         self._set("cpu.cfs_period_us", str(c.period))
                     if c.quota is not None:
                         self._set("cpu.cfs_quota_us", str(c.quota))
+            if c.burst is not None:  # after the quota it may not exceed
+                self._set("cpu.max.burst" if cpu_v2 else "cpu.cfs_burst_us", str(c.burst))
+            if c.idle is not None:
+                self._set("cpu.idle", str(c.idle))
             if c.cpus is not None:
                 self._set("cpuset.cpus", c.cpus)
             if c.mems is not None:

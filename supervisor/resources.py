@@ -31,6 +31,8 @@ class Cpu:
     period: int | None = None
     cpus: str | None = None           # cpuset list, "0-1,3"
     mems: str | None = None
+    burst: int | None = None          # microseconds a period may borrow from earlier ones
+    idle: int | None = None           # 1: SCHED_IDLE for the whole cgroup
 
 
 @attrs.frozen
@@ -72,7 +74,7 @@ class Resources:
 
 _SUPPORTED = {
     "memory": {"limit", "reservation", "swap", "swappiness", "disableOOMKiller"},
-    "cpu": {"shares", "quota", "period", "cpus", "mems"},
+    "cpu": {"shares", "quota", "period", "cpus", "mems", "burst", "idle"},
     "pids": {"limit"},
     "blockIO": {"weight"},
 }
@@ -118,7 +120,7 @@ def parse_resources(value: Any, path: str = "linux.resources") -> Resources:
     cpu = None
     if "cpu" in value:
         cpu = Cpu(num("cpu", "shares", 2, 262144), num("cpu", "quota"), num("cpu", "period", 1000, 1000000),
-                  text("cpu", "cpus"), text("cpu", "mems"))
+                  text("cpu", "cpus"), text("cpu", "mems"), num("cpu", "burst", 0), num("cpu", "idle", 0, 1))
     hugepages = []
     for i, item in enumerate(value.get("hugepageLimits") or []):
         where = f"{path}.hugepageLimits[{i}]"

@@ -50,6 +50,14 @@ async def test_limits_as_the_container_sees_them(bundle: Bundle) -> None:
     assert out.split()[:4] == ["512", "50000", "0", str(64 * MB)]
 
 
+async def test_cpu_burst_and_idle(bundle: Bundle) -> None:
+    """What CRI sets for a pod that may borrow CPU (burst) or runs only when nothing else would (idle)."""
+    script = "cat /sys/fs/cgroup/cpu/cpu.cfs_burst_us /sys/fs/cgroup/cpu/cpu.idle"
+    edit = limits(cpu={"quota": 50000, "period": 100000, "burst": 20000, "idle": 1})
+    status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/sh", "-c", script, edit=edit)), "burst")
+    assert (status.code, out.split()) == (0, ["20000", "1"]), out
+
+
 async def test_born_inside_its_cgroup(bundle: Bundle) -> None:
     status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/cat", "/proc/self/cgroup")), "inside")
     assert status.code == 0
