@@ -28,7 +28,7 @@ import attrs
 
 from . import devices
 from .errors import BootstrapError
-from .resources import Resources
+from .resources import THROTTLES, Resources
 
 __all__ = ["Hierarchy", "Cgroup", "CgroupDriver", "Stats", "hierarchies", "default_path", "BASE_CONTROLLERS",
            "controllers_for", "select", "cgroup_dirs"]
@@ -127,7 +127,7 @@ def controllers_for(resources: Resources | None, own_pid_ns: bool, device_rules:
                 needed.add("cpu")
             if resources.cpu.cpus is not None or resources.cpu.mems is not None:
                 needed.add("cpuset")
-        if resources.blkio_weight is not None:
+        if resources.blkio_weight is not None or resources.blkio_throttles or resources.blkio_weight_devices:
             needed.update(("blkio", "io"))
         if resources.hugepage_limits:
             needed.add("hugetlb")
@@ -388,10 +388,37 @@ class Cgroup:
                     break
             else:
                 raise BootstrapError(errno.ENOTSUP, "cgroup", "set", f"{prefix}.weight (no weight file here)")
+        if r.blkio_throttles or r.blkio_weight_devices:
+            self._apply_device_limits(r)
         for limit in r.hugepage_limits:
             h = self._hierarchy_of("hugetlb")
             suffix = "max" if h is not None and h.version == 2 else "limit_in_bytes"
             self._set(f"hugetlb.{limit.page_size}.{suffix}", str(limit.limit))
+
+    def _apply_device_limits(self, r: Resources) -> None:
+        """blockIO's per-device throttles and weights: v1 takes a file per kind, v2 one io.max line a
+        device with every kind of it."""
+        h = self._hierarchy_of("blkio") or self._hierarchy_of("io")
+        v1 = h is not None and h.version == 1
+        if v1:
+            for key, limits in r.blkio_throttles:
+                for d in limits:
+                    self._set(f"blkio.throttle.{THROTTLES[key][0]}", f"{d.major}:{d.minor} {d.value}")
+        else:
+            per_device: dict[tuple[int, int], list[str]] = {}
+            for key, limits in r.blkio_throttles:
+                for d in limits:
+                    per_device.setdefault((d.major, d.minor), []).append(f"{THROTTLES[key][1]}={d.value}")
+            for (major, minor), settings in per_device.items():
+                self._set("io.max", f"{major}:{minor} " + " ".join(settings))
+        prefix = "blkio" if v1 else "io"
+        for d in r.blkio_weight_devices:
+            names = (f"{prefix}.bfq.weight_device", f"{prefix}.weight_device") if v1 else (f"{prefix}.bfq.weight",
+                                                                                           f"{prefix}.weight")
+            name = next((n for n in names if h is not None and os.path.exists(os.path.join(self.dirs[h], n))), None)
+            if name is None:
+                raise BootstrapError(errno.ENOTSUP, "cgroup", "set", f"{prefix} device weights (no weight file here)")
+            self._set(name, f"{d.major}:{d.minor} {d.value}")
 
     def update(self, r: Resources) -> None:
         """New limits for a running container: ``apply``, and the device rules (the spec's, then the

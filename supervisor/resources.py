@@ -53,6 +53,22 @@ class DeviceRule:
 
 
 @attrs.frozen
+class DeviceLimit:
+    """A block device's limit: a throttle (bytes or operations a second) or a weight."""
+
+    major: int
+    minor: int
+    value: int
+
+
+#: OCI's blockIO throttle lists, and what cgroup v1 and v2 call each
+THROTTLES = {"throttleReadBpsDevice": ("read_bps_device", "rbps"),
+             "throttleWriteBpsDevice": ("write_bps_device", "wbps"),
+             "throttleReadIOPSDevice": ("read_iops_device", "riops"),
+             "throttleWriteIOPSDevice": ("write_iops_device", "wiops")}
+
+
+@attrs.frozen
 class HugepageLimit:
     page_size: str                    # "2MB", "1GB"
     limit: int
@@ -64,6 +80,9 @@ class Resources:
     cpu: Cpu | None = None
     pids_limit: int | None = None     # -1 or 0: unlimited
     blkio_weight: int | None = None
+    #: per device: (an OCI throttle list's name, its limits), in THROTTLES' order
+    blkio_throttles: tuple[tuple[str, tuple[DeviceLimit, ...]], ...] = ()
+    blkio_weight_devices: tuple[DeviceLimit, ...] = ()
     hugepage_limits: tuple[HugepageLimit, ...] = ()
     devices: tuple[DeviceRule, ...] = ()
 
@@ -76,7 +95,7 @@ _SUPPORTED = {
     "memory": {"limit", "reservation", "swap", "swappiness", "disableOOMKiller"},
     "cpu": {"shares", "quota", "period", "cpus", "mems", "burst", "idle"},
     "pids": {"limit"},
-    "blockIO": {"weight"},
+    "blockIO": {"weight", "weightDevice", *THROTTLES},
 }
 
 
@@ -128,6 +147,25 @@ def parse_resources(value: Any, path: str = "linux.resources") -> Resources:
                 item.get("limit"), int):
             raise SpecError(where, "expected {pageSize: string, limit: integer}")
         hugepages.append(HugepageLimit(item["pageSize"], item["limit"]))
+    def device_limits(key: str, field: str, lo: int, hi: int) -> tuple[DeviceLimit, ...]:
+        items = (value.get("blockIO") or {}).get(key) or []
+        if not isinstance(items, list):
+            raise SpecError(f"{path}.blockIO.{key}", "expected a list")
+        out = []
+        for i, item in enumerate(items):
+            where = f"{path}.blockIO.{key}[{i}]"
+            if not isinstance(item, dict) or set(item) - {"major", "minor", field}:
+                raise SpecError(where, f"expected {{major, minor, {field}}}")
+            major, minor, amount = (item.get(k) for k in ("major", "minor", field))
+            if not (isinstance(major, int) and isinstance(minor, int) and isinstance(amount, int)) or any(
+                    isinstance(n, bool) for n in (major, minor, amount)) or min(major, minor) < 0 or not (
+                    lo <= amount <= hi):
+                raise SpecError(where, f"expected major and minor numbers and a {field} in {lo}..{hi}")
+            out.append(DeviceLimit(major, minor, amount))
+        return tuple(out)
+
+    throttles = tuple((key, limits) for key in THROTTLES if (limits := device_limits(key, "rate", 0, _I64)))
+    weights = device_limits("weightDevice", "weight", 10, 1000)
     devices = []
     for i, item in enumerate(value.get("devices") or []):
         where = f"{path}.devices[{i}]"
@@ -142,5 +180,6 @@ def parse_resources(value: Any, path: str = "linux.resources") -> Resources:
                 raise SpecError(f"{where}.{key}", "expected a number >= 0")
         devices.append(DeviceRule(item["allow"], kind, item.get("major"), item.get("minor"), access))
     return Resources(memory=memory, cpu=cpu, pids_limit=num("pids", "limit"),
-                     blkio_weight=num("blockIO", "weight", 10, 1000), hugepage_limits=tuple(hugepages),
+                     blkio_weight=num("blockIO", "weight", 10, 1000), blkio_throttles=throttles,
+                     blkio_weight_devices=weights, hugepage_limits=tuple(hugepages),
                      devices=tuple(devices))

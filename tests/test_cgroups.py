@@ -58,6 +58,31 @@ async def test_cpu_burst_and_idle(bundle: Bundle) -> None:
     assert (status.code, out.split()) == (0, ["20000", "1"]), out
 
 
+async def test_block_io_throttles(bundle: Bundle) -> None:
+    """CRI's per-device throttles, on the disk this host has (vda here, or the first virtio/SCSI one)."""
+    disks = [d for d in sorted(os.listdir("/sys/block")) if d.startswith(("vd", "sd", "nvme", "xvd"))]
+    if not disks:
+        pytest.skip("no disk to throttle")
+    major, minor = open(f"/sys/block/{disks[0]}/dev").read().strip().split(":")
+    device = {"major": int(major), "minor": int(minor)}
+    edit = limits(blockIO={"throttleReadBpsDevice": [{**device, "rate": 1048576}],
+                           "throttleWriteIOPSDevice": [{**device, "rate": 100}]})
+    script = ("cat /sys/fs/cgroup/blkio/blkio.throttle.read_bps_device "
+              "/sys/fs/cgroup/blkio/blkio.throttle.write_iops_device")
+    status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/sh", "-c", script, edit=edit)), "io")
+    assert (status.code, out.splitlines()) == (0, [f"{major}:{minor} 1048576", f"{major}:{minor} 100"]), out
+
+
+def test_block_io_limits_are_checked(bundle: Bundle) -> None:
+    for bad, where in [({"throttleReadBpsDevice": [{"major": 8, "minor": 0}]}, "throttleReadBpsDevice[0]"),
+                       ({"weightDevice": [{"major": 8, "minor": 0, "weight": 5}]}, "weightDevice[0]"),
+                       ({"weightDevice": [{"major": 8, "minor": 0, "weight": 100, "leafWeight": 10}]},
+                        "weightDevice[0]")]:
+        with pytest.raises(SpecError) as info:
+            ContainerSpec.from_bundle(bundle(edit=limits(blockIO=bad)))
+        assert info.value.field == f"linux.resources.blockIO.{where}"
+
+
 async def test_born_inside_its_cgroup(bundle: Bundle) -> None:
     status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/cat", "/proc/self/cgroup")), "inside")
     assert status.code == 0
