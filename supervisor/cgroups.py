@@ -131,6 +131,8 @@ def controllers_for(resources: Resources | None, own_pid_ns: bool, device_rules:
             needed.update(("blkio", "io"))
         if resources.hugepage_limits:
             needed.add("hugetlb")
+        if resources.unified:
+            needed.add("cgroup2")
         if resources.devices:
             needed.add("devices")
     return frozenset(needed)
@@ -390,10 +392,23 @@ class Cgroup:
                 raise BootstrapError(errno.ENOTSUP, "cgroup", "set", f"{prefix}.weight (no weight file here)")
         if r.blkio_throttles or r.blkio_weight_devices:
             self._apply_device_limits(r)
+        if r.unified:
+            self._apply_unified(r.unified)
         for limit in r.hugepage_limits:
             h = self._hierarchy_of("hugetlb")
             suffix = "max" if h is not None and h.version == 2 else "limit_in_bytes"
             self._set(f"hugetlb.{limit.page_size}.{suffix}", str(limit.limit))
+
+    def _apply_unified(self, settings: tuple[tuple[str, str], ...]) -> None:
+        """``linux.resources.unified``: files of the container's cgroup v2 directory, as given (after
+        the typed limits, which they may refine), their controller delegated down to it first."""
+        h = next((h for h in self.dirs if h.version == 2), None)
+        if h is None:
+            raise BootstrapError(errno.ENOTSUP, "cgroup", "set", "linux.resources.unified (no cgroup v2 here)")
+        for name, value in settings:
+            if _controller(name) != "cgroup":
+                self._enable(h, _controller(name))
+            _write(os.path.join(self.dirs[h], name), value)
 
     def _apply_device_limits(self, r: Resources) -> None:
         """blockIO's per-device throttles and weights: v1 takes a file per kind, v2 one io.max line a

@@ -4,6 +4,7 @@ Pure data. ``cgroups.py`` writes it to whichever cgroup version the host has. Fi
 spec that no driver applies yet are a ``SpecError`` naming them, never ignored.
 """
 
+import re
 from typing import Any
 
 import attrs
@@ -13,6 +14,7 @@ from .errors import SpecError
 __all__ = ["Resources", "Memory", "Cpu", "DeviceRule", "HugepageLimit", "parse_resources"]
 
 _I64 = 2**63 - 1
+_UNIFIED_NAME = re.compile(r"[a-z][a-z0-9_]*\.[a-z0-9_.]+")
 
 
 @attrs.frozen
@@ -83,6 +85,8 @@ class Resources:
     #: per device: (an OCI throttle list's name, its limits), in THROTTLES' order
     blkio_throttles: tuple[tuple[str, tuple[DeviceLimit, ...]], ...] = ()
     blkio_weight_devices: tuple[DeviceLimit, ...] = ()
+    #: cgroup v2 files and their values, written as they are (``linux.resources.unified``)
+    unified: tuple[tuple[str, str], ...] = ()
     hugepage_limits: tuple[HugepageLimit, ...] = ()
     devices: tuple[DeviceRule, ...] = ()
 
@@ -103,7 +107,7 @@ def parse_resources(value: Any, path: str = "linux.resources") -> Resources:
     if not isinstance(value, dict):
         raise SpecError(path, "expected an object")
     for key in value:
-        if key not in (*_SUPPORTED, "hugepageLimits", "devices"):
+        if key not in (*_SUPPORTED, "hugepageLimits", "devices", "unified"):
             raise SpecError(f"{path}.{key}", "not supported yet")
     for section, keys in _SUPPORTED.items():
         block = value.get(section)
@@ -164,6 +168,13 @@ def parse_resources(value: Any, path: str = "linux.resources") -> Resources:
             out.append(DeviceLimit(major, minor, amount))
         return tuple(out)
 
+    unified = value.get("unified") or {}
+    if not isinstance(unified, dict):
+        raise SpecError(f"{path}.unified", "expected an object of cgroup v2 file names and values")
+    for name, setting in unified.items():
+        # a file of the container's own cgroup: "memory.high", never a path
+        if not _UNIFIED_NAME.fullmatch(name) or not isinstance(setting, str):
+            raise SpecError(f"{path}.unified.{name}", 'expected a cgroup file name ("memory.high") and a string value')
     throttles = tuple((key, limits) for key in THROTTLES if (limits := device_limits(key, "rate", 0, _I64)))
     weights = device_limits("weightDevice", "weight", 10, 1000)
     devices = []
@@ -181,5 +192,6 @@ def parse_resources(value: Any, path: str = "linux.resources") -> Resources:
         devices.append(DeviceRule(item["allow"], kind, item.get("major"), item.get("minor"), access))
     return Resources(memory=memory, cpu=cpu, pids_limit=num("pids", "limit"),
                      blkio_weight=num("blockIO", "weight", 10, 1000), blkio_throttles=throttles,
-                     blkio_weight_devices=weights, hugepage_limits=tuple(hugepages),
+                     blkio_weight_devices=weights, unified=tuple(sorted(unified.items())),
+                     hugepage_limits=tuple(hugepages),
                      devices=tuple(devices))

@@ -73,6 +73,24 @@ async def test_block_io_throttles(bundle: Bundle) -> None:
     assert (status.code, out.splitlines()) == (0, [f"{major}:{minor} 1048576", f"{major}:{minor} 100"]), out
 
 
+async def test_unified_settings_reach_the_containers_v2_cgroup(bundle: Bundle) -> None:
+    """linux.resources.unified: cgroup v2 files, written as given (this host keeps its controllers on
+    v1, so the file is one of the v2 core's)."""
+    spec = ContainerSpec.from_bundle(bundle("/bin/sleep", "10", edit=limits(unified={"cgroup.max.descendants": "5"})))
+    async with supervisor.open_container(spec, name="unified") as c:
+        assert c.cgroup is not None
+        [v2] = [d for h, d in c.cgroup.dirs.items() if h.version == 2]
+        assert Path(v2, "cgroup.max.descendants").read_text().strip() == "5"
+        c.kill()
+
+
+def test_unified_names_are_file_names(bundle: Bundle) -> None:
+    for name in ("../escape", "memory.high/x", "cgroup", "Memory.high"):
+        with pytest.raises(SpecError) as info:
+            ContainerSpec.from_bundle(bundle(edit=limits(unified={name: "1"})))
+        assert info.value.field == f"linux.resources.unified.{name}"
+
+
 def test_block_io_limits_are_checked(bundle: Bundle) -> None:
     for bad, where in [({"throttleReadBpsDevice": [{"major": 8, "minor": 0}]}, "throttleReadBpsDevice[0]"),
                        ({"weightDevice": [{"major": 8, "minor": 0, "weight": 5}]}, "weightDevice[0]"),
