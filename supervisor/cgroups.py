@@ -437,7 +437,14 @@ class Cgroup:
 
     def update(self, r: Resources) -> None:
         """New limits for a running container: ``apply``, and the device rules (the spec's, then the
-        defaults) in place of the ones in force."""
+        defaults) in place of the ones in force. With ``memory.checkBeforeUpdate``, a memory limit below
+        what the container uses now is refused, and nothing changes."""
+        m = r.memory
+        if m is not None and m.check_before_update and m.limit is not None and m.limit > 0:
+            usage = self.stats().memory_bytes
+            if usage is not None and usage > m.limit:
+                raise BootstrapError(errno.EBUSY, "cgroup", "update",
+                                     f"memory limit {m.limit} (below the {usage} bytes in use: checkBeforeUpdate)")
         self.apply(r)
         self.set_devices(devices.fold(devices.effective(r.devices)))
 

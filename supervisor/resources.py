@@ -24,6 +24,8 @@ class Memory:
     swap: int | None = None           # memory + swap (OCI's v1 meaning); -1 unlimited
     swappiness: int | None = None
     disable_oom_killer: bool = False
+    #: an update must not set a limit below what the container uses now (runc's refusal)
+    check_before_update: bool = False
 
 
 @attrs.frozen
@@ -96,7 +98,7 @@ class Resources:
 
 
 _SUPPORTED = {
-    "memory": {"limit", "reservation", "swap", "swappiness", "disableOOMKiller"},
+    "memory": {"limit", "reservation", "swap", "swappiness", "disableOOMKiller", "checkBeforeUpdate"},
     "cpu": {"shares", "quota", "period", "cpus", "mems", "burst", "idle"},
     "pids": {"limit"},
     "blockIO": {"weight", "weightDevice", *THROTTLES},
@@ -135,11 +137,14 @@ def parse_resources(value: Any, path: str = "linux.resources") -> Resources:
 
     memory = None
     if "memory" in value:
-        oom = value["memory"].get("disableOOMKiller", False)
-        if not isinstance(oom, bool):
-            raise SpecError(f"{path}.memory.disableOOMKiller", "expected true or false")
+        flags = []
+        for key in ("disableOOMKiller", "checkBeforeUpdate"):
+            flag = value["memory"].get(key, False)
+            if not isinstance(flag, bool):
+                raise SpecError(f"{path}.memory.{key}", "expected true or false")
+            flags.append(flag)
         memory = Memory(num("memory", "limit"), num("memory", "reservation"), num("memory", "swap"),
-                        num("memory", "swappiness", 0, 100), oom)
+                        num("memory", "swappiness", 0, 100), *flags)
     cpu = None
     if "cpu" in value:
         cpu = Cpu(num("cpu", "shares", 2, 262144), num("cpu", "quota"), num("cpu", "period", 1000, 1000000),

@@ -84,6 +84,22 @@ async def test_unified_settings_reach_the_containers_v2_cgroup(bundle: Bundle) -
         c.kill()
 
 
+async def test_an_update_below_the_memory_in_use_is_refused_with_check_before_update(bundle: Bundle) -> None:
+    from supervisor.resources import parse_resources
+
+    spec = ContainerSpec.from_bundle(bundle("/bin/sleep", "10", edit=limits(memory={"limit": 64 << 20})))
+    async with supervisor.open_container(spec, name="check") as c:
+        assert c.cgroup is not None
+        [memory] = [d for h, d in c.cgroup.dirs.items() if "memory" in h.controllers]
+        with pytest.raises(supervisor.BootstrapError) as info:
+            c.cgroup.update(parse_resources({"memory": {"limit": 4096, "checkBeforeUpdate": True}}))
+        assert "checkBeforeUpdate" in str(info.value)
+        assert Path(memory, "memory.limit_in_bytes").read_text().strip() == str(64 << 20)  # unchanged
+        c.cgroup.update(parse_resources({"memory": {"limit": 128 << 20, "checkBeforeUpdate": True}}))
+        assert Path(memory, "memory.limit_in_bytes").read_text().strip() == str(128 << 20)
+        c.kill()
+
+
 def test_unified_names_are_file_names(bundle: Bundle) -> None:
     for name in ("../escape", "memory.high/x", "cgroup", "Memory.high"):
         with pytest.raises(SpecError) as info:
