@@ -178,3 +178,18 @@ def test_console_size_from_the_config(bundle: Bundle, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "supervisor", "run", "--bundle", str(b), "cs"],
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False)
     assert (result.returncode, result.stdout.split()) == (0, ["21", "77"]), result.stderr
+
+
+def test_with_the_pid1_init_the_workload_is_the_terminals_foreground(bundle: Bundle, tmux: Tmux) -> None:
+    """The init's children would share its process group: ^C would reach the workload from the
+    terminal and again through the init. The workload leads the foreground group instead."""
+    def edit(c: dict[str, Any]) -> None:
+        terminal(c)
+        c["annotations"] = {"supervisor.init": "true"}
+
+    script = ("read pid comm state ppid pgrp session tty tpgid rest < /proc/self/stat; "
+              "echo pid=$pid pgrp=$pgrp tpgid=$tpgid")
+    b = bundle("/bin/sh", "-c", script, edit=edit)
+    tmux.start(f"{SUPERVISOR} run --bundle {b} fg; echo EXIT=$?; sleep 60")
+    screen = tmux.wait_for("EXIT=")
+    assert "pid=2 pgrp=2 tpgid=2" in screen and "EXIT=0" in screen, screen

@@ -945,6 +945,11 @@ static void run_pid1_init(const struct sv_config *cfg)
         close(go[0]);
         if (cfg->pdeathsig)
             prctl(PR_SET_PDEATHSIG, cfg->pdeathsig, 0, 0, 0);
+        /* With a terminal, the workload leads its own process group, the terminal's foreground one
+         * (SIGTTOU is still blocked here): what the terminal sends (^C, a resize) reaches it once,
+         * not a second time through us. */
+        if (cfg->terminal && (setpgid(0, 0) < 0 || tcsetpgrp(0, (pid_t)syscall(SYS_getpid)) < 0))
+            sv_fail(errno, "make foreground", "the workload's process group");
         sigprocmask(SIG_SETMASK, &old, NULL);
         exec_workload(cfg);
     }
