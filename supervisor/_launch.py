@@ -137,30 +137,36 @@ def _make_sealed_copy() -> int:
 
 
 def spawn_bootstrap(stdio: tuple[int | None, int | None, int | None] = (None, None, None),
-                    executable: str | None = None) -> Spawned:
+                    executable: str | None = None, preserve: int = 0) -> Spawned:
     """Spawn the bootstrap (from the sealed copy unless ``executable`` says otherwise) with the sync
     socket at fd 3 and ``stdio`` (None: ours) at 0-2. Every other descriptor the process has open,
-    inheritable or not, is closed by the bootstrap before it reads a byte."""
-    if executable is None:
-        # exec resolves /proc/self/fd/N before it closes the close-on-exec descriptors
-        executable = f"/proc/self/fd/{sealed_bootstrap()}"
+    inheritable or not, is closed by the bootstrap before it reads a byte, but with ``preserve`` N
+    our fds 3..3+N-1 (the caller made them inheritable), which go on to the workload; the sync socket
+    is then at 3+N."""
+    initpipe = INITPIPE_FD + preserve
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     temps: list[int] = []
     try:
         # Sources sitting on a target number would be overwritten by an earlier dup2: move them up.
         def source(fd: int) -> int:
-            if fd <= INITPIPE_FD:
-                fd = _dup_above(fd, INITPIPE_FD + 1)
+            if fd <= initpipe:
+                fd = _dup_above(fd, initpipe + 1)
                 temps.append(fd)
             return fd
 
+        if executable is None:
+            # exec resolves /proc/self/fd/N before it closes the close-on-exec descriptors
+            executable = f"/proc/self/fd/{source(sealed_bootstrap())}"
         actions = []
         for target, fd in enumerate(stdio):
             if fd is not None and fd != target:
                 actions.append((os.POSIX_SPAWN_DUP2, source(fd), target))
-        actions.append((os.POSIX_SPAWN_DUP2, source(child.fileno()), INITPIPE_FD))
-        pid = os.posix_spawn(executable, [BOOTSTRAP], {"_LIBCONTAINER_INITPIPE": str(INITPIPE_FD)},
-                             file_actions=actions, setsigdef=_DEFAULT_SIGNALS, setsigmask=())
+        actions.append((os.POSIX_SPAWN_DUP2, source(child.fileno()), initpipe))
+        env = {"_LIBCONTAINER_INITPIPE": str(initpipe)}
+        if preserve:
+            env["_SUPERVISOR_PRESERVE_FDS"] = str(preserve)
+        pid = os.posix_spawn(executable, [BOOTSTRAP], env, file_actions=actions, setsigdef=_DEFAULT_SIGNALS,
+                             setsigmask=())
         peer_inode = os.fstat(child.fileno()).st_ino
     except BaseException:
         parent.close()
@@ -369,10 +375,11 @@ def make_cgroup(plan: Plan, driver: CgroupDriver) -> Cgroup | None:
                          device_policy=plan.device_policy)
 
 
-def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int | None]) -> Spawned:
+def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int | None],
+               preserve: int = 0) -> Spawned:
     """Spawn the bootstrap and put it into the cgroup before it reads its message, so the init and
     everything it forks are born inside."""
-    spawned = spawn_bootstrap(stdio)
+    spawned = spawn_bootstrap(stdio, preserve=preserve)
     if cgroup is not None:
         try:
             cgroup.add(spawned.pid)
@@ -401,7 +408,7 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
     message = message_for(plan)
     cgroup = make_cgroup(plan, CgroupDriver(move_into_leaf=True)) if join is None else None
     try:
-        spawned = spawn_into(cgroup or join, stdio)
+        spawned = spawn_into(cgroup or join, stdio, plan.preserve_fds)
     except BaseException:
         if cgroup is not None:
             cgroup.remove()

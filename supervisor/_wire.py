@@ -72,6 +72,7 @@ class Attr(IntEnum):
     CGROUP_PATH = lib.SV_ATTR_CGROUP_PATH
     CONSOLE_SIZE = lib.SV_ATTR_CONSOLE_SIZE
     EXEC_FIFO = lib.SV_ATTR_EXEC_FIFO
+    PRESERVE_FDS = lib.SV_ATTR_PRESERVE_FDS
 
 
 class NsAttr(IntEnum):

@@ -149,6 +149,7 @@ def _encode(plan: Plan) -> bytes:
     if plan.terminal and plan.console_size is not None:
         add("CONSOLE_SIZE", plan.console_size[0] << 16 | plan.console_size[1])
     add("EXEC_FIFO", plan.exec_fifo)
+    add("PRESERVE_FDS", plan.preserve_fds or None)
     if plan.seccomp is not None:
         if len(plan.seccomp) + 4 > _NLA_MAX_LEN:
             raise SpecError("linux.seccomp", f"the compiled filter takes {len(plan.seccomp)} bytes, too many")

@@ -174,6 +174,8 @@ class Plan:
     #: supervisor-oci's create: once set up, the init waits before execve until this FIFO (a host
     #: path) is opened for reading
     exec_fifo: str | None = None
+    #: fds 3..3+N-1 of the caller go to the workload as they are (supervisor-oci's --preserve-fds)
+    preserve_fds: int = 0
     # host-side work, done by the supervisor between the init's pid and its go-ahead
     uid_map: str | None = None
     gid_map: str | None = None

@@ -159,6 +159,27 @@ def test_run_foreground(oci: Oci, bundle: Bundle) -> None:
     assert not (oci.root / "r1").exists()
 
 
+def test_run_with_preserved_fds(oci: Oci, bundle: Bundle, tmp_path: Path) -> None:
+    """--preserve-fds N: the caller's fds 3..3+N-1 reach the workload as they are (runc's, for
+    socket activation); nothing above them does."""
+    three, four = tmp_path / "three", tmp_path / "four"
+    fds = [os.open(p, os.O_WRONLY | os.O_CREAT, 0o644) for p in (three, four)]
+
+    def place() -> None:
+        for target, fd in zip((3, 4), fds, strict=True):
+            os.dup2(fd, target)
+
+    try:
+        script = "echo on-three >&3; echo on-four >&4; ls /proc/self/fd | tr '\\n' ' '"
+        result = oci("run", "--preserve-fds", "2", "--bundle", str(bundle("/bin/sh", "-c", script)), "p1",
+                     pass_fds=(3, 4), preexec_fn=place)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert (three.read_text(), four.read_text()) == ("on-three\n", "on-four\n")
+    assert result.stdout.split() == ["0", "1", "2", "3", "4", "5"], result.stdout  # 5: ls's own directory
+
+
 def test_spec_and_features(tmp_path: Path) -> None:
     subprocess.run([supervisor_oci(), "spec", "--bundle", str(tmp_path)], check=True)
     config = json.loads((tmp_path / "config.json").read_text())

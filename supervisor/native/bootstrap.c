@@ -129,11 +129,32 @@ void sv_close_from(unsigned first, unsigned last)
         close((int)fd);
 }
 
-static void close_inherited(int keep)
+/* Close every inherited fd but 0-2, the N that --preserve-fds passes on (3..3+N-1), and KEEP. */
+static void close_inherited(int keep, unsigned preserved)
 {
-    if (keep > 3)
-        sv_close_from(3, (unsigned)keep - 1);
-    sv_close_from(keep < 3 ? 3 : (unsigned)keep + 1, ~0U);
+    unsigned first = 3 + preserved;
+    if ((unsigned)keep >= first) {
+        if ((unsigned)keep > first)
+            sv_close_from(first, (unsigned)keep - 1);
+        sv_close_from((unsigned)keep + 1, ~0U);
+    } else {
+        sv_close_from(first, ~0U);
+    }
+}
+
+/* N of _SUPERVISOR_PRESERVE_FDS (0 without it). */
+static unsigned read_preserved(void)
+{
+    const char *s = getenv("_SUPERVISOR_PRESERVE_FDS");
+    if (s == NULL || *s == '\0')
+        return 0;
+    char *end;
+    long n = strtol(s, &end, 10);
+    if (*end != '\0' || n < 0 || n > 4096) {
+        fprintf(stderr, "supervisor-bootstrap: bad _SUPERVISOR_PRESERVE_FDS \"%s\"\n", s);
+        exit(2);
+    }
+    return (unsigned)n;
 }
 
 static int read_initpipe_fd(void)
@@ -219,7 +240,7 @@ static void join_namespaces(const struct sv_config *cfg)
 int main(void)
 {
     sv_sync_fd = read_initpipe_fd();
-    close_inherited(sv_sync_fd);
+    close_inherited(sv_sync_fd, read_preserved());
     /* Spawned from the sealed copy as /proc/self/fd/N, we would be named "N" in ps. */
     prctl(PR_SET_NAME, "sv-bootstrap", 0, 0, 0);
     size_t len;

@@ -799,15 +799,15 @@ static void set_parent_death_signal(uint32_t sig)
 
 /* close_range(CLOSE_RANGE_CLOEXEC), or one fd at a time where a seccomp profile (installed earlier
  * without no_new_privs) or an old kernel refuses it. */
-static void mark_fds_cloexec(void)
+static void mark_fds_cloexec(unsigned first)
 {
-    if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+    if (syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
         return;
     if (errno != ENOSYS && errno != EPERM && errno != EINVAL)
-        sv_fail(errno, "close_range", "3..");
+        sv_fail(errno, "close_range", "%u..", first);
     struct rlimit lim;
     rlim_t last = getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < 1048576 ? lim.rlim_cur : 1048576;
-    for (int fd = 3; (rlim_t)fd < last; fd++) {
+    for (int fd = (int)first; (rlim_t)fd < last; fd++) {
         int flags = fcntl(fd, F_GETFD);
         if (flags >= 0 && !(flags & FD_CLOEXEC) && fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0)
             sv_fail(errno, "set close-on-exec", "fd %d", fd);
@@ -1034,7 +1034,7 @@ void sv_run_init(const struct sv_config *cfg)
         sv_fail(errno ? errno : ENOENT, "cwd outside the root", "%s", cfg->cwd); /* CVE-2024-21626 */
     set_parent_death_signal(cfg->pdeathsig);
     /* Only 0-2 reach the workload; the sync socket closes on exec, which tells the supervisor. */
-    mark_fds_cloexec();
+    mark_fds_cloexec(3 + cfg->preserve_fds); /* and the fds --preserve-fds passes on */
     if (root_fd >= 0)
         close(root_fd);
     if (exec_fifo_fd >= 0)

@@ -60,6 +60,7 @@ static const struct attr_def top_attrs[SV_ATTR_MAX + 1] = {
     [SV_ATTR_CGROUP_PATH] = {SV_T_STR, 0},
     [SV_ATTR_CONSOLE_SIZE] = {SV_T_U32, 0},
     [SV_ATTR_EXEC_FIFO] = {SV_T_STR, 0},
+    [SV_ATTR_PRESERVE_FDS] = {SV_T_U32, 0},
 };
 
 static const struct attr_def ns_attrs[SV_NS_MAX + 1] = {
@@ -464,6 +465,7 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
             out->console_size = u32_of(&a);
             break;
         case SV_ATTR_EXEC_FIFO: out->exec_fifo = str_of(&a); break;
+        case SV_ATTR_PRESERVE_FDS: out->preserve_fds = u32_of(&a); break;
         }
     }
     for (size_t i = 0; i < out->n_steps; i++) {

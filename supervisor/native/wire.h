@@ -73,7 +73,10 @@
 #define SV_ATTR_EXEC_FIFO 37        /* str: a FIFO (host path) the init opens for writing once it is set
                                      * up, after closing the sync socket: it waits there, before execve,
                                      * until a reader opens it (supervisor-oci's create and start) */
-#define SV_ATTR_MAX 37
+#define SV_ATTR_PRESERVE_FDS 38     /* u32: fds 3..3+N-1 go to the workload as they are (supervisor-oci's
+                                     * --preserve-fds); stage 0 learns N from _SUPERVISOR_PRESERVE_FDS,
+                                     * since it closes what it inherited before it reads this message */
+#define SV_ATTR_MAX 38
 
 /* SV_ATTR_NS_PATH */
 #define SV_NS_TYPE 1                /* u32: the CLONE_NEW* flag of the namespace */
@@ -226,6 +229,7 @@ struct sv_config {
     uint32_t console_size;
     const char *cgroup_path;
     const char *exec_fifo;
+    uint32_t preserve_fds;
     const char **argv;      /* NULL-terminated */
     size_t n_args;
     const char **envp;      /* NULL-terminated */

@@ -67,15 +67,20 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
         raise CommandError("cannot allocate tty if runc will detach without setting console socket")
     if console_socket is not None and not spec.process.terminal:
         raise CommandError("cannot use console socket if runc will not detach or allocate tty")
-    if preserve_fds:
-        raise CommandError("--preserve-fds is not supported yet")
     try:
         the_plan = plan(spec, container_id, runs_hooks=hooks.RUNS)
     except SpecError as e:
         raise CommandError(str(e.with_file(os.path.join(bundle, "config.json")) if not e.file else e)) from None
     c = Container.make_dir(root, container_id)
     controllers = the_plan.cgroup_controllers | {"freezer"} if the_plan.cgroup is not None else frozenset()
-    the_plan = attrs.evolve(the_plan, pdeathsig=0, exec_fifo=c.fifo, cgroup_controllers=controllers)
+    for fd in range(3, 3 + preserve_fds):  # what the caller passes on, as it is (runc's --preserve-fds)
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            c.remove()
+            raise CommandError(f"--preserve-fds {preserve_fds}: fd {fd} is not open") from None
+    the_plan = attrs.evolve(the_plan, pdeathsig=0, exec_fifo=c.fifo, cgroup_controllers=controllers,
+                            preserve_fds=preserve_fds)
     if the_plan.terminal and console_socket is None:
         the_plan = attrs.evolve(the_plan, console_size=window_size(0) or the_plan.console_size)
     hook_lists = hooks.to_state(spec.hooks)
