@@ -504,6 +504,7 @@ def _exec_paths(program: str, env: tuple[str, ...]) -> tuple[str, ...]:
 def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str,
                 own_netns: bool, controllers: frozenset[str], host: Host) -> tuple[int, list[Step]]:
     host_root = rootfs == "/"
+    own_cgroupns = any(ns.type == "cgroup" and ns.path is None for ns in spec.namespaces)
     steps: list[Step] = []
     if host_root:
         if not spec.root.readonly:
@@ -538,7 +539,9 @@ def _filesystem(spec: ContainerSpec, rootfs: str, in_userns: bool, cgroup: str,
         step = _mount_step(mount, dst, spec.bundle or "/", field, spec.mount_label)
         if dst == "/dev" and step.flags & MS_BIND:
             dev_is_bind = True
-        if mount.type == "cgroup":
+        if mount.type == "cgroup" and own_cgroupns:
+            steps += _cgroupns_steps(dst, step, host.hierarchies())
+        elif mount.type == "cgroup":
             steps += _cgroup_steps(dst, step, cgroup, controllers, host.hierarchies())
         else:
             steps.append(step)
@@ -602,6 +605,25 @@ def _mount_step(mount: Mount, dst: str, bundle: str, field: str, label: str | No
         data.append(f'context="{label}"')  # linux.mountLabel
     return Step(Op.MOUNT, dst=dst, src=mount.source or mount.type, fstype=mount.type, flags=flags,
                 propagation=propagation, data=",".join(data) or None, mktype=Mk.DIR)
+
+
+def _cgroupns_steps(dst: str, step: Step, every: list[Hierarchy]) -> list[Step]:
+    """runc's cgroup mount with a cgroup namespace of the container's own: the cgroup filesystems
+    themselves, whose root is then the container's cgroup (a tmpfs holding one per v1 hierarchy, or
+    cgroup2 on a pure v2 host), mounted from inside its namespaces."""
+    flags = step.flags
+    v1 = [h for h in every if h.version == 1]
+    if not v1:
+        return [Step(Op.MOUNT, dst=dst, src="cgroup2", fstype="cgroup2", flags=flags, mktype=Mk.DIR)]
+    steps = [Step(Op.MOUNT, dst=dst, src="tmpfs", fstype="tmpfs", flags=flags & ~MS_RDONLY,
+                  data="mode=755", mktype=Mk.DIR)]
+    for h in v1:
+        options = sorted(h.controllers)
+        if all(o.startswith("name=") for o in options):
+            options = ["none", *options]  # a named hierarchy without controllers (name=systemd)
+        steps.append(Step(Op.MOUNT, dst=f"{dst}/{os.path.basename(h.mountpoint)}", src="cgroup", fstype="cgroup",
+                          flags=flags, data=",".join(options), mktype=Mk.DIR))
+    return steps
 
 
 def _cgroup_steps(dst: str, step: Step, cgroup: str, controllers: frozenset[str],

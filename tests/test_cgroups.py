@@ -117,6 +117,23 @@ def test_block_io_limits_are_checked(bundle: Bundle) -> None:
         assert info.value.field == f"linux.resources.blockIO.{where}"
 
 
+async def test_with_a_cgroup_namespace_the_cgroup_mount_is_the_containers_own(bundle: Bundle) -> None:
+    """A cgroup namespace of its own (what CRI asks on cgroup v2 hosts, and runc's newer spec): the
+    container's /sys/fs/cgroup holds cgroup filesystems whose root is its own cgroup, not binds."""
+    def edit(c: dict[str, Any]) -> None:
+        c["linux"]["namespaces"].append({"type": "cgroup"})
+        limits(memory={"limit": 64 * MB})(c)
+
+    script = ("grep -c ':/$' /proc/self/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
+              "awk '$5 == \"/sys/fs/cgroup/memory\" { for (i = 7; $i != \"-\"; i++); print $4, $(i+1) }' "
+              "/proc/self/mountinfo")
+    status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/sh", "-c", script, edit=edit)), "cgns")
+    lines = out.splitlines()
+    assert status.code == 0, out
+    assert int(lines[0]) == len(Path("/proc/self/cgroup").read_text().splitlines())  # every hierarchy at /
+    assert lines[1:] == [str(64 * MB), "/ cgroup"], out
+
+
 async def test_born_inside_its_cgroup(bundle: Bundle) -> None:
     status, out = await run_capture(ContainerSpec.from_bundle(bundle("/bin/cat", "/proc/self/cgroup")), "inside")
     assert status.code == 0
