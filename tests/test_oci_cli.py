@@ -180,6 +180,21 @@ def test_run_with_preserved_fds(oci: Oci, bundle: Bundle, tmp_path: Path) -> Non
     assert result.stdout.split() == ["0", "1", "2", "3", "4", "5"], result.stdout  # 5: ls's own directory
 
 
+def test_exec_with_a_preserved_fd(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
+    out = tmp_path / "exec-out"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o644)
+    pid = oci.create(bundle("/bin/sleep", "100"), "x1", tmp_path / "out")
+    try:
+        oci("start", "x1")
+        oci("exec", "--preserve-fds", "1", "x1", "/bin/sh", "-c", "echo through-three >&3",
+            pass_fds=(3,), preexec_fn=lambda: os.dup2(fd, 3))
+        assert out.read_text() == "through-three\n"
+    finally:
+        os.close(fd)
+        oci("delete", "--force", "x1")
+        reap(pid)
+
+
 def test_spec_and_features(tmp_path: Path) -> None:
     subprocess.run([supervisor_oci(), "spec", "--bundle", str(tmp_path)], check=True)
     config = json.loads((tmp_path / "config.json").read_text())

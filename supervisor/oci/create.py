@@ -73,12 +73,11 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
         raise CommandError(str(e.with_file(os.path.join(bundle, "config.json")) if not e.file else e)) from None
     c = Container.make_dir(root, container_id)
     controllers = the_plan.cgroup_controllers | {"freezer"} if the_plan.cgroup is not None else frozenset()
-    for fd in range(3, 3 + preserve_fds):  # what the caller passes on, as it is (runc's --preserve-fds)
-        try:
-            os.set_inheritable(fd, True)
-        except OSError:
-            c.remove()
-            raise CommandError(f"--preserve-fds {preserve_fds}: fd {fd} is not open") from None
+    try:
+        _pass_on(preserve_fds)
+    except CommandError:
+        c.remove()
+        raise
     the_plan = attrs.evolve(the_plan, pdeathsig=0, exec_fifo=c.fifo, cgroup_controllers=controllers,
                             preserve_fds=preserve_fds)
     if the_plan.terminal and console_socket is None:
@@ -206,11 +205,20 @@ def _exec_process(spec: ContainerSpec, process_file: str | None, args: Sequence[
                         cwd=cwd or process.cwd, user=new_user, terminal=tty)
 
 
+def _pass_on(preserve_fds: int) -> None:
+    """The caller's fds 3..3+N-1 go to the workload as they are (runc's --preserve-fds)."""
+    for fd in range(3, 3 + preserve_fds):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            raise CommandError(f"--preserve-fds {preserve_fds}: fd {fd} is not open") from None
+
+
 def exec_process(c: Container, process_file: str | None, args: Sequence[str], env: Sequence[str],
                  user: str | None, cwd: str | None, tty: bool, detach: bool, pid_file: str | None,
-                 console_socket: str | None) -> int:
+                 console_socket: str | None, preserve_fds: int = 0) -> int:
     """Run a process in a running container; with ``detach``, return once it runs (0), else wait
-    and return its status as a shell would."""
+    and return its status as a shell would. ``preserve_fds``: as for ``create``."""
     status = c.status()
     if status in ("stopped", "paused"):
         raise CommandError(f"cannot exec in a {status} container")
@@ -224,13 +232,14 @@ def exec_process(c: Container, process_file: str | None, args: Sequence[str], en
     try:
         base = attrs.evolve(plan(attrs.evolve(spec, hooks=()), c.id), cgroup=None, resources=None)
         the_plan = attrs.evolve(plan_exec(base, spec, c.pid, process.args, base.env, process.cwd, process.terminal),
-                                pdeathsig=0)
+                                pdeathsig=0, preserve_fds=preserve_fds)
         if the_plan.terminal and console_socket is None:
             the_plan = attrs.evolve(the_plan, console_size=window_size(0) or the_plan.console_size)
     except SpecError as e:
         raise CommandError(str(e)) from None
     if not c.alive():
         raise CommandError("cannot exec in a stopped container")
+    _pass_on(preserve_fds)
     cgroup = c.cgroup()
     try:
         pid, pidfd, _, console = launch_blocking(the_plan, c.id, join=cgroup if cgroup.dirs else None)

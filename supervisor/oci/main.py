@@ -139,12 +139,13 @@ def _run(command: str, root: str, flags: Options, positional: list[str], log: Lo
 
         if len(positional) < 1:
             raise UsageError("exec: give the container id")
-        if flags["preserve_fds"] not in (None, "0"):
-            raise CommandError("--preserve-fds is not supported yet")
+        fds = str(flags["preserve_fds"] or "0")
+        if not fds.isdigit():
+            raise UsageError(f"--preserve-fds {fds!r}: give a number")
         return exec_process(Container.load(root, positional[0]), _opt(flags["process"]), positional[1:],
                             flags["env"], _opt(flags["user"]), _opt(flags["cwd"]),  # type: ignore[arg-type]
                             bool(flags["tty"]), bool(flags["detach"]), _opt(flags["pid_file"]),
-                            _opt(flags["console_socket"]))
+                            _opt(flags["console_socket"]), int(fds))
     elif command == "events":
         from .events import events, parse_interval
 
