@@ -17,7 +17,8 @@ import array
 import errno
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
@@ -26,61 +27,51 @@ from ._launch import fds_of
 
 __all__ = ["accept", "nonblocking", "read", "recv", "recv_fds", "send_all", "send_fds"]
 
+T = TypeVar("T")
+
 
 def nonblocking(fd: int) -> int:
     os.set_blocking(fd, False)
     return fd
 
 
-async def read(fd: int, size: int = 65536) -> bytes:
-    """Some bytes from a pipe or pty; ``b""`` at its end (a pty whose other side is gone says EIO)."""
+async def _once_readable(target: "int | socket.socket", call: Callable[[], T]) -> T:
+    """``call()`` (a non-blocking read of ``target``) until it stops saying EAGAIN, waiting for
+    readiness in between; a checkpoint either way, as trio's own I/O is."""
     await checkpoint_if_cancelled()
-    waited = False
     while True:
         try:
-            data = os.read(fd, size)
+            result = call()
         except BlockingIOError:
-            await anyio.wait_readable(fd)
-            waited = True
-            continue
+            await anyio.wait_readable(target)
+            continue  # the wait was the checkpoint
+        else:
+            await cancel_shielded_checkpoint()
+            return result
+
+
+async def read(fd: int, size: int = 65536) -> bytes:
+    """Some bytes from a pipe or pty; ``b""`` at its end (a pty whose other side is gone says EIO)."""
+    def call() -> bytes:
+        try:
+            return os.read(fd, size)
         except OSError as e:
             if e.errno != errno.EIO:
                 raise
-            data = b""
-        if not waited:
-            await cancel_shielded_checkpoint()
-        return data
+            return b""
+
+    return await _once_readable(fd, call)
 
 
 async def recv(sock: socket.socket, size: int = 65536) -> bytes:
-    await checkpoint_if_cancelled()
-    waited = False
-    while True:
-        try:
-            data = sock.recv(size)
-        except BlockingIOError:
-            await anyio.wait_readable(sock)
-            waited = True
-            continue
-        if not waited:
-            await cancel_shielded_checkpoint()
-        return data
+    return await _once_readable(sock, lambda: sock.recv(size))
 
 
 async def recv_fds(sock: socket.socket, size: int = 65536, max_fds: int = 4) -> tuple[bytes, list[int]]:
     """A read of a unix socket and the descriptors that came with it (close-on-exec)."""
-    await checkpoint_if_cancelled()
-    waited = False
-    while True:
-        try:
-            data, ancillary, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(max_fds * 4), socket.MSG_CMSG_CLOEXEC)
-        except BlockingIOError:
-            await anyio.wait_readable(sock)
-            waited = True
-            continue
-        if not waited:
-            await cancel_shielded_checkpoint()
-        return data, fds_of(ancillary)
+    data, ancillary, _, _ = await _once_readable(
+        sock, lambda: sock.recvmsg(size, socket.CMSG_SPACE(max_fds * 4), socket.MSG_CMSG_CLOEXEC))
+    return data, fds_of(ancillary)
 
 
 async def send_all(sock: socket.socket, data: bytes) -> None:
@@ -108,16 +99,6 @@ async def send_fds(sock: socket.socket, data: bytes, fds: Sequence[int]) -> None
 
 async def accept(listener: socket.socket) -> socket.socket:
     """The next connection, non-blocking and close-on-exec."""
-    await checkpoint_if_cancelled()
-    waited = False
-    while True:
-        try:
-            conn, _ = listener.accept()
-        except BlockingIOError:
-            await anyio.wait_readable(listener)
-            waited = True
-            continue
-        conn.setblocking(False)
-        if not waited:
-            await cancel_shielded_checkpoint()
-        return conn
+    conn, _ = await _once_readable(listener, listener.accept)
+    conn.setblocking(False)
+    return conn
