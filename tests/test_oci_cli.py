@@ -153,6 +153,19 @@ def test_create_failures_in_the_log(oci: Oci, bundle: Bundle, subreaper: None, t
     assert oci("bogus", check=False).returncode == 1
 
 
+def test_create_failure_with_stdio_that_takes_no_writes(oci: Oci, bundle: Bundle, tmp_path: Path) -> None:
+    """containerd creates a pod's sandbox with one /dev/null opened read-only as fds 0-2 (go-runc's
+    null IO): the error still reaches the log, where the shim reads it, and the exit status is 1."""
+    b = bundle("/bin/true", edit=lambda c: c["linux"].update(sysctl={"kernel.printk": "1"}))
+    with open(os.devnull) as null:
+        result = oci("create", "--bundle", str(b), "--pid-file", str(tmp_path / "pid"), "c5", check=False,
+                     capture_output=False, stdin=null, stdout=null, stderr=null)
+    assert result.returncode == 1
+    assert oci.errors() == [f"{b / 'config.json'}: linux.sysctl.kernel.printk: not a namespaced sysctl: it would "
+                            "change the host"]
+    assert not (oci.root / "c5").exists()
+
+
 def test_run_foreground(oci: Oci, bundle: Bundle) -> None:
     result = oci("run", "--bundle", str(bundle("/bin/sh", "-c", "echo hi; exit 7")), "r1", check=False)
     assert (result.returncode, result.stdout) == (7, "hi\n")
