@@ -268,7 +268,7 @@ def plan(spec: ContainerSpec, name: str = "container", host: Host | None = None,
                 raise SpecError(field, "needs a new mount namespace")
         if rootfs != "/":
             steps = [Step(Op.CHROOT)]
-    steps += _sysctl_steps(spec, new)
+    steps += _sysctl_steps(spec, new, joined)
     if steps and "mount" in new:
         steps += [Step(Op.READONLY, dst=_dest(p, f"linux.readonlyPaths[{i}]"))
                   for i, p in enumerate(spec.readonly_paths)]
@@ -667,7 +667,11 @@ def _device_steps(devices: Iterable[Device], in_userns: bool) -> list[Step]:
     return steps
 
 
-def _sysctl_steps(spec: ContainerSpec, new: set[str]) -> list[Step]:
+def _sysctl_steps(spec: ContainerSpec, new: set[str], joined: dict[str, str]) -> list[Step]:
+    """A sysctl is written in the init, inside the container's namespaces, so it must be one the
+    container's own namespace scopes (runc's list), and that namespace must not be the host's: new,
+    or joined by a path that is not the supervisor's own (a pod's containers join the network
+    namespace containerd made for the pod, and the sandbox gets the pod's sysctls)."""
     steps = []
     for key, value in spec.sysctl:
         field = f"linux.sysctl.{key}"
@@ -681,10 +685,24 @@ def _sysctl_steps(spec: ContainerSpec, new: set[str]) -> list[Step]:
             needed = "uts"
         else:
             raise SpecError(field, "not a namespaced sysctl: it would change the host")
-        if needed not in new:
-            raise SpecError(field, f"needs a new {needed} namespace")
+        if needed in joined:
+            _not_the_hosts(needed, joined[needed], field)
+        elif needed not in new:
+            raise SpecError(field, f"needs a {needed} namespace of the container's own")
         steps.append(Step(Op.SYSCTL, dst=key.replace(".", "/"), data=value))
     return steps
+
+
+def _not_the_hosts(kind: str, path: str, field: str) -> None:
+    """Refuse a joined namespace that is the supervisor's own: a sysctl written there would change
+    the host. Two namespace files are one namespace when they are one nsfs inode."""
+    try:
+        joined = os.stat(path)
+    except OSError as e:
+        raise SpecError(field, f'the {kind} namespace "{path}" cannot be read: {e.strerror}') from None
+    ours = os.stat(f"/proc/self/ns/{_NS_FILES[kind]}")
+    if (joined.st_dev, joined.st_ino) == (ours.st_dev, ours.st_ino):
+        raise SpecError(field, f'the {kind} namespace "{path}" is the host\'s: the sysctl would change the host')
 
 
 # -- small conversions ---------------------------------------------------------------------------

@@ -236,6 +236,31 @@ async def test_join_namespaces_by_path(bundle: Bundle, tmp_path: Path) -> None:
         assert out.split() == ["first", os.readlink(f"/proc/{a.pid}/ns/net")]
 
 
+async def test_sysctls_of_joined_namespaces(bundle: Bundle, tmp_path: Path) -> None:
+    """A container that joins another's network and ipc namespaces by path (as a pod's sandbox joins
+    the network namespace containerd made) may set their sysctls: they are its own, not the host's."""
+    first = ContainerSpec.from_bundle(bundle("/bin/sleep", "100"))
+    async with supervisor.open_container(first, name="owner") as a:
+        def join(c: dict[str, Any]) -> None:
+            c["linux"]["namespaces"] = [{"type": "pid"}, {"type": "mount"}, {"type": "uts"},
+                                        {"type": "ipc", "path": f"/proc/{a.pid}/ns/ipc"},
+                                        {"type": "network", "path": f"/proc/{a.pid}/ns/net"}]
+            c["linux"]["sysctl"] = {"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shmmni": "1234",
+                                    "net.ipv4.ping_group_range": "0 2147483647"}
+
+        second = tmp_path / "second"
+        second.mkdir()
+        script = ("cd /proc/sys; cat net/ipv4/ip_unprivileged_port_start kernel/shmmni net/ipv4/ping_group_range; "
+                  "readlink /proc/self/ns/net")
+        (second / "config.json").write_text((bundle("/bin/sh", "-c", script, edit=join) / "config.json").read_text())
+        status, out = await run_capture(ContainerSpec.from_bundle(second), "joiner")
+        assert status.code == 0, out
+        assert out.split() == ["0", "1234", "0", "2147483647", os.readlink(f"/proc/{a.pid}/ns/net")], out
+    host = [Path("/proc/sys", name).read_text().split() for name in
+            ("net/ipv4/ip_unprivileged_port_start", "kernel/shmmni", "net/ipv4/ping_group_range")]
+    assert host != [["0"], ["1234"], ["0", "2147483647"]] and host[1] != ["1234"]
+
+
 async def test_user_namespace(bundle: Bundle) -> None:
     def edit(c: dict[str, Any]) -> None:
         c["linux"]["namespaces"].append({"type": "user"})
