@@ -1,11 +1,13 @@
-"""The wire constants, read from the C header through the cffi module: their values are written
-once, in ``wire.h``.
+"""The wire constants, read from the C headers through the cffi module: their values are written
+once, in ``nla.h`` (payload types), ``wire.h`` (the bootstrap message) and ``oci_record.h``
+(supervisor-oci's state record).
 
 The enums spell the names again so that type checkers and readers see them; their values always
 come from the compiled header, and ``tests/test_wire.py`` checks that every ``SV_<PREFIX>_*``
 constant has its member here.
 """
 
+from collections.abc import Callable, Iterable
 from enum import IntEnum
 
 from ._native import ffi, lib
@@ -14,9 +16,14 @@ __all__ = [
     "ENUM_PREFIXES",
     "MAX_MESSAGE",
     "MSG_BOOTSTRAP",
+    "MSG_OCI_STATE",
+    "OCI_FORMAT",
+    "OCI_MAX_CGROUPS",
+    "OCI_MAX_RECORD",
     "Attr",
     "Mk",
     "NsAttr",
+    "OciAttr",
     "Op",
     "PayloadType",
     "RlimitAttr",
@@ -25,6 +32,8 @@ __all__ = [
     "Sync",
     "ffi",
     "lib",
+    "nla_map",
+    "oci_payload_type",
     "payload_type",
     "repeats",
     "scope_of",
@@ -32,6 +41,10 @@ __all__ = [
 
 MSG_BOOTSTRAP: int = lib.SV_MSG_BOOTSTRAP
 MAX_MESSAGE: int = lib.SV_MAX_MESSAGE
+MSG_OCI_STATE: int = lib.SV_OCI_MSG_STATE
+OCI_FORMAT: int = lib.SV_OCI_FORMAT
+OCI_MAX_RECORD: int = lib.SV_OCI_MAX_RECORD
+OCI_MAX_CGROUPS: int = lib.SV_OCI_MAX_CGROUPS
 
 
 class Attr(IntEnum):
@@ -141,6 +154,19 @@ class Stage(IntEnum):
     EXEC = lib.SV_STAGE_EXEC
 
 
+class OciAttr(IntEnum):
+    """supervisor-oci's state record (``oci_record.h``): an id space of its own."""
+
+    FORMAT = lib.SV_OCI_ATTR_FORMAT
+    PID = lib.SV_OCI_ATTR_PID
+    START = lib.SV_OCI_ATTR_START
+    HOOKS = lib.SV_OCI_ATTR_HOOKS
+    CGROUP = lib.SV_OCI_ATTR_CGROUP
+    FREEZER_V1 = lib.SV_OCI_ATTR_FREEZER_V1
+    FREEZER_V2 = lib.SV_OCI_ATTR_FREEZER_V2
+    STATE = lib.SV_OCI_ATTR_STATE
+
+
 class PayloadType(IntEnum):
     U32 = lib.SV_T_U32
     U64 = lib.SV_T_U64
@@ -161,6 +187,7 @@ ENUM_PREFIXES: dict[type[IntEnum], str] = {
     Sync: "SV_SYNC_",
     Stage: "SV_STAGE_",
     PayloadType: "SV_T_",
+    OciAttr: "SV_OCI_ATTR_",
 }
 
 #: the enum naming the fields of each nested attribute
@@ -173,6 +200,22 @@ def payload_type(scope: int, attr: int) -> PayloadType:
 
 def repeats(scope: int, attr: int) -> bool:
     return bool(lib.sv_attr_repeats(scope, attr))
+
+
+def oci_payload_type(attr: int) -> PayloadType:
+    return PayloadType(lib.sv_oci_attr_type(attr))
+
+
+#: how pyroute2 encodes each payload type; a nested attribute is carried as the bytes its own class
+#: encoded, hence "cdata"
+_PYROUTE2_TYPE = {PayloadType.U32: "uint32", PayloadType.BOOL: "uint32", PayloadType.U64: "uint64",
+                  PayloadType.STR: "asciiz", PayloadType.BYTES: "cdata", PayloadType.NEST: "cdata"}
+
+
+def nla_map(members: Iterable[IntEnum], type_of: Callable[[int], PayloadType]) -> tuple[tuple[int, str, str], ...]:
+    """A pyroute2 ``nla_map`` for one id space, from the C parser's own table (``type_of``): the encoder
+    and the parser cannot disagree about an id or a payload type."""
+    return tuple((int(m), m.name, _PYROUTE2_TYPE[type_of(m)]) for m in members)
 
 
 ERROR_RECORD_SIZE: int = ffi.sizeof("struct sv_error_record")

@@ -12,21 +12,17 @@ from typing import Any
 from attrs import evolve
 
 from ._pyroute2 import NLM_F_REQUEST, nla, nlmsg
-from ._wire import MAX_MESSAGE, MSG_BOOTSTRAP, Attr, Mk, PayloadType, payload_type, scope_of
+from ._wire import MAX_MESSAGE, MSG_BOOTSTRAP, Attr, Mk, nla_map, payload_type, scope_of
 from .errors import SpecError
 from .plan import Plan, Step
 
 __all__ = ["BootstrapMessage", "decode", "encode"]
 
-_NLA_TYPE = {PayloadType.U32: "uint32", PayloadType.BOOL: "uint32", PayloadType.U64: "uint64",
-             PayloadType.STR: "asciiz", PayloadType.BYTES: "cdata"}
 _NLA_MAX_LEN = 0xFFFF
 
 
 def _nla_map(scope: int, members: Any) -> tuple[tuple[int, str, str], ...]:
-    # A nested attribute is carried as bytes its own class encoded (see _nested), hence "cdata".
-    return tuple((int(m), m.name, "cdata" if payload_type(scope, m) == PayloadType.NEST
-                  else _NLA_TYPE[payload_type(scope, m)]) for m in members)
+    return nla_map(members, functools.partial(payload_type, scope))
 
 
 #: the message class, and one class per kind of nested attribute (a step, a namespace, an rlimit)

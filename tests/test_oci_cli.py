@@ -7,7 +7,9 @@ container's init passes to it when ``create`` exits, and the test reaps it.
 import ctypes
 import json
 import os
+import random
 import signal
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,7 +18,10 @@ from typing import Any
 
 import pytest
 
+from supervisor.oci.state import Container
+
 from .conftest import Bundle, needs_root
+from .test_devices import _v2_mount
 from .test_oci_containerd import supervisor_oci
 
 pytestmark = needs_root
@@ -391,3 +396,159 @@ def test_the_native_front_end_answers_the_fast_calls_itself(tmp_path: Path, bund
     assert no_python("state", "n1", check=False).stderr.strip() == "container does not exist"
     assert no_python.errors()[-1] == "container does not exist"
     assert "exec /nonexistent/python" in no_python("list", check=False).stderr  # the rest is Python's
+
+
+def _without_python(native: Path, dest: Path) -> Path:
+    """A copy of the native front end whose Python is missing: what it hands over fails, and says so."""
+    data = bytearray(native.read_bytes())
+    at = data.index(b"SUPERVISOR-OCI-PYTHON:") + len(b"SUPERVISOR-OCI-PYTHON:")
+    data[at:at + 20] = b"/nonexistent/python\0"
+    dest.write_bytes(bytes(data))
+    dest.chmod(0o755)
+    return dest
+
+
+def test_a_record_that_does_not_parse_whole_is_handed_to_python(tmp_path: Path, bundle: Bundle,
+                                                                 subreaper: None) -> None:
+    """The native front end acts only on a record that parsed whole. The line-based file of earlier
+    versions, a truncated, padded or garbled record, one of another format: each is handed to Python
+    (which reads state.json), never a crash, never an answer made from part of it."""
+    native = tmp_path / "native"
+    subprocess.run([supervisor_oci(), "install-fast", str(native)], check=True)
+    no_python = _without_python(native, tmp_path / "no-python")
+    python = Oci(tmp_path / "state", tmp_path / "log.json", supervisor_oci())
+    pid = python.create(bundle("/bin/sleep", "100"), "b1", tmp_path / "out")
+    fast = python.root / "b1" / "fast"
+    good = fast.read_bytes()
+    data = json.loads((python.root / "b1" / "state.json").read_text())
+    expected = python.state("b1")
+
+    def state(record: bytes, binary: Path = no_python) -> subprocess.CompletedProcess[str]:
+        fast.write_bytes(record)
+        result = subprocess.run([str(binary), "--root", str(python.root), "state", "b1"], capture_output=True,
+                                text=True, errors="replace", check=False)  # garbled state bytes are copied out
+        assert result.returncode in (0, 1), (record, result)  # exited, not killed by a signal
+        return result
+
+    def handed_over(record: bytes) -> bool:
+        return "exec /nonexistent/python" in state(record).stderr
+
+    old = "".join([f"pid {pid}\n", f"start {data['start_time']}\n", "hooks 0\n",
+                   *(f"cgroup {c['dir']}\n" for c in data["cgroup"]),
+                   "json " + json.dumps({k: v for k, v in expected.items() if k not in ("pid", "status")})[1:],
+                   "\n"]).encode()
+    format_2 = good[:20] + struct.pack("=I", 2) + good[24:]  # FORMAT is the first attribute
+    unknown = good + struct.pack("=HHI", 8, 99, 0)
+    unknown = struct.pack("=I", len(unknown)) + unknown[4:]
+    try:
+        assert not handed_over(good)
+        for record in [old, b"", format_2, unknown, good + b"\0" * 4, *(good[:n] for n in range(len(good)))]:
+            assert handed_over(record), record
+        rng = random.Random(5)
+        for _ in range(300):  # whatever still parses is answered; the rest is handed over
+            garbled = bytearray(good)
+            for _ in range(rng.randrange(1, 4)):
+                garbled[rng.randrange(len(garbled))] = rng.randrange(256)
+            if rng.random() < 0.7:
+                garbled[0:4] = struct.pack("=I", len(garbled))
+            state(bytes(garbled))
+        assert json.loads(state(old, native).stdout) == expected  # Python's answer, whole
+        assert json.loads(state(good).stdout) == expected
+    finally:
+        fast.write_bytes(good)
+        python("delete", "--force", "b1")
+        reap(pid)
+
+
+def test_a_pid_given_to_another_process_is_not_the_init(oci: Oci, bundle: Bundle, subreaper: None,
+                                                        tmp_path: Path) -> None:
+    """The state keeps the init's pid and its start time. Once the init is gone the kernel may give
+    its pid to any process: the container is then stopped (pid 0), kill and start say so and signal
+    nothing, and delete kills what is left in the container's cgroup, not the process with the pid.
+    Here the state names the pid of an unrelated process, as it would after such a reuse."""
+    pid = oci.create(bundle("/bin/sleep", "100"), "reuse1", tmp_path / "out")
+    reaped = False
+    other = subprocess.Popen(["/bin/sleep", "100"])
+    try:
+        c = Container.load(str(oci.root), "reuse1")
+        c.data["pid"] = other.pid
+        c.save()
+        state = oci.state("reuse1")
+        assert (state["status"], state["pid"]) == ("stopped", 0)
+        assert oci("kill", "reuse1", "9", check=False).stderr.strip() == "container not running"
+        assert oci("start", "reuse1", check=False).stderr.strip() == "cannot start a container that has stopped"
+        assert other.poll() is None, "the process that has the pid now was signalled"
+        oci("delete", "reuse1")
+        status, reaped = reap(pid), True
+        assert status == 128 + signal.SIGKILL  # the init, in the container's cgroup
+        assert other.poll() is None, "the process that has the pid now was signalled"
+    finally:
+        other.kill()
+        other.wait()
+        if not reaped:  # still our child (unreaped): its pid is its own
+            os.kill(pid, signal.SIGKILL)
+            reap(pid)
+            subprocess.run([supervisor_oci(), "--root", str(oci.root), "delete", "--force", "reuse1"],
+                           capture_output=True, check=False)
+
+
+#: the supervisor-oci calls of test_pause_on_cgroup_v2, on a pure v2 host: a mount namespace that
+#: shows only cgroup2 at /sys/fs/cgroup. $1 the binary, $2 --root, $3 the bundle, $4 the parent cgroup
+#: (below /sys/fs/cgroup), $5 where each call's output goes
+_V2_PAUSE = """
+umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup || exit 99
+run() { "$BIN" --root "$ROOT" "$@"; }
+BIN=$1 ROOT=$2 B=$3 P=/sys/fs/cgroup/$4 OUT=$5
+run create --bundle "$B" --pid-file "$B/init.pid" v2 </dev/null >/dev/null 2>"$OUT/create" || exit 98
+run start v2 || exit 97
+run pause v2 && run state v2 > "$OUT/paused" && cat "$P/v2/cgroup.freeze" > "$OUT/freeze"
+run resume v2 && run state v2 > "$OUT/resumed"
+echo 1 > "$P/cgroup.freeze"
+for i in $(seq 500); do grep -qx "frozen 1" "$P/cgroup.events" && break; sleep 0.01; done
+run state v2 > "$OUT/parent-frozen"
+echo 0 > "$P/cgroup.freeze"
+run state v2 > "$OUT/parent-thawed"
+run delete --force v2 && rmdir "$P"
+"""
+
+
+def test_pause_on_cgroup_v2(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
+    """On a pure v2 host the freezer is the container's cgroup.freeze: pause and resume write it,
+    state reads it. And state says paused when the kernel says the cgroup is frozen (``frozen 1`` in
+    cgroup.events) because an ancestor was frozen, as v1's freezer.state says FROZEN then."""
+    host_v2 = _v2_mount()
+    if host_v2 is None:
+        pytest.skip("no cgroup2 mount here")
+    parent = f"sv-oci-v2-{os.getpid()}"
+    b = bundle("/bin/sleep", "100", edit=lambda c: c["linux"].update(cgroupsPath=f"/{parent}/v2"))
+    out = tmp_path / "calls"
+    out.mkdir()
+    try:
+        result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", _V2_PAUSE, "sh",
+                                 oci.binary, str(oci.root), str(b), parent, str(out)],
+                                capture_output=True, text=True, check=False, timeout=60)
+        assert result.returncode == 0, (result, (out / "create").read_text())
+        reap(int((b / "init.pid").read_text()))
+
+        def status(name: str) -> str:
+            return str(json.loads((out / name).read_text())["status"])
+
+        assert (status("paused"), (out / "freeze").read_text()) == ("paused", "1\n")
+        assert status("resumed") == "running"
+        assert status("parent-frozen") == "paused"
+        assert status("parent-thawed") == "running"
+    finally:
+        leftover = Path(host_v2) / parent
+        if leftover.exists():
+            (leftover / "cgroup.freeze").write_text("0")
+            for d in (leftover / "v2", leftover):
+                if d.exists():
+                    for p in (d / "cgroup.procs").read_text().split():
+                        os.kill(int(p), signal.SIGKILL)
+                    for _ in range(100):
+                        try:
+                            d.rmdir()
+                            break
+                        except OSError:
+                            time.sleep(0.01)
+            pytest.fail(f"left behind on the host: {leftover}")

@@ -1,8 +1,9 @@
 """The cffi (API mode) build of ``supervisor._native``.
 
-It compiles the bootstrap's message parser into a Python extension, so tests run the very C code the
-bootstrap runs on the same vectors, and it exposes every ``SV_*`` constant of ``wire.h``: the part of
-the header between its CFFI markers is handed to ``cdef`` as it is, so no wire constant is written
+It compiles the bootstrap's message parser, and the parser of supervisor-oci's state record, into a
+Python extension, so tests run the very C code the bootstrap and the native front end run on the same
+vectors, and it exposes every ``SV_*`` constant of ``nla.h``, ``wire.h`` and ``oci_record.h``: the part
+of each header between its CFFI markers is handed to ``cdef`` as it is, so no wire constant is written
 twice. ``setup.py`` also builds the bootstrap executable from the same sources.
 """
 
@@ -20,7 +21,9 @@ def header_cdef(name: str) -> str:
 
 
 def wire_cdef() -> str:
-    return header_cdef("wire.h")
+    """The payload types (nla.h), the bootstrap message's constants (wire.h) and supervisor-oci's state
+    record's (oci_record.h)."""
+    return header_cdef("nla.h") + header_cdef("wire.h") + header_cdef("oci_record.h")
 
 
 #: syscalls Python 3.11's os module lacks, for the supervisor's own threads; bpf(2) for the cgroup v2
@@ -33,8 +36,9 @@ ffibuilder = FFI()
 ffibuilder.cdef(wire_cdef() + SYSCALLS)
 ffibuilder.set_source(
     "supervisor._native",
-    '#include <sched.h>\n#include "wire.h"\n#include "bpf.h"',  # Python.h defines _GNU_SOURCE
-    sources=[str(NATIVE / "parse.c"), str(NATIVE / "bpf.c")],
+    # Python.h defines _GNU_SOURCE
+    '#include <sched.h>\n#include "wire.h"\n#include "oci_record.h"\n#include "bpf.h"',
+    sources=[str(NATIVE / name) for name in ("nla.c", "parse.c", "oci_record.c", "bpf.c")],
     include_dirs=[str(NATIVE)],
     extra_compile_args=["-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"],
 )

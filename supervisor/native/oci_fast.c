@@ -5,13 +5,23 @@
  * what containerd's BinaryName names. It answers start, state, kill (a signal number, one process),
  * delete, pause, resume and `ps --format json` itself, from `ROOT/ID/fast`, which `create` writes
  * beside state.json; everything else, and every case it is not sure of (a flag it does not know, a
- * container with hooks, no `fast` file), it hands to the Python implementation by exec'ing
- * `PYTHON -m supervisor.oci` with the same arguments. Errors use runc's wording, on stderr and as a
- * JSON line in --log, like the Python side.
+ * container with hooks, no `fast` file, one that does not parse whole), it hands to the Python
+ * implementation by exec'ing `PYTHON -m supervisor.oci` with the same arguments. Errors use runc's
+ * wording, on stderr and as a JSON line in --log, like the Python side.
  *
- * ROOT/ID/fast holds one item a line: `pid N`, `start N` (the init's start time in /proc/PID/stat,
- * against pid reuse), `hooks 0|1`, `cgroup DIR` (repeated), and last `json TEXT`: the state
- * document's fields other than pid and status, as the text that follows the opening brace.
+ * ROOT/ID/fast is a record in the bootstrap message's encoding (oci_record.h, parsed by
+ * oci_record.c with nla.c's walker, strictly, within its bytes): no text is parsed here but what the
+ * kernel writes (/proc/PID/stat, cgroup files). Python made every choice in it: which cgroup
+ * directories there are, which of them freezes (v1 `freezer.state`, or v2 `cgroup.freeze` and
+ * `cgroup.events`), and the state document's fixed fields, which `state` copies out as they are. A
+ * record of another format, an older text file, a truncated or garbled one: refused, and Python
+ * (which reads state.json) answers.
+ *
+ * The init is known by its pid and its start time. Every call opens a pidfd for the pid first and
+ * then checks the start time (and that it is no zombie): a pidfd never follows a pid number to
+ * another process, so once the check passed, what the call signals or waits for through that pidfd
+ * is the init, even if the kernel gave its pid to a new process meanwhile. A pid read from
+ * cgroup.procs is signalled the same way: pidfd first, then still a member.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,23 +37,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "oci_record.h"
+
 #define MARKER "SUPERVISOR-OCI-PYTHON:"
 /* volatile: the compiler must read what install-fast wrote, not the initializer it saw */
 static volatile char python_path[4096] = MARKER;
 
-#define MAX_CGROUPS 16
-
 static const char *log_path, *log_format = "text";
 static char **saved_argv;
-
-struct fast {
-    long pid;
-    unsigned long long start;
-    int hooks;
-    char cgroups[MAX_CGROUPS][512];
-    int n_cgroups;
-    char json[16384];
-};
 
 __attribute__((noreturn))
 static void fall_back(void)
@@ -127,52 +128,41 @@ static int valid_id(const char *id)
     return 1;
 }
 
-/* What does not fit is the Python side's to handle. */
-static void copy_field(char *out, size_t size, const char *src)
+/* Reads ROOT/ID/fast into `r` (which points into a static buffer). No record but a state.json: a
+ * container of the Python side's (an older version's, or one whose record could not be written); a
+ * record that does not parse whole: the same. A container with hooks is the Python side's too. */
+static void load(const char *dir, struct sv_oci_record *r)
 {
-    size_t n = strlen(src);
-    if (n >= size)
-        fall_back();
-    memcpy(out, src, n + 1);
-}
-
-/* Reads ROOT/ID/fast; falls back to Python when there is none but state.json exists. */
-static void load(const char *dir, struct fast *st)
-{
+    static uint8_t buf[SV_OCI_MAX_RECORD + 1] __attribute__((aligned(8)));
     char path[4096];
     snprintf(path, sizeof(path), "%s/fast", dir);
-    FILE *f = fopen(path, "re");
-    if (f == NULL) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
         snprintf(path, sizeof(path), "%s/state.json", dir);
         if (access(path, F_OK) == 0)
             fall_back();
         fail("container does not exist");
     }
-    memset(st, 0, sizeof(*st));
-    static char line[20000];
-    while (fgets(line, sizeof(line), f)) {
-        line[strcspn(line, "\n")] = '\0';
-        if (strncmp(line, "pid ", 4) == 0)
-            st->pid = strtol(line + 4, NULL, 10);
-        else if (strncmp(line, "start ", 6) == 0)
-            st->start = strtoull(line + 6, NULL, 10);
-        else if (strncmp(line, "hooks ", 6) == 0)
-            st->hooks = atoi(line + 6);
-        else if (strncmp(line, "cgroup ", 7) == 0 && st->n_cgroups < MAX_CGROUPS)
-            copy_field(st->cgroups[st->n_cgroups++], sizeof(st->cgroups[0]), line + 7);
-        else if (strncmp(line, "json ", 5) == 0)
-            copy_field(st->json, sizeof(st->json), line + 5);
-    }
-    fclose(f);
-    if (st->hooks)
+    size_t len = 0;
+    ssize_t n;
+    do {
+        n = read(fd, buf + len, sizeof(buf) - len);
+        if (n > 0)
+            len += (size_t)n;
+    } while ((n > 0 && len < sizeof(buf)) || (n < 0 && errno == EINTR));
+    close(fd);
+    char err[256];
+    /* a file longer than the limit fills buf: sv_oci_parse refuses it */
+    if (n < 0 || sv_oci_parse(buf, len, r, err, sizeof(err)) < 0 || r->hooks)
         fall_back();
 }
 
-/* The init still runs and is ours: its start time matches, and it is no zombie. */
-static int alive(const struct fast *st)
+/* The process with the init's pid is the init (its start time matches) and still runs (no zombie).
+ * By itself this proves nothing a moment later; see open_init. */
+static int alive(const struct sv_oci_record *r)
 {
     char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%ld/stat", st->pid);
+    snprintf(path, sizeof(path), "/proc/%u/stat", r->pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
@@ -182,7 +172,7 @@ static int alive(const struct fast *st)
         return 0;
     buf[n] = '\0';
     char *p = strrchr(buf, ')');
-    if (p == NULL)
+    if (p == NULL || p[1] != ' ')
         return 0;
     p += 2;
     char state = *p;
@@ -191,17 +181,20 @@ static int alive(const struct fast *st)
         if (p)
             p++;
     }
-    return p && strtoull(p, NULL, 10) == st->start && state != 'Z' && state != 'X';
+    return p && strtoull(p, NULL, 10) == r->start && state != 'Z' && state != 'X';
 }
 
-static int cgroup_file(const struct fast *st, const char *name, char *out, size_t size)
+/* A pidfd of the init, or -1 when it is gone. Opened first, then checked: the pidfd pins one
+ * process, so if the start time matches after it was opened, the pidfd is the init's, whatever
+ * happens to the pid number later. */
+static int open_init(const struct sv_oci_record *r)
 {
-    for (int i = 0; i < st->n_cgroups; i++) {
-        snprintf(out, size, "%s/%s", st->cgroups[i], name);
-        if (access(out, F_OK) == 0)
-            return 1;
+    int fd = (int)syscall(SYS_pidfd_open, (pid_t)r->pid, 0);
+    if (fd >= 0 && !alive(r)) {
+        close(fd);
+        return -1;
     }
-    return 0;
+    return fd;
 }
 
 static int read_file(const char *path, char *buf, size_t size)
@@ -217,8 +210,22 @@ static int read_file(const char *path, char *buf, size_t size)
     return 0;
 }
 
-static int write_file(const char *path, const char *text)
+/* DIR/NAME into buf, NUL-terminated (cut to fit). */
+static int read_in(const char *dir, const char *name, char *buf, size_t size)
 {
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
+        return -1;
+    return read_file(path, buf, size);
+}
+
+static int write_in(const char *dir, const char *name, const char *text)
+{
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
@@ -227,53 +234,71 @@ static int write_file(const char *path, const char *text)
     return n == (ssize_t)strlen(text) ? 0 : -1;
 }
 
-static int frozen(const struct fast *st)
+/* `line` is one of the lines of `text` (a cgroup file: "key value" lines, or one word). */
+static int has_line(const char *text, const char *line)
 {
-    char path[1024], buf[64];
-    if (!cgroup_file(st, "freezer.state", path, sizeof(path)) && !cgroup_file(st, "cgroup.freeze", path, sizeof(path)))
-        return 0;
-    if (read_file(path, buf, sizeof(buf)) < 0)
-        return 0;
-    return strncmp(buf, "FROZEN", 6) == 0 || strncmp(buf, "FREEZING", 8) == 0 || buf[0] == '1';
+    size_t n = strlen(line);
+    for (const char *p = text; *p;) {
+        if (strncmp(p, line, n) == 0 && (p[n] == '\n' || p[n] == '\0'))
+            return 1;
+        const char *next = strchr(p, '\n');
+        if (next == NULL)
+            break;
+        p = next + 1;
+    }
+    return 0;
 }
 
-static const char *status(const char *dir, const struct fast *st)
+/* As Container.frozen: v1 freezer.state FROZEN or FREEZING; v2 cgroup.freeze 1 (asked), or
+ * "frozen 1" in cgroup.events (the effective state, which a frozen ancestor sets too). */
+static int frozen(const struct sv_oci_record *r)
 {
-    if (!alive(st))
+    char buf[256];
+    if (r->freezer_version == 1)
+        return read_in(r->freezer, "freezer.state", buf, sizeof(buf)) == 0 &&
+               (has_line(buf, "FROZEN") || has_line(buf, "FREEZING"));
+    if (r->freezer_version == 2)
+        return (read_in(r->freezer, "cgroup.freeze", buf, sizeof(buf)) == 0 && has_line(buf, "1")) ||
+               (read_in(r->freezer, "cgroup.events", buf, sizeof(buf)) == 0 && has_line(buf, "frozen 1"));
+    return 0;
+}
+
+/* The status, decided on the init behind a pidfd (see open_init). With `pidfd`, a status other than
+ * "stopped" leaves that pidfd there for the caller to act through; else it is -1. */
+static const char *status(const char *dir, const struct sv_oci_record *r, int *pidfd)
+{
+    int fd = open_init(r);
+    if (pidfd)
+        *pidfd = fd;
+    else if (fd >= 0)
+        close(fd);
+    if (fd < 0)
         return "stopped";
-    if (frozen(st))
+    if (frozen(r))
         return "paused";
     char fifo[4096];
     snprintf(fifo, sizeof(fifo), "%s/exec.fifo", dir);
     return access(fifo, F_OK) == 0 ? "created" : "running";
 }
 
-static int pidfd_of(const struct fast *st)
+static void cmd_state(const char *dir, const struct sv_oci_record *r)
 {
-    int fd = (int)syscall(SYS_pidfd_open, (pid_t)st->pid, 0);
-    if (fd >= 0 && !alive(st)) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    if (r->state == NULL)
+        fall_back(); /* the state document did not fit the record */
+    const char *s = status(dir, r, NULL);
+    printf("{\"pid\": %u, \"status\": \"%s\", ", strcmp(s, "stopped") ? r->pid : 0u, s);
+    fwrite(r->state, 1, r->state_len, stdout);
+    putchar('\n');
 }
 
-static void cmd_state(const char *dir, const struct fast *st)
+static void cmd_start(const char *dir, const struct sv_oci_record *r)
 {
-    const char *s = status(dir, st);
-    printf("{\"pid\": %ld, \"status\": \"%s\", %s\n", strcmp(s, "stopped") ? st->pid : 0L, s, st->json);
-}
-
-static void cmd_start(const char *dir, const struct fast *st)
-{
-    const char *s = status(dir, st);
+    int pidfd;
+    const char *s = status(dir, r, &pidfd);
     if (strcmp(s, "stopped") == 0)
         fail("cannot start a container that has stopped");
     if (strcmp(s, "created") != 0)
         fail("cannot start an already running container");
-    int pidfd = pidfd_of(st);
-    if (pidfd < 0)
-        fail("cannot start a container that has stopped");
     char fifo[4096];
     snprintf(fifo, sizeof(fifo), "%s/exec.fifo", dir);
     int fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -303,33 +328,33 @@ static void cmd_start(const char *dir, const struct fast *st)
     unlink(fifo);
 }
 
-static void cmd_kill(const struct fast *st, const char *sigtext)
+static void cmd_kill(const struct sv_oci_record *r, const char *sigtext)
 {
     char *end;
     long sig = strtol(sigtext, &end, 10);
     if (*end || sig <= 0 || sig > 64)
         fall_back(); /* a signal by name: Python knows the names */
-    int pidfd = pidfd_of(st);
+    int pidfd = open_init(r);
     if (pidfd < 0)
         fail("container not running");
     if (syscall(SYS_pidfd_send_signal, pidfd, (int)sig, NULL, 0) < 0)
         fail(errno == ESRCH ? "container not running" : "kill: %s", strerror(errno));
     close(pidfd);
-    if (sig == SIGKILL && frozen(st))
+    if (sig == SIGKILL && frozen(r))
         fall_back(); /* a frozen process dies once thawed: let the full path do it */
 }
 
-static void remove_state(const char *dir, const struct fast *st)
+static void remove_state(const char *dir, const struct sv_oci_record *r)
 {
-    for (int i = 0; i < st->n_cgroups; i++) {
-        for (int attempt = 0; rmdir(st->cgroups[i]) < 0 && errno != ENOENT; attempt++) {
+    for (size_t i = 0; i < r->n_cgroups; i++) {
+        for (int attempt = 0; rmdir(r->cgroups[i]) < 0 && errno != ENOENT; attempt++) {
             if ((errno != EBUSY && errno != ENOTEMPTY) || attempt == 99)
-                fail("removing cgroup %s: %s", st->cgroups[i], strerror(errno));
+                fail("removing cgroup %s: %s", r->cgroups[i], strerror(errno));
             struct timespec ts = {0, 2000000};
             nanosleep(&ts, NULL);
         }
     }
-    static const char *names[] = {"fast", "exec.fifo", "state.json.tmp", "state.json"};
+    static const char *names[] = {"fast", "fast.tmp", "exec.fifo", "state.json.tmp", "state.json"};
     char path[4096];
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
@@ -338,11 +363,14 @@ static void remove_state(const char *dir, const struct fast *st)
     rmdir(dir);
 }
 
-static int cgroup_procs(const struct fast *st, long *pids, int max)
+/* The pids in the container's cgroup (from the first directory that has cgroup.procs). */
+static int cgroup_procs(const struct sv_oci_record *r, long *pids, int max)
 {
-    char path[1024];
     static char buf[65536];
-    if (!cgroup_file(st, "cgroup.procs", path, sizeof(path)) || read_file(path, buf, sizeof(buf)) < 0)
+    size_t i = 0;
+    while (i < r->n_cgroups && read_in(r->cgroups[i], "cgroup.procs", buf, sizeof(buf)) < 0)
+        i++;
+    if (i == r->n_cgroups)
         return 0;
     int n = 0;
     for (char *p = buf; *p && n < max;) {
@@ -356,63 +384,80 @@ static int cgroup_procs(const struct fast *st, long *pids, int max)
     return n;
 }
 
-static void cmd_delete(const char *dir, const char *id, const struct fast *st, int force)
+/* SIGKILL to a process of the container's cgroup: a pidfd first, then the pid must still be in the
+ * cgroup, so a number that passed to another process meanwhile is not signalled. */
+static void kill_member(const struct sv_oci_record *r, long pid)
 {
-    const char *s = status(dir, st);
+    int fd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+    if (fd < 0)
+        return; /* gone already */
+    long now[4096];
+    int n = cgroup_procs(r, now, 4096);
+    for (int i = 0; i < n; i++) {
+        if (now[i] == pid) {
+            syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+            break;
+        }
+    }
+    close(fd);
+}
+
+static void cmd_delete(const char *dir, const char *id, const struct sv_oci_record *r, int force)
+{
+    int pidfd;
+    const char *s = status(dir, r, &pidfd);
     long pids[4096];
-    int n = cgroup_procs(st, pids, 4096);
+    int n = cgroup_procs(r, pids, 4096);
     if (strcmp(s, "stopped") != 0 || n > 0) {
         if (strcmp(s, "stopped") != 0 && !force)
             fail("cannot delete container %s that is not stopped: %s", id, s);
-        if (frozen(st) || n > 1)
+        if (frozen(r) || n > 1)
             fall_back(); /* the freezer dance for many processes is the Python side's */
-        int pidfd = pidfd_of(st);
         if (pidfd >= 0) {
             syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
             struct pollfd p = {.fd = pidfd, .events = POLLIN};
             poll(&p, 1, 10000);
             close(pidfd);
         } else {
-            for (int i = 0; i < n; i++)
-                kill((pid_t)pids[i], SIGKILL);
+            kill_member(r, pids[0]); /* what outlived an init that shared its pid namespace */
         }
     }
-    remove_state(dir, st);
+    remove_state(dir, r);
 }
 
-static void cmd_freeze(const char *dir, const struct fast *st, int freeze)
+static void cmd_freeze(const char *dir, const struct sv_oci_record *r, int freeze)
 {
-    const char *s = status(dir, st);
+    const char *s = status(dir, r, NULL);
     if (freeze && strcmp(s, "running") && strcmp(s, "created"))
         fail("container not running");
     if (!freeze && strcmp(s, "paused"))
         fail("container not paused");
-    char path[1024], buf[64];
-    if (cgroup_file(st, "freezer.state", path, sizeof(path))) {
+    if (r->freezer_version == 1) {
         const char *want = freeze ? "FROZEN" : "THAWED";
+        char buf[64];
         for (int i = 0; i < 1000; i++) {
-            if (write_file(path, want) < 0)
+            if (write_in(r->freezer, "freezer.state", want) < 0)
                 fail("freezer: %s", strerror(errno));
-            if (read_file(path, buf, sizeof(buf)) == 0 && strncmp(buf, want, strlen(want)) == 0)
+            if (read_in(r->freezer, "freezer.state", buf, sizeof(buf)) == 0 && has_line(buf, want))
                 return;
             struct timespec ts = {0, 1000000};
             nanosleep(&ts, NULL);
         }
         fail("the freezer did not reach %s", want);
     }
-    if (cgroup_file(st, "cgroup.freeze", path, sizeof(path))) {
-        if (write_file(path, freeze ? "1" : "0") < 0)
+    if (r->freezer_version == 2) {
+        if (write_in(r->freezer, "cgroup.freeze", freeze ? "1" : "0") < 0)
             fail("freezer: %s", strerror(errno));
         return;
     }
     fail("cannot pause: the container has no freezer cgroup");
 }
 
-static void cmd_ps(const char *dir, const struct fast *st)
+static void cmd_ps(const char *dir, const struct sv_oci_record *r)
 {
     long pids[4096];
-    int n = cgroup_procs(st, pids, 4096);
-    if (n == 0 && strcmp(status(dir, st), "stopped") == 0)
+    int n = cgroup_procs(r, pids, 4096);
+    if (n == 0 && strcmp(status(dir, r, NULL), "stopped") == 0)
         fail("container not running");
     putchar('[');
     for (int i = 0; i < n; i++)
@@ -463,7 +508,7 @@ int main(int argc, char **argv)
     char dir[3072];
     if (snprintf(dir, sizeof(dir), "%s/%s", root, id) >= (int)sizeof(dir))
         fall_back();
-    struct fast st;
+    struct sv_oci_record rec;
     if (strcmp(cmd, "delete") == 0 && force) {
         char path[4096];
         snprintf(path, sizeof(path), "%s/state.json", dir);
@@ -473,20 +518,20 @@ int main(int argc, char **argv)
                 return 0; /* runc: deleting what is not there, forcefully, is done */
         }
     }
-    load(dir, &st);
+    load(dir, &rec);
     if (strcmp(cmd, "state") == 0)
-        cmd_state(dir, &st);
+        cmd_state(dir, &rec);
     else if (strcmp(cmd, "start") == 0)
-        cmd_start(dir, &st);
+        cmd_start(dir, &rec);
     else if (is_kill)
-        cmd_kill(&st, rest == 2 ? argv[i + 1] : "15");
+        cmd_kill(&rec, rest == 2 ? argv[i + 1] : "15");
     else if (strcmp(cmd, "delete") == 0)
-        cmd_delete(dir, id, &st, force);
+        cmd_delete(dir, id, &rec, force);
     else if (strcmp(cmd, "pause") == 0)
-        cmd_freeze(dir, &st, 1);
+        cmd_freeze(dir, &rec, 1);
     else if (strcmp(cmd, "resume") == 0)
-        cmd_freeze(dir, &st, 0);
+        cmd_freeze(dir, &rec, 0);
     else
-        cmd_ps(dir, &st);
+        cmd_ps(dir, &rec);
     return 0;
 }

@@ -10,19 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nla.h"
 #include "wire.h"
 
-#define NLMSG_HDRLEN 16
-#define NLA_HDRLEN 4
-#define NLA_ALIGN(n) (((n) + 3u) & ~3u)
-#define NLA_TYPE_MASK 0x3fffu
-
-struct attr_def {
-    uint8_t type;
-    uint8_t repeats;
-};
-
-static const struct attr_def top_attrs[SV_ATTR_MAX + 1] = {
+static const struct sv_nla_def top_attrs[SV_ATTR_MAX + 1] = {
     [SV_ATTR_CLONE_FLAGS] = {SV_T_U32, 0},
     [SV_ATTR_NS_PATH] = {SV_T_NEST, 1},
     [SV_ATTR_OOM_SCORE_ADJ] = {SV_T_U32, 0},
@@ -63,18 +54,18 @@ static const struct attr_def top_attrs[SV_ATTR_MAX + 1] = {
     [SV_ATTR_PRESERVE_FDS] = {SV_T_U32, 0},
 };
 
-static const struct attr_def ns_attrs[SV_NS_MAX + 1] = {
+static const struct sv_nla_def ns_attrs[SV_NS_MAX + 1] = {
     [SV_NS_TYPE] = {SV_T_U32, 0},
     [SV_NS_PATH] = {SV_T_STR, 0},
 };
 
-static const struct attr_def rlimit_attrs[SV_RLIMIT_MAX + 1] = {
+static const struct sv_nla_def rlimit_attrs[SV_RLIMIT_MAX + 1] = {
     [SV_RLIMIT_RESOURCE] = {SV_T_U32, 0},
     [SV_RLIMIT_SOFT] = {SV_T_U64, 0},
     [SV_RLIMIT_HARD] = {SV_T_U64, 0},
 };
 
-static const struct attr_def step_attrs[SV_STEP_MAX + 1] = {
+static const struct sv_nla_def step_attrs[SV_STEP_MAX + 1] = {
     [SV_STEP_OP] = {SV_T_U32, 0},
     [SV_STEP_SRC] = {SV_T_STR, 0},
     [SV_STEP_DST] = {SV_T_STR, 0},
@@ -92,7 +83,7 @@ static const struct attr_def step_attrs[SV_STEP_MAX + 1] = {
     [SV_STEP_CGROUP] = {SV_T_BOOL, 0},
 };
 
-static const struct attr_def *scope_table(uint32_t scope, uint32_t *max)
+static const struct sv_nla_def *scope_table(uint32_t scope, uint32_t *max)
 {
     switch (scope) {
     case 0: *max = SV_ATTR_MAX; return top_attrs;
@@ -103,10 +94,10 @@ static const struct attr_def *scope_table(uint32_t scope, uint32_t *max)
     }
 }
 
-static const struct attr_def *lookup(uint32_t scope, uint32_t id)
+static const struct sv_nla_def *lookup(uint32_t scope, uint32_t id)
 {
     uint32_t max;
-    const struct attr_def *table = scope_table(scope, &max);
+    const struct sv_nla_def *table = scope_table(scope, &max);
     if (table == NULL || id == 0 || id > max || table[id].type == 0)
         return NULL;
     return &table[id];
@@ -114,27 +105,15 @@ static const struct attr_def *lookup(uint32_t scope, uint32_t id)
 
 int sv_attr_type(uint32_t scope, uint32_t id)
 {
-    const struct attr_def *def = lookup(scope, id);
+    const struct sv_nla_def *def = lookup(scope, id);
     return def ? def->type : 0;
 }
 
 int sv_attr_repeats(uint32_t scope, uint32_t id)
 {
-    const struct attr_def *def = lookup(scope, id);
+    const struct sv_nla_def *def = lookup(scope, id);
     return def ? def->repeats : 0;
 }
-
-/* One attribute, checked against its scope's table. */
-struct attr {
-    uint32_t id;
-    const uint8_t *payload;
-    uint32_t len;
-};
-
-struct cursor {
-    const uint8_t *pos;
-    const uint8_t *end;
-};
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -147,80 +126,21 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 }
 
 /* Next attribute of a scope: 1 when one was read, 0 at the end, -1 on error. */
-static int next_attr(struct cursor *c, uint32_t scope, struct attr *a, char *err, size_t errlen)
+static int next_attr(struct sv_nla_cursor *c, uint32_t scope, struct sv_nla *a, char *err, size_t errlen)
 {
-    size_t left = (size_t)(c->end - c->pos);
-    if (left == 0)
-        return 0;
-    if (left < NLA_HDRLEN)
-        return fail(err, errlen, "scope %u: %zu trailing bytes", scope, left);
-    uint16_t nla_len, nla_type;
-    memcpy(&nla_len, c->pos, 2);
-    memcpy(&nla_type, c->pos + 2, 2);
-    if (nla_len < NLA_HDRLEN || nla_len > left)
-        return fail(err, errlen, "scope %u: attribute %u: length %u out of bounds", scope,
-                    nla_type & NLA_TYPE_MASK, nla_len);
-    a->id = nla_type & NLA_TYPE_MASK;
-    a->payload = c->pos + NLA_HDRLEN;
-    a->len = nla_len - NLA_HDRLEN;
-    const struct attr_def *def = lookup(scope, a->id);
-    if (def == NULL)
-        return fail(err, errlen, "scope %u: unknown attribute %u", scope, a->id);
-    switch (def->type) {
-    case SV_T_U32:
-    case SV_T_BOOL:
-        if (a->len != 4)
-            return fail(err, errlen, "scope %u: attribute %u: want 4 bytes, got %u", scope, a->id, a->len);
-        if (def->type == SV_T_BOOL) {
-            uint32_t v;
-            memcpy(&v, a->payload, 4);
-            if (v > 1)
-                return fail(err, errlen, "scope %u: attribute %u: bool is %u", scope, a->id, v);
-        }
-        break;
-    case SV_T_U64:
-        if (a->len != 8)
-            return fail(err, errlen, "scope %u: attribute %u: want 8 bytes, got %u", scope, a->id, a->len);
-        break;
-    case SV_T_STR:
-        if (a->len == 0 || a->payload[a->len - 1] != '\0' || memchr(a->payload, '\0', a->len) != a->payload + a->len - 1)
-            return fail(err, errlen, "scope %u: attribute %u: not one NUL-terminated string", scope, a->id);
-        break;
-    default:
-        break;
-    }
-    size_t step = NLA_ALIGN((size_t)nla_len);
-    c->pos += step < left ? step : left;
-    return 1;
-}
-
-static uint32_t u32_of(const struct attr *a)
-{
-    uint32_t v;
-    memcpy(&v, a->payload, 4);
-    return v;
-}
-
-static uint64_t u64_of(const struct attr *a)
-{
-    uint64_t v;
-    memcpy(&v, a->payload, 8);
-    return v;
-}
-
-static const char *str_of(const struct attr *a)
-{
-    return (const char *)a->payload;
+    uint32_t max;
+    const struct sv_nla_def *table = scope_table(scope, &max);
+    return sv_nla_next(c, table, max, scope, a, err, errlen);
 }
 
 /* Walks one nested attribute: checks repeats and hands each field to `field`. */
-typedef int (*field_fn)(void *obj, const struct attr *a);
+typedef int (*field_fn)(void *obj, const struct sv_nla *a);
 
-static int walk_nested(const struct attr *outer, void *obj, field_fn field, char *err, size_t errlen)
+static int walk_nested(const struct sv_nla *outer, void *obj, field_fn field, char *err, size_t errlen)
 {
-    struct cursor c = {outer->payload, outer->payload + outer->len};
+    struct sv_nla_cursor c = {outer->payload, outer->payload + outer->len};
     uint64_t seen = 0;
-    struct attr a = {0, NULL, 0};
+    struct sv_nla a = {0, NULL, 0};
     int r;
     while ((r = next_attr(&c, outer->id, &a, err, errlen)) == 1) {
         if (seen & (1ull << a.id))
@@ -231,7 +151,7 @@ static int walk_nested(const struct attr *outer, void *obj, field_fn field, char
     return r;
 }
 
-static int ns_field(void *obj, const struct attr *a)
+static int ns_field(void *obj, const struct sv_nla *a)
 {
     struct sv_ns_path *ns = obj;
     if (a->id == SV_NS_TYPE)
@@ -241,7 +161,7 @@ static int ns_field(void *obj, const struct attr *a)
     return 0;
 }
 
-static int rlimit_field(void *obj, const struct attr *a)
+static int rlimit_field(void *obj, const struct sv_nla *a)
 {
     struct sv_rlimit *rl = obj;
     switch (a->id) {
@@ -252,7 +172,7 @@ static int rlimit_field(void *obj, const struct attr *a)
     return 0;
 }
 
-static int step_field(void *obj, const struct attr *a)
+static int step_field(void *obj, const struct sv_nla *a)
 {
     struct sv_step *s = obj;
     switch (a->id) {
@@ -313,22 +233,12 @@ static int check_step(const struct sv_step *s, size_t i, char *err, size_t errle
 int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
-    if (len < NLMSG_HDRLEN)
-        return fail(err, errlen, "message of %zu bytes is shorter than its header", len);
-    if (len > SV_MAX_MESSAGE)
-        return fail(err, errlen, "message of %zu bytes is over the limit", len);
-    uint32_t nlmsg_len;
-    uint16_t nlmsg_type;
-    memcpy(&nlmsg_len, msg, 4);
-    memcpy(&nlmsg_type, msg + 4, 2);
-    if (nlmsg_type != SV_MSG_BOOTSTRAP)
-        return fail(err, errlen, "message type %u is not %u", nlmsg_type, SV_MSG_BOOTSTRAP);
-    if (nlmsg_len != len)
-        return fail(err, errlen, "header says %u bytes, got %zu", nlmsg_len, len);
+    if (sv_nlmsg_check(msg, len, SV_MSG_BOOTSTRAP, SV_MAX_MESSAGE, err, errlen) < 0)
+        return -1;
 
     /* First pass: validate every attribute and count the repeated ones. */
-    struct cursor c = {msg + NLMSG_HDRLEN, msg + len};
-    struct attr a = {0, NULL, 0};
+    struct sv_nla_cursor c = {msg + SV_NLMSG_HDRLEN, msg + len};
+    struct sv_nla a = {0, NULL, 0};
     uint64_t seen = 0;
     int r;
     while ((r = next_attr(&c, 0, &a, err, errlen)) == 1) {
@@ -374,7 +284,7 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
 
     /* Second pass: fill in. */
     size_t ns = 0, st = 0, rl = 0, gr = 0, ar = 0, en = 0, ex = 0;
-    c.pos = msg + NLMSG_HDRLEN;
+    c.pos = msg + SV_NLMSG_HDRLEN;
     while (next_attr(&c, 0, &a, err, errlen) == 1) {
         switch (a.id) {
         case SV_ATTR_CLONE_FLAGS: out->clone_flags = u32_of(&a); break;

@@ -5,10 +5,11 @@
  * is why that part holds only plain #defines with literal values, structs and prototypes.
  *
  * The bootstrap message is one netlink message (nlmsghdr + attributes), type SV_MSG_BOOTSTRAP and
- * runc's encodings: u32 and u64 in host order, strings NUL-terminated (nla_len counts the NUL), bools as
- * a u32 0/1. Ids stay below 0x4000 because bits 14 and 15 of nla_type are netlink flags. Attributes
- * marked "repeated" may occur many times and keep their order; every other attribute at most once.
- * Nested attributes (a step, a namespace path, an rlimit) have their own id space.
+ * runc's encodings (nla.h: u32 and u64 in host order, strings NUL-terminated, bools as a u32 0/1; its
+ * SV_T_* name the payload types). Ids stay below 0x4000 because bits 14 and 15 of nla_type are netlink
+ * flags. Attributes marked "repeated" may occur many times and keep their order; every other attribute
+ * at most once. Nested attributes (a step, a namespace path, an rlimit) have their own id space.
+ * supervisor-oci's state record uses the same encoding with ids of its own (oci_record.h).
  */
 #ifndef SV_WIRE_H
 #define SV_WIRE_H
@@ -18,14 +19,6 @@
 
 #define SV_MSG_BOOTSTRAP 62000
 #define SV_MAX_MESSAGE 1048576
-
-/* payload types, for the attribute tables */
-#define SV_T_U32 1
-#define SV_T_U64 2
-#define SV_T_STR 3
-#define SV_T_BOOL 4
-#define SV_T_NEST 5
-#define SV_T_BYTES 6
 
 /* top-level attributes */
 #define SV_ATTR_CLONE_FLAGS 1       /* u32: CLONE_NEW* to create */

@@ -113,8 +113,12 @@ def list_containers(root: str, quiet: bool, fmt: str) -> str:
 
 
 def _signal_all(c: Container, sig: int) -> None:
-    """Every process of the cgroup; a v1 freezer holds them still meanwhile, so none forks past us."""
-    freezer = c.cgroup_file("freezer.state")
+    """Every process of the cgroup; a v1 freezer holds them still meanwhile, so none forks past us and
+    none exits (its pid cannot pass to another process while we signal by number). Not v2's: a
+    process frozen there still dies of SIGKILL at once."""
+    freezer = c.freezer()
+    if freezer is not None and freezer[0] != 1:
+        freezer = None
     paused = c.frozen()
     if freezer is not None and not paused:
         _freeze(freezer, True)
@@ -199,11 +203,14 @@ def ps(c: Container, fmt: str) -> str:
     return "\n".join(lines)
 
 
-def _freeze(path: str, frozen: bool) -> None:
-    if path.endswith("cgroup.freeze"):
-        with open(path, "w") as f:
+def _freeze(freezer: tuple[int, str], frozen: bool) -> None:
+    """v2: write cgroup.freeze. v1: write freezer.state until it reads back (FREEZING passes)."""
+    version, directory = freezer
+    if version == 2:
+        with open(os.path.join(directory, "cgroup.freeze"), "w") as f:
             f.write("1" if frozen else "0")
         return
+    path = os.path.join(directory, "freezer.state")
     want = "FROZEN" if frozen else "THAWED"
     for _ in range(1000):
         with open(path, "w") as f:
@@ -219,16 +226,15 @@ def pause(c: Container) -> None:
     status = c.status()
     if status not in ("running", "created"):
         raise CommandError("container not running")
-    path = c.cgroup_file("freezer.state", "cgroup.freeze")
-    if path is None:
+    freezer = c.freezer()
+    if freezer is None:
         raise CommandError("cannot pause: the container has no freezer cgroup")
-    _freeze(path, True)
+    _freeze(freezer, True)
 
 
 def resume(c: Container, check: bool = True) -> None:
     if check and c.status() != "paused":
         raise CommandError("container not paused")
-    path = c.cgroup_file("freezer.state", "cgroup.freeze")
-    if path is not None:
-        _freeze(path, False)
-
+    freezer = c.freezer()
+    if freezer is not None:
+        _freeze(freezer, False)

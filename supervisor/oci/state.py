@@ -1,7 +1,8 @@
 """A container's state directory, ``--root/ID/``, and what its status is.
 
-``state.json`` is written once, at create, and read by every later call; ``exec.fifo`` exists from
-create until start. The status is derived, never stored: ``stopped`` when the init is gone (or its pid
+``state.json`` is written once, at create, and read by every later call; beside it ``fast``, the
+same facts as a record the native front end reads (``record.py``); ``exec.fifo`` exists from create
+until start. The status is derived, never stored: ``stopped`` when the init is gone (or its pid
 now belongs to another process: its start time is kept), ``paused`` when its cgroup is frozen,
 ``created`` while the FIFO exists, else ``running``.
 """
@@ -20,7 +21,7 @@ __all__ = ["Container", "default_root", "start_time", "valid_id"]
 
 STATE = "state.json"
 FIFO = "exec.fifo"
-#: what the native front end reads (``native/oci_fast.c``), written with state.json
+#: the record the native front end reads (``record.py``, ``native/oci_fast.c``), written with state.json
 FAST = "fast"
 
 
@@ -93,17 +94,26 @@ class Container:
         return c
 
     def save(self) -> None:
-        """state.json, and ``fast`` for the native front end: one item a line (see oci_fast.c)."""
+        """state.json, and beside it the record the native front end reads (``record.py``). Only
+        ``create`` saves, once; a record that cannot be written is left out (the front end then hands
+        every call to us)."""
+        from .record import Record, RecordError  # create's path only: it needs cffi and pyroute2
+
         state = self.oci_state()
         rest = {k: v for k, v in state.items() if k not in ("pid", "status")}
-        lines = [f"pid {self.pid}", f"start {self.data.get('start_time', 0)}",
-                 f"hooks {1 if self.data.get('hooks') else 0}"]
-        lines += [f"cgroup {d}" for d in self.cgroup_dirs if "\n" not in d]
-        lines.append("json " + json.dumps(rest)[1:])
-        for name, text in ((FAST, "\n".join(lines) + "\n"), (STATE, json.dumps(self.data))):
+        try:
+            record: bytes | None = Record(
+                pid=self.pid, start=int(self.data.get("start_time", 0)), hooks=bool(self.data.get("hooks")),
+                cgroups=tuple(self.cgroup_dirs), freezer=self.freezer(),
+                state=json.dumps(rest)[1:].encode()).encode()
+        except RecordError:
+            record = None
+        for name, data in ((FAST, record), (STATE, json.dumps(self.data).encode())):
+            if data is None:
+                continue
             tmp = os.path.join(self.dir, name + ".tmp")
-            with open(tmp, "w") as f:
-                f.write(text)
+            with open(tmp, "wb") as f:
+                f.write(data)
             os.rename(tmp, os.path.join(self.dir, name))
 
     def remove(self) -> None:
@@ -131,13 +141,19 @@ class Container:
     def cgroup_dirs(self) -> list[str]:
         return [str(d["dir"]) for d in self.data.get("cgroup", [])]
 
-    def cgroup_file(self, *names: str) -> str | None:
-        """The first of ``names`` that exists in one of the container's cgroup directories."""
-        for d in self.cgroup_dirs:
-            for name in names:
-                path = os.path.join(d, name)
-                if os.path.exists(path):
-                    return path
+    def freezer(self) -> tuple[int, str] | None:
+        """(version, directory) of the cgroup that pauses the container: its directory in the v1
+        freezer hierarchy when it has one (a hybrid host keeps the freezer controller there), else
+        its v2 directory (every v2 cgroup but the root has ``cgroup.freeze``). One choice, made here
+        and written into the native front end's record, so both front ends pause, resume and read
+        the same file."""
+        cgroups = self.data.get("cgroup", [])
+        for d in cgroups:
+            if int(d["version"]) == 1 and "freezer" in d["controllers"]:
+                return 1, str(d["dir"])
+        for d in cgroups:
+            if int(d["version"]) == 2:
+                return 2, str(d["dir"])
         return None
 
     def alive(self) -> bool:
@@ -157,15 +173,21 @@ class Container:
         return Cgroup(dirs, CgroupDriver())
 
     def frozen(self) -> bool:
-        path = self.cgroup_file("freezer.state", "cgroup.freeze")
-        if path is None:
+        """The freezer says so. v1: ``freezer.state`` is FROZEN or FREEZING (the effective state: a
+        frozen ancestor freezes it too). v2: ``cgroup.freeze`` is 1 (pause asked for it: frozen, or
+        freezing), or ``cgroup.events`` says ``frozen 1`` (the effective state: a frozen ancestor).
+        The native front end reads the same files the same way."""
+        freezer = self.freezer()
+        if freezer is None:
             return False
+        version, directory = freezer
         try:
-            with open(path) as f:
-                value = f.read().strip()
+            if version == 1:
+                return _read(os.path.join(directory, "freezer.state")) in ("FROZEN", "FREEZING")
+            return (_read(os.path.join(directory, "cgroup.freeze")) == "1"
+                    or "frozen 1" in _read(os.path.join(directory, "cgroup.events")).splitlines())
         except OSError:
             return False
-        return value in ("FROZEN", "FREEZING", "1")
 
     def status(self) -> str:
         if not self.alive():
@@ -202,6 +224,11 @@ class Container:
             "owner": self.data.get("owner", ""),
             "annotations": self.data.get("annotations") or {},
         }
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
 
 
 def remove_cgroup_dirs(dirs: list[str]) -> None:
