@@ -1,7 +1,5 @@
 """``python -m supervisor``: the same as the ``supervisor`` command."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

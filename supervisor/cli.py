@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .manifest import Manifest
     from .supervise import Supervisor
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]
 
 #: signals a foreground ``run`` passes on to the container, as runc does
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
@@ -423,5 +423,12 @@ async def _handle_signals(sup: "Supervisor", scope: "anyio.CancelScope", nursery
                 sup.kill_all()
 
 
+def entry() -> None:
+    """The console script: ``main`` without the interpreter's teardown (see ``supervisor._exit``)."""
+    from ._exit import exit_after
+
+    exit_after(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

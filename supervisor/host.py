@@ -11,7 +11,6 @@ on (a root plan without root).
 
 import functools
 import os
-import shutil
 
 import attrs
 
@@ -26,7 +25,8 @@ class Host:
     egid: int
     apparmor: bool = False
     selinux: bool = False
-    #: the setuid helpers that map more than our own ids (Debian's uidmap), when installed
+    #: the setuid helpers that map more than our own ids (Debian's uidmap), when installed; probed only
+    #: for an unprivileged supervisor, the only one that needs them
     newuidmap: str | None = None
     newgidmap: str | None = None
     #: the cgroup hierarchies the host mounts; None: not probed (read when needed)
@@ -42,9 +42,14 @@ class Host:
     @classmethod
     def probe(cls) -> "Host":
         """This host, now (a ``Supervisor`` probes once, when it is made)."""
-        return cls(euid=os.geteuid(), egid=os.getegid(), apparmor=_apparmor_enabled(), selinux=_selinux_enabled(),
-                   newuidmap=shutil.which("newuidmap"), newgidmap=shutil.which("newgidmap"),
-                   cgroups=tuple(hierarchies()))
+        euid = os.geteuid()
+        newuidmap = newgidmap = None
+        if euid != 0:  # only an unprivileged supervisor needs the helpers (and root need not pay for shutil)
+            import shutil
+
+            newuidmap, newgidmap = shutil.which("newuidmap"), shutil.which("newgidmap")
+        return cls(euid=euid, egid=os.getegid(), apparmor=_apparmor_enabled(), selinux=_selinux_enabled(),
+                   newuidmap=newuidmap, newgidmap=newgidmap, cgroups=tuple(hierarchies()))
 
     @classmethod
     def current(cls) -> "Host":

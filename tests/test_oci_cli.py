@@ -11,6 +11,7 @@ import random
 import signal
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,6 +170,18 @@ def test_create_failure_with_stdio_that_takes_no_writes(oci: Oci, bundle: Bundle
     assert oci.errors() == [f"{b / 'config.json'}: linux.sysctl.kernel.printk: not a namespaced sysctl: it would "
                             "change the host"]
     assert not (oci.root / "c5").exists()
+
+
+def test_an_internal_error_reaches_the_log(tmp_path: Path) -> None:
+    """A bug of ours (an exception no branch expects) is still an error in --log, where the shim reads
+    it, and exit status 1: not a traceback on a stderr nobody may read."""
+    log = tmp_path / "log.json"
+    code = "import supervisor.oci.main as m; m._run = lambda *a: 1 // 0; m.entry()"
+    result = subprocess.run([sys.executable, "-c", code, "--root", str(tmp_path), "--log", str(log), "--log-format",
+                             "json", "state", "x"], capture_output=True, text=True)
+    assert result.returncode == 1
+    errors = [json.loads(line)["msg"] for line in log.read_text().splitlines() if '"error"' in line]
+    assert errors == ["internal error: ZeroDivisionError: integer division or modulo by zero"]
 
 
 def test_run_foreground(oci: Oci, bundle: Bundle) -> None:
@@ -468,6 +481,9 @@ def test_a_pid_given_to_another_process_is_not_the_init(oci: Oci, bundle: Bundle
     Here the state names the pid of an unrelated process, as it would after such a reuse."""
     pid = oci.create(bundle("/bin/sleep", "100"), "reuse1", tmp_path / "out")
     reaped = False
+    # start times count clock ticks (10 ms): a stand-in started in the init's tick would pass for it,
+    # which a real reuse cannot (the pid space has to wrap first)
+    time.sleep(0.03)
     other = subprocess.Popen(["/bin/sleep", "100"])
     try:
         c = Container.load(str(oci.root), "reuse1")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from .args import BOOL, MULTI, VALUE, Options, UsageError, flag_table, parse
 from .log import CommandError, Log
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]
 
 USAGE = """usage: supervisor-oci [global flags] COMMAND [flags] ID ...
 
@@ -90,6 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as e:
         log.error(str(e))
+        return 1
+    except Exception as e:  # a bug of ours; the shim still needs a reason in --log, not only on stderr
+        import traceback
+
+        log.debug(traceback.format_exc())
+        log.error(f"internal error: {type(e).__name__}: {e}")
         return 1
 
 
@@ -209,5 +215,13 @@ def _create(command: str, root: str, flags: Options, positional: list[str], log:
     return code
 
 
+def entry() -> None:
+    """The console script (and ``python -m supervisor.oci``): ``main`` without the interpreter's
+    teardown, which a command run once per call does not need (see ``supervisor._exit``)."""
+    from .._exit import exit_after
+
+    exit_after(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
