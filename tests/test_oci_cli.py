@@ -172,6 +172,23 @@ def test_create_failure_with_stdio_that_takes_no_writes(oci: Oci, bundle: Bundle
     assert not (oci.root / "c5").exists()
 
 
+def test_the_native_front_end_runs_our_python_whatever_the_working_directory(tmp_path: Path) -> None:
+    """The shim runs the runtime in the bundle's directory; what the front end hands to Python must
+    not import a ``supervisor`` found there."""
+    native = tmp_path / "supervisor-oci-native"
+    subprocess.run([supervisor_oci(), "install-fast", str(native)], check=True)
+    planted = tmp_path / "bundle" / "supervisor"
+    planted.mkdir(parents=True)
+    (planted / "__init__.py").write_text(f"open({str(tmp_path / 'planted-ran')!r}, 'w').close()\n")
+    (planted / "oci").mkdir()
+    (planted / "oci" / "__init__.py").write_text("")
+    (planted / "oci" / "__main__.py").write_text("raise SystemExit(42)\n")
+    result = subprocess.run([str(native), "features"], cwd=planted.parent, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ociVersionMax"]
+    assert not (tmp_path / "planted-ran").exists()
+
+
 def test_an_internal_error_reaches_the_log(tmp_path: Path) -> None:
     """A bug of ours (an exception no branch expects) is still an error in --log, where the shim reads
     it, and exit status 1: not a traceback on a stderr nobody may read."""

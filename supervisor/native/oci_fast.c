@@ -58,11 +58,14 @@ static void fall_back(void)
         fprintf(stderr, "supervisor-oci: this copy was not made by `supervisor-oci install-fast`\n");
         _exit(1);
     }
+    /* -P: `-m` would put the working directory first on sys.path, and the shim runs us in the
+     * bundle's directory: a `supervisor` there must not be what runs */
     argv[0] = (char *)python;
-    argv[1] = "-m";
-    argv[2] = "supervisor.oci";
+    argv[1] = "-P";
+    argv[2] = "-m";
+    argv[3] = "supervisor.oci";
     for (int i = 1; i < argc; i++)
-        argv[i + 2] = saved_argv[i];
+        argv[i + 3] = saved_argv[i];
     execv(python, argv);
     fprintf(stderr, "supervisor-oci: exec %s: %s\n", python, strerror(errno));
     _exit(1);
