@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Bundle, needs_root
+from .conftest import Bundle, container_hooks, needs_root
 from .test_oci_containerd import supervisor_oci
 
 pytestmark = needs_root
@@ -254,34 +254,7 @@ def _status(path: Path, field: str) -> str:
     return next(line.split(":", 1)[1].strip() for line in path.read_text().splitlines() if line.startswith(field + ":"))
 
 
-def _container_hooks(config: dict[str, Any], tmp_path: Path, create: list[str], start: list[str],
-                     timeout: int | None = None, start_env: list[str] | None = None) -> None:
-    """createContainer and startContainer hooks that run the shell lines given, in the busybox bundle:
-    the first a host script (its path is the host's), the second a script only the container has, in
-    /hookbin (a bind of the bundle's hookbin); both can write to the bundle's seen/ (bound at /seen)."""
-    seen, hookbin = tmp_path / "seen", tmp_path / "hookbin"
-    seen.mkdir(exist_ok=True)
-    os.chmod(seen, 0o777)
-    hookbin.mkdir(exist_ok=True)
-    (tmp_path / "create-hook").write_text("#!/bin/sh\n" + "\n".join(create) + "\n")
-    (hookbin / "start-hook").write_text("#!/bin/sh\n" + "\n".join(start) + "\n")
-    os.chmod(tmp_path / "create-hook", 0o755)
-    os.chmod(hookbin / "start-hook", 0o755)
-    config["mounts"] += [
-        {"destination": "/hookbin", "type": "bind", "source": str(hookbin), "options": ["rbind", "ro"]},
-        {"destination": "/seen", "type": "bind", "source": str(seen), "options": ["rbind"]}]
-    created: dict[str, Any] = {"path": str(tmp_path / "create-hook"), "args": ["create-hook", "a1", "a2"],
-                               "env": ["X=1"]}
-    started: dict[str, Any] = {"path": "/hookbin/start-hook"}
-    if start_env is not None:
-        started["env"] = start_env
-    if timeout is not None:
-        created["timeout"] = started["timeout"] = timeout
-    config["hooks"] = {"createContainer": [created], "startContainer": [started]}
-    config["annotations"] = {"org.example/hooks": "yes"}
-
-
-def test_create_and_start_container_hooks(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
+def test_create_and_startcontainer_hooks(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
     """createContainer runs in create, in the container's namespaces before pivot_root (the host's root,
     its cwd the container's, every privilege); startContainer in start, in the container after
     pivot_root, as the workload (its user, its bounding set, no_new_privs), before the workload; each
@@ -293,7 +266,9 @@ def test_create_and_start_container_hooks(oci: Oci, bundle: Bundle, subreaper: N
 
     def edit(config: dict[str, Any]) -> None:
         config["process"]["user"] = {"uid": 1000, "gid": 1000}
-        _container_hooks(config, tmp_path,
+        config["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+                                      "syscalls": [{"names": ["kexec_load"], "action": "SCMP_ACT_ERRNO"}]}
+        container_hooks(config, tmp_path,
                          create=[record.format(d=seen, p="create"), f"readlink proc/self > {seen}/create.procself"],
                          start=[record.format(d="/seen", p="start")])
 
@@ -303,13 +278,13 @@ def test_create_and_start_container_hooks(oci: Oci, bundle: Bundle, subreaper: N
     out = tmp_path / "out"
     pid = oci.create(b, "cc", out)
     try:
-        _check_container_hooks(oci, b, pid, out, rootfs)
+        _checkcontainer_hooks(oci, b, pid, out, rootfs)
     finally:
         oci("delete", "--force", "cc")
         assert reap(pid) == 128 + signal.SIGKILL
 
 
-def _check_container_hooks(oci: Oci, b: Path, pid: int, out: Path, rootfs: str) -> None:
+def _checkcontainer_hooks(oci: Oci, b: Path, pid: int, out: Path, rootfs: str) -> None:
     seen = b / "seen"
     assert not (seen / "start.state").exists(), "startContainer ran before start"
     own_mntns = os.readlink("/proc/self/ns/mnt")
@@ -327,8 +302,8 @@ def _check_container_hooks(oci: Oci, b: Path, pid: int, out: Path, rootfs: str) 
     assert "work" in (seen / "create.root").read_text().split(), "/ is not the host's before pivot_root"
     assert (seen / "create.procself").read_text().strip().isdigit()  # the container's /proc is mounted
     status = seen / "create.status"
-    assert (_status(status, "Uid").split()[0], _status(status, "NoNewPrivs"), _status(status, "CapBnd")) == \
-        ("0", "0", Path("/proc/self/status").read_text().split("CapBnd:")[1].split()[0])
+    assert (_status(status, "Uid").split()[0], _status(status, "NoNewPrivs"), _status(status, "Seccomp"),
+            _status(status, "CapBnd")) == ("0", "0", "0", _status(Path("/proc/self/status"), "CapBnd"))
 
     oci("start", "cc")
     deadline = time.monotonic() + 5
@@ -345,8 +320,8 @@ def _check_container_hooks(oci: Oci, b: Path, pid: int, out: Path, rootfs: str) 
     assert "hookbin" in (seen / "start.root").read_text().split()
     assert "work" not in (seen / "start.root").read_text().split(), "/ is not the container's"
     status = seen / "start.status"
-    assert (_status(status, "Uid").split()[0], _status(status, "NoNewPrivs"), _status(status, "CapBnd")) == \
-        ("1000", "1", "0000000020000420"), "not as confined as the workload"
+    assert (_status(status, "Uid").split()[0], _status(status, "NoNewPrivs"), _status(status, "Seccomp"),
+            _status(status, "CapBnd")) == ("1000", "1", "2", "0000000020000420"), "not as confined as the workload"
     assert oci.state("cc")["status"] == "running"
 
 
@@ -354,7 +329,7 @@ def _check_container_hooks(oci: Oci, b: Path, pid: int, out: Path, rootfs: str) 
 def test_a_failing_create_container_hook_fails_create(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path,
                                                      how: str) -> None:
     line = "echo no GPU here >&2; exit 1" if how == "exit" else "sleep 30"
-    b = bundle("/bin/true", edit=lambda c: _container_hooks(c, tmp_path, create=[line], start=["true"], timeout=1))
+    b = bundle("/bin/true", edit=lambda c: container_hooks(c, tmp_path, create=[line], start=["true"], timeout=1))
     with open(tmp_path / "out", "w") as f:
         result = oci("create", "--bundle", str(b), "cf", check=False, capture_output=False, stdout=f, stderr=f)
     assert result.returncode == 1
@@ -370,7 +345,7 @@ def test_a_failing_start_container_hook_fails_start(oci: Oci, bundle: Bundle, su
     line = {"exit": "echo no ldconfig >&2; exit 3", "timeout": "sleep 30", "missing": "true"}[how]
 
     def edit(config: dict[str, Any]) -> None:
-        _container_hooks(config, tmp_path, create=["true"], start=[line], timeout=1)
+        container_hooks(config, tmp_path, create=["true"], start=[line], timeout=1)
         if how == "missing":
             config["hooks"]["startContainer"][0]["path"] = "/hookbin/nope"
 
@@ -389,11 +364,12 @@ def test_a_failing_start_container_hook_fails_start(oci: Oci, bundle: Bundle, su
     assert not (oci.root / "sf").exists()
 
 
-def test_run_runs_the_container_hooks(oci: Oci, bundle: Bundle, tmp_path: Path) -> None:
+def test_run_runs_thecontainer_hooks(oci: Oci, bundle: Bundle, tmp_path: Path) -> None:
     seen = tmp_path / "seen"
 
     def edit(config: dict[str, Any]) -> None:
-        _container_hooks(config, tmp_path, create=[f"cat > {seen}/create"], start=["cat > /seen/start"])
+        container_hooks(config, tmp_path, create=[f"cat > {seen}/create"], start=["cat > /seen/start"])
+        config["annotations"]["supervisor.init"] = "true"  # and with the pid-1 init
 
     b = bundle("/bin/sh", "-c", "cat /seen/start; exit 5", edit=edit)
     result = oci("run", "--bundle", str(b), "rh", check=False)
