@@ -1,8 +1,9 @@
 """The calls that need no planning: start, state, list, kill, delete, ps, pause, resume.
 
 They read ``state.json`` and touch ``/proc``, the FIFO and the cgroup files, nothing else: no attrs,
-no planner, no cffi. Signals go through a pidfd opened after the start time was checked, so a pid
-the kernel reused for another process is never signalled.
+no planner, no cffi (but for a start whose startContainer hook failed: its error record is read with
+``pipes``). Signals go through a pidfd opened after the start time was checked, so a pid the kernel
+reused for another process is never signalled.
 """
 
 import json
