@@ -204,6 +204,8 @@ def test_spec_and_features(tmp_path: Path) -> None:
     features = json.loads(subprocess.run([supervisor_oci(), "features"], capture_output=True, text=True,
                                          check=True).stdout)
     assert "pid" in features["linux"]["namespaces"] and features["linux"]["cgroup"]["systemd"] is False
+    assert features["hooks"] == ["prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+                                 "poststop"]
 
 
 def test_hooks(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
