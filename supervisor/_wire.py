@@ -21,6 +21,7 @@ __all__ = [
     "OCI_MAX_CGROUPS",
     "OCI_MAX_RECORD",
     "Attr",
+    "HookAttr",
     "Mk",
     "NsAttr",
     "OciAttr",
@@ -86,6 +87,11 @@ class Attr(IntEnum):
     CONSOLE_SIZE = lib.SV_ATTR_CONSOLE_SIZE
     EXEC_FIFO = lib.SV_ATTR_EXEC_FIFO
     PRESERVE_FDS = lib.SV_ATTR_PRESERVE_FDS
+    CREATE_HOOK = lib.SV_ATTR_CREATE_HOOK
+    START_HOOK = lib.SV_ATTR_START_HOOK
+    CREATE_STATE = lib.SV_ATTR_CREATE_STATE
+    START_STATE = lib.SV_ATTR_START_STATE
+    STATE_TAIL = lib.SV_ATTR_STATE_TAIL
 
 
 class NsAttr(IntEnum):
@@ -117,6 +123,13 @@ class StepAttr(IntEnum):
     CGROUP = lib.SV_STEP_CGROUP
 
 
+class HookAttr(IntEnum):
+    PATH = lib.SV_HOOK_PATH
+    ARG = lib.SV_HOOK_ARG
+    ENV = lib.SV_HOOK_ENV
+    TIMEOUT = lib.SV_HOOK_TIMEOUT
+
+
 class Op(IntEnum):
     MOUNT = lib.SV_OP_MOUNT
     MKDIR = lib.SV_OP_MKDIR
@@ -131,6 +144,7 @@ class Op(IntEnum):
     SYSCTL = lib.SV_OP_SYSCTL
     SETATTR_RO = lib.SV_OP_SETATTR_RO
     PROPAGATE = lib.SV_OP_PROPAGATE
+    HOOKS = lib.SV_OP_HOOKS
 
 
 class Mk(IntEnum):
@@ -152,6 +166,7 @@ class Stage(IntEnum):
     BOOTSTRAP = lib.SV_STAGE_BOOTSTRAP
     INIT = lib.SV_STAGE_INIT
     EXEC = lib.SV_STAGE_EXEC
+    HOOK = lib.SV_STAGE_HOOK
 
 
 class OciAttr(IntEnum):
@@ -182,6 +197,7 @@ ENUM_PREFIXES: dict[type[IntEnum], str] = {
     NsAttr: "SV_NS_",
     RlimitAttr: "SV_RLIMIT_",
     StepAttr: "SV_STEP_",
+    HookAttr: "SV_HOOK_",
     Op: "SV_OP_",
     Mk: "SV_MK_",
     Sync: "SV_SYNC_",
@@ -191,7 +207,8 @@ ENUM_PREFIXES: dict[type[IntEnum], str] = {
 }
 
 #: the enum naming the fields of each nested attribute
-scope_of: dict[int, type[IntEnum]] = {Attr.NS_PATH: NsAttr, Attr.RLIMIT: RlimitAttr, Attr.STEP: StepAttr}
+scope_of: dict[int, type[IntEnum]] = {Attr.NS_PATH: NsAttr, Attr.RLIMIT: RlimitAttr, Attr.STEP: StepAttr,
+                                      Attr.CREATE_HOOK: HookAttr, Attr.START_HOOK: HookAttr}
 
 
 def payload_type(scope: int, attr: int) -> PayloadType:
@@ -220,3 +237,4 @@ def nla_map(members: Iterable[IntEnum], type_of: Callable[[int], PayloadType]) -
 
 ERROR_RECORD_SIZE: int = ffi.sizeof("struct sv_error_record")
 SYNC_HEADER_SIZE: int = ffi.sizeof("struct sv_sync_header")
+HOOK_FAILURE_SIZE: int = ffi.sizeof("struct sv_hook_failure")

@@ -15,6 +15,7 @@ from ._pyroute2 import NLM_F_REQUEST, nla, nlmsg
 from ._wire import MAX_MESSAGE, MSG_BOOTSTRAP, Attr, Mk, nla_map, payload_type, scope_of
 from .errors import SpecError
 from .plan import Plan, Step
+from .spec import Hook
 
 __all__ = ["BootstrapMessage", "decode", "encode"]
 
@@ -75,6 +76,19 @@ def _step(step: Step) -> bytes:
         raise SpecError(f"{step.op.name.lower()} {step.dst}",
                         f"takes {size} bytes, over the {_NLA_MAX_LEN} a step can carry")
     return _nested(Attr.STEP, fields)
+
+
+def _hook(attr: Attr, hook: Hook, field: str) -> bytes:
+    """One hook's nested attribute (argv and env complete, as the planner made them)."""
+    fields: list[tuple[str, Any]] = [("PATH", _check_str(hook.path, f"{field}.path"))]
+    fields += [("ARG", _check_str(arg, f"{field}.args")) for arg in hook.args]
+    fields += [("ENV", _check_str(env, f"{field}.env")) for env in hook.env]
+    if hook.timeout:
+        fields.append(("TIMEOUT", hook.timeout))
+    size = sum(4 + (len(v.encode()) + 1 if isinstance(v, str) else 4) for _, v in fields)
+    if size + 4 > _NLA_MAX_LEN:
+        raise SpecError(field, f"takes {size} bytes, over the {_NLA_MAX_LEN} a hook can carry")
+    return _nested(attr, tuple(fields))
 
 
 def encode(plan: Plan) -> bytes:
@@ -146,6 +160,14 @@ def _encode(plan: Plan) -> bytes:
         add("CONSOLE_SIZE", plan.console_size[0] << 16 | plan.console_size[1])
     add("EXEC_FIFO", plan.exec_fifo)
     add("PRESERVE_FDS", plan.preserve_fds or None)
+    a += [("CREATE_HOOK", _hook(Attr.CREATE_HOOK, h, f"hooks.createContainer[{i}]"))
+          for i, h in enumerate(plan.create_hooks)]
+    a += [("START_HOOK", _hook(Attr.START_HOOK, h, f"hooks.startContainer[{i}]"))
+          for i, h in enumerate(plan.start_hooks)]
+    if plan.hook_state is not None:
+        # the annotations are most of it
+        for name, text in zip(("CREATE_STATE", "START_STATE", "STATE_TAIL"), plan.hook_state, strict=True):
+            a.append((name, _check_str(text, "annotations (in the hooks' state)")))
     if plan.seccomp is not None:
         if len(plan.seccomp) + 4 > _NLA_MAX_LEN:
             raise SpecError("linux.seccomp", f"the compiled filter takes {len(plan.seccomp)} bytes, too many")

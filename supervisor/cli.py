@@ -14,8 +14,8 @@ ended with code 0 (or was stopped on request) and none failed, 1 otherwise, 2 fo
 stdio passed through, signals forwarded to the container's init, and the workload's exit code (or
 128+N when signal N killed it) as ours. A container that cannot start prints
 ``supervisor: NAME: <what failed>: <why>`` and exits 127 (not found), 126 (not executable) or 125;
-a bad bundle exits 2. This path is blocking and imports no event loop: its start-up cost is part of every
-one-shot run.
+a bad bundle exits 2. The bundle's hooks run as under ``runc run``, every point (``_Hooks``). This
+path is blocking and imports no event loop: its start-up cost is part of every one-shot run.
 """
 
 import argparse
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
     from .logs import PrefixedOutput
     from .manifest import Manifest
+    from .plan import Plan
+    from .spec import ContainerSpec
     from .supervise import Supervisor
 
 __all__ = ["entry", "main"]
@@ -86,16 +88,19 @@ def _err(text: str) -> None:
 def run_bundle(bundle: str, name: str | None) -> int:
     from ._launch import launch_blocking, wait_blocking
     from .plan import plan
-    from .spec import ContainerSpec
+    from .spec import HOOK_KINDS, ContainerSpec
 
     name = name or os.path.basename(os.path.abspath(bundle))
     config = os.path.join(bundle, "config.json")
     try:
         spec = ContainerSpec.from_bundle(bundle)
-        the_plan = plan(spec, name)
+        the_plan = plan(spec, name, runs_hooks=HOOK_KINDS)
     except SpecError as e:
         _err(str(e if e.file else e.with_file(config)))
         return 2
+    hooks = _Hooks(spec, name, bundle) if spec.hooks else None
+    if hooks is not None:
+        the_plan = hooks.plan_for(the_plan)
     if the_plan.terminal and os.isatty(0):
         from .console import window_size
 
@@ -107,7 +112,8 @@ def run_bundle(bundle: str, name: str | None) -> int:
     # already run, and the user sees it run, before we return from the handshake).
     signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     try:
-        pid, pidfd, cgroup, console = launch_blocking(the_plan, name)
+        pid, pidfd, cgroup, console = launch_blocking(the_plan, name,
+                                                      host_work=hooks.create_runtime if hooks else None)
     except BaseException as e:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
         if isinstance(e, BootstrapError):
@@ -116,15 +122,67 @@ def run_bundle(bundle: str, name: str | None) -> int:
         if isinstance(e, SpecError):
             _err(str(e.with_file(config)))
             return 2
+        if hooks is not None and (message := hooks.failure(e)) is not None:
+            _err(f"{name}: {message}")
+            return 125
         raise
 
     from .console import attend
 
+    if hooks is not None:
+        hooks.run("poststart", "running", pid)
     attend(pidfd, console, _FORWARDED)
     status = wait_blocking(pidfd, cgroup)
     if status.oom_killed:
         _err(f"{name}: {status}")
+    if hooks is not None:
+        hooks.run("poststop", "stopped", 0)
     return status.shell_code
+
+
+class _Hooks:
+    """A bundle's hooks under ``supervisor run --bundle``, all of them as ``runc run`` runs them, with
+    supervisor-oci's runner and wording: prestart and createRuntime while the init waits (a failure
+    fails the start), createContainer and startContainer in the init (its failure is the start's),
+    poststart once the workload runs and poststop once it ended (failures are warnings). Made only
+    for a bundle with hooks: a run without pays for none of this."""
+
+    def __init__(self, spec: "ContainerSpec", name: str, bundle: str) -> None:
+        from .oci.create import spec_version
+        from .oci.hooks import to_state
+
+        bundle = os.path.abspath(bundle)
+        self.lists = to_state(spec.hooks)
+        self.fields = {"ociVersion": spec_version(bundle), "id": name, "bundle": bundle,
+                       "annotations": dict(spec.annotations)}
+        self.name = name
+
+    def plan_for(self, the_plan: "Plan") -> "Plan":
+        from .plan import with_hook_state
+
+        return with_hook_state(the_plan, self.fields)
+
+    def state(self, status: str, pid: int) -> dict[str, Any]:
+        return {"ociVersion": self.fields["ociVersion"], "id": self.name, "status": status, "pid": pid,
+                "bundle": self.fields["bundle"], "annotations": self.fields["annotations"]}
+
+    def create_runtime(self, pid: int) -> None:
+        from .oci.hooks import run_hooks
+
+        for kind in ("prestart", "createRuntime"):
+            run_hooks(self.lists, kind, self.state("creating", pid))
+
+    def run(self, kind: str, status: str, pid: int) -> None:
+        from .oci.hooks import run_hooks
+
+        run_hooks(self.lists, kind, self.state(status, pid), lambda text: _err(f"{self.name}: warning: {text}"))
+
+    @staticmethod
+    def failure(e: BaseException) -> str | None:
+        """What a host-side hook's failure during the start says, if ``e`` is one."""
+        from .oci.log import CommandError
+
+        return str(e) if isinstance(e, CommandError) else None
 
 
 def main(argv: list[str] | None = None) -> int:

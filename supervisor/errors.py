@@ -1,4 +1,5 @@
-"""The two ways a container fails to start: a bad spec (before anything runs) or a failed bootstrap."""
+"""The two ways a container fails to start: a bad spec (before anything runs) or a failed bootstrap
+(a hook the init ran among them)."""
 
 import errno as _errno
 import os
@@ -56,3 +57,42 @@ class BootstrapError(OSError):
             if self.errno in (_errno.EACCES, _errno.ENOEXEC, _errno.EPERM):
                 return 126
         return 125
+
+
+def hook_problem(point: str, index: int, path: str, *, err: int = 0, code: int = 0, signal: int = 0,
+                 timed_out: int = 0, output: str = "") -> str:
+    """How a hook failed, in one wording for every hook point, whoever ran it (the supervisor on the
+    host, or the init inside the container): ``error running createContainer hook #0 (/bin/x): exit
+    status 1, output: no GPU``. ``err``: the errno that kept it from running; ``timed_out``: its
+    timeout, which it ran past; else its exit ``code`` or the ``signal`` that killed it."""
+    what = f"error running {point} hook #{index} ({path})"
+    if err:
+        return f"{what}: {os.strerror(err)}"
+    if timed_out:
+        return f"{what}: timed out after {timed_out}s"
+    problem = f"killed by signal {signal}" if signal else f"exit status {code}"
+    output = output.strip()
+    return f"{what}: {problem}" + (f", output: {output}" if output else "")
+
+
+class HookError(BootstrapError):
+    """A hook the init runs inside the container (``createContainer``, ``startContainer``) failed:
+    ``operation`` is its point, ``index`` its place there and ``object`` its path; ``status`` (a wait
+    status, None when it did not run), ``timed_out`` (its timeout, when it ran past it) and
+    ``output`` (the start of what it printed) say how."""
+
+    def __init__(self, err: int, point: str, path: str, index: int, status: int | None, timed_out: int,
+                 output: str) -> None:
+        super().__init__(err, "hook", point, path)
+        self.index = index
+        self.status = status
+        self.timed_out = timed_out
+        self.output = output
+
+    @property
+    def message(self) -> str:
+        status = self.status or 0
+        return hook_problem(self.operation, self.index, self.object, err=self.errno or 0,
+                            code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0,
+                            signal=os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0,
+                            timed_out=self.timed_out, output=self.output)

@@ -7,7 +7,8 @@ Theory of operation. After the bootstrap message, the socket carries framed mess
     supervisor → init        CONTINUE               uid/gid maps, cgroup and network are ready
     init → supervisor        CONSOLE + an fd        the pty master, when the workload has a terminal
     init → supervisor        EXEC                   set up; the workload's execve comes next
-    bootstrap/init → sup.    ERROR(record)          a step failed; the sender exits
+    bootstrap/init → sup.    ERROR(record)          a step failed; the sender exits (a hook's record
+                                                    says how the hook ended: HookError)
     (end of stream)                                 the socket is close-on-exec in the init: after
                                                     EXEC, the workload runs
 
@@ -30,8 +31,8 @@ from collections.abc import Generator, Sequence
 
 import attrs
 
-from ._wire import ERROR_RECORD_SIZE, SYNC_HEADER_SIZE, Stage, Sync
-from .errors import BootstrapError
+from ._wire import ERROR_RECORD_SIZE, HOOK_FAILURE_SIZE, SYNC_HEADER_SIZE, Stage, Sync
+from .errors import BootstrapError, HookError
 
 __all__ = [
     "ConsoleReady",
@@ -43,6 +44,7 @@ __all__ = [
     "Request",
     "InitStarted",
     "ProtocolError",
+    "parse_error_message",
     "Recv",
     "Send",
     "SetupFailed",
@@ -52,7 +54,9 @@ __all__ = [
 
 _HEADER = struct.Struct("=II")
 _RECORD = struct.Struct("=Ii")
+_HOOK_FAILURE = struct.Struct("=IiI")
 assert _HEADER.size == SYNC_HEADER_SIZE and _RECORD.size == ERROR_RECORD_SIZE
+assert _HOOK_FAILURE.size == HOOK_FAILURE_SIZE
 
 
 class ProtocolError(BootstrapError):
@@ -185,17 +189,40 @@ class SyncConnection:
 
 
 def _parse_error(payload: bytes) -> BootstrapError:
+    """stage, errno, operation NUL, object NUL; for a hook, a ``struct sv_hook_failure`` and its output
+    after that."""
     if len(payload) < _RECORD.size:
         return ProtocolError("short error record")
     stage, err = _RECORD.unpack_from(payload)
-    texts = payload[_RECORD.size:].split(b"\0")
-    if len(texts) < 2:
+    op_end = payload.find(b"\0", _RECORD.size)
+    object_end = payload.find(b"\0", op_end + 1) if op_end >= 0 else -1
+    if object_end < 0:
         return ProtocolError("malformed error record")
+    op = payload[_RECORD.size:op_end].decode(errors="replace")
+    what = payload[op_end + 1:object_end].decode(errors="replace")
+    if stage == Stage.HOOK:
+        rest = payload[object_end + 1:]
+        if len(rest) < _HOOK_FAILURE.size:
+            return ProtocolError("short hook failure record")
+        index, status, timed_out = _HOOK_FAILURE.unpack_from(rest)
+        return HookError(err, op, what, index, None if status < 0 else status, timed_out,
+                         rest[_HOOK_FAILURE.size:].decode(errors="replace"))
     try:
         stage_name = Stage(stage).name.lower()
     except ValueError:
         stage_name = str(stage)
-    return BootstrapError(err, stage_name, texts[0].decode(errors="replace"), texts[1].decode(errors="replace"))
+    return BootstrapError(err, stage_name, op, what)
+
+
+def parse_error_message(data: bytes) -> BootstrapError:
+    """One whole ERROR message (header and record), as the init writes it to supervisor-oci's exec FIFO
+    when a startContainer hook failed."""
+    if len(data) < _HEADER.size:
+        return ProtocolError(f"{len(data)} bytes where an error message was expected")
+    kind, length = _HEADER.unpack_from(data)
+    if kind != Sync.ERROR or len(data) != _HEADER.size + length:
+        return ProtocolError(f"message {kind} of {length} bytes where an error was expected")
+    return _parse_error(data[_HEADER.size:])
 
 
 @attrs.frozen

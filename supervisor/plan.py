@@ -6,8 +6,8 @@ as if the rootfs were ``/``, so they never lead out of it); mount options become
 capability names become masks; the program is turned into the list of paths ``execve`` will try; the
 filesystem work becomes an ordered list of ``Step``s, in the order runc performs it:
 
-    [host root: the whole tree read-only] → mounts → /dev nodes and links → pivot_root
-    → read-only root → sysctls → read-only paths → masked paths
+    [host root: the whole tree read-only] → mounts → /dev nodes and links → [createContainer hooks]
+    → pivot_root → read-only root → sysctls → read-only paths → masked paths
 
 Reading the rootfs (passwd, group, whether a mount source is a directory) is the only I/O here.
 """
@@ -16,7 +16,8 @@ import os
 import posixpath
 import signal
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -34,12 +35,14 @@ from .spec import (
     RLIMITS,
     ContainerSpec,
     Device,
+    Hook,
     IdMapping,
     Mount,
     Namespace,
 )
 
-__all__ = ["DEFAULT_PATH", "Plan", "Step", "for_container", "plan", "plan_exec", "resolve_in_root"]
+__all__ = ["DEFAULT_PATH", "INIT_HOOKS", "Plan", "Step", "for_container", "plan", "plan_exec", "resolve_in_root",
+           "with_hook_state"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -176,6 +179,13 @@ class Plan:
     exec_fifo: str | None = None
     #: fds 3..3+N-1 of the caller go to the workload as they are (supervisor-oci's --preserve-fds)
     preserve_fds: int = 0
+    #: the hooks the init runs inside the container: createContainer at the ``Op.HOOKS`` step,
+    #: startContainer once started, before execve (argv and env complete)
+    create_hooks: tuple[Hook, ...] = ()
+    start_hooks: tuple[Hook, ...] = ()
+    #: their state JSON, split where the init writes its pid: createContainer's text before the pid,
+    #: startContainer's, and the text after it (``with_hook_state``)
+    hook_state: tuple[str, str, str] | None = None
     # host-side work, done by the supervisor between the init's pid and its go-ahead
     uid_map: str | None = None
     gid_map: str | None = None
@@ -193,16 +203,21 @@ def for_container(plan: Plan, spec: ContainerSpec, name: str) -> Plan:
     return attrs.evolve(plan, cgroup=spec.cgroups_path or default_path(name))
 
 
+#: the hook points the init runs, inside the container; the others are the caller's, on the host
+INIT_HOOKS = ("createContainer", "startContainer")
+
+
 def plan(spec: ContainerSpec, name: str = "container", host: Host | None = None,
          runs_hooks: tuple[str, ...] = ()) -> Plan:
     """Resolve a spec into a plan for container ``name`` (which names its cgroup unless the spec's
     ``cgroupsPath`` does), on ``host`` (default: this one, probed now). Raises ``SpecError`` naming
-    the field at fault. Hooks are run by the caller, not by the bootstrap: ``runs_hooks`` names the
-    points the caller runs, others are errors."""
+    the field at fault. ``runs_hooks`` names the hook points the caller takes care of, others are
+    errors: it runs those on the host itself (prestart, createRuntime, poststart, poststop), and those
+    of ``INIT_HOOKS`` are planned for the init, which needs their state (``with_hook_state``)."""
     for kind, _ in spec.hooks:
         if kind not in runs_hooks:
-            raise SpecError(f"hooks.{kind}", "not supported yet" if runs_hooks else "hooks are run by supervisor-oci "
-                                                                                    "only, not supported yet here")
+            raise SpecError(f"hooks.{kind}", "not supported here" if runs_hooks else
+                            "hooks are run by supervisor-oci and `supervisor run --bundle` only")
     host = Host.current() if host is None else host
     rootless = host.rootless
     if rootless:
@@ -274,6 +289,12 @@ def plan(spec: ContainerSpec, name: str = "container", host: Host | None = None,
                   for i, p in enumerate(spec.readonly_paths)]
         steps += [Step(Op.MASK, dst=_dest(p, f"linux.maskedPaths[{i}]")) for i, p in enumerate(spec.masked_paths)]
 
+    hooks = dict(spec.hooks)
+    create_hooks = _init_hooks(hooks.get("createContainer", ()), ())
+    start_hooks = _init_hooks(hooks.get("startContainer", ()), env)
+    if create_hooks:
+        steps = _with_hook_step(steps)
+
     seccomp, seccomp_flags = compile_seccomp(spec.seccomp) if spec.seccomp is not None else (None, 0)
     _check_lsm(spec, host)
     setgroups_deny, helpers = _map_writers(spec, host)
@@ -327,7 +348,44 @@ def plan(spec: ContainerSpec, name: str = "container", host: Host | None = None,
         setgroups_deny=setgroups_deny,
         uid_map_helper=helpers[0],
         gid_map_helper=helpers[1],
+        create_hooks=create_hooks,
+        start_hooks=start_hooks,
     )
+
+
+# -- hooks run by the init -----------------------------------------------------------------------
+
+def _init_hooks(hooks: tuple[Hook, ...], default_env: tuple[str, ...]) -> tuple[Hook, ...]:
+    """As the init execs them: argv is ``args``, or the path alone (as Go's exec does for runc); a
+    hook without ``env`` gets ``default_env`` (runc gives startContainer hooks the container's)."""
+    return tuple(Hook(h.path, h.args or (h.path,), h.env or default_env, h.timeout) for h in hooks)
+
+
+def _with_hook_step(steps: list[Step]) -> list[Step]:
+    """The createContainer point: after the mounts and /dev, before pivot_root or chroot (where there
+    is neither, before the rest: sysctls are written from inside)."""
+    at = next((i for i, s in enumerate(steps) if s.op in (Op.PIVOT, Op.CHROOT)), 0)
+    return [*steps[:at], Step(Op.HOOKS), *steps[at:]]
+
+
+def with_hook_state(plan: Plan, state: Mapping[str, Any]) -> Plan:
+    """The plan with the state JSON its init's hooks read on stdin: the runtime spec's state
+    document, whose fields but ``status`` and ``pid`` are ``state`` (ociVersion, id, bundle,
+    annotations), with status "creating" for createContainer and "created" for startContainer (as
+    runc's), and the pid the init writes in (its own, as the container sees it: the spec's rule for
+    hooks run in the container namespace)."""
+    if not plan.create_hooks and not plan.start_hooks:
+        return plan
+    import json
+
+    after = dict(state)
+    before = {key: after.pop(key) for key in ("ociVersion", "id") if key in after}
+
+    def head(status: str) -> str:
+        return json.dumps({**before, "status": status})[:-1] + ', "pid": '
+
+    tail = ", " + json.dumps(after)[1:] if after else "}"
+    return attrs.evolve(plan, hook_state=(head("creating"), head("created"), tail))
 
 
 # -- rootless ----------------------------------------------------------------------------------

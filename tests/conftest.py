@@ -104,6 +104,31 @@ def bundle(tmp_path: Path, rootfs: Path) -> Bundle:
     return make
 
 
+def container_hooks(config: dict[str, Any], tmp_path: Path, create: list[str], start: list[str],
+                    timeout: int | None = None) -> None:
+    """createContainer and startContainer hooks that run the shell lines given, in the busybox bundle:
+    the first a host script (its path is the host's), the second a script only the container has, in
+    /hookbin (a bind of the bundle's hookbin); both can write to the bundle's seen/ (bound at /seen)."""
+    seen, hookbin = tmp_path / "seen", tmp_path / "hookbin"
+    seen.mkdir(exist_ok=True)
+    os.chmod(seen, 0o777)
+    hookbin.mkdir(exist_ok=True)
+    (tmp_path / "create-hook").write_text("#!/bin/sh\n" + "\n".join(create) + "\n")
+    (hookbin / "start-hook").write_text("#!/bin/sh\n" + "\n".join(start) + "\n")
+    os.chmod(tmp_path / "create-hook", 0o755)
+    os.chmod(hookbin / "start-hook", 0o755)
+    config["mounts"] += [
+        {"destination": "/hookbin", "type": "bind", "source": str(hookbin), "options": ["rbind", "ro"]},
+        {"destination": "/seen", "type": "bind", "source": str(seen), "options": ["rbind"]}]
+    created: dict[str, Any] = {"path": str(tmp_path / "create-hook"), "args": ["create-hook", "a1", "a2"],
+                               "env": ["X=1"]}
+    started: dict[str, Any] = {"path": "/hookbin/start-hook"}
+    if timeout is not None:
+        created["timeout"] = started["timeout"] = timeout
+    config["hooks"] = {"createContainer": [created], "startContainer": [started]}
+    config["annotations"] = {"org.example/hooks": "yes"}
+
+
 # -- nothing left behind ---------------------------------------------------------------------------
 
 def _fds() -> set[str]:

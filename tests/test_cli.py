@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Bundle, container_inits, needs_root
+from .conftest import Bundle, container_hooks, container_inits, needs_root
 
 pytestmark = needs_root
 
@@ -65,6 +65,49 @@ def test_bad_config_exits_2(bundle: Bundle) -> None:
     assert result.stderr == f'supervisor: {b}/config.json: process.rlimits[0].type: unknown rlimit "RLIMIT_FOO"\n'
     missing = run(b / "nowhere")
     assert (missing.returncode, missing.stderr) == (2, f"supervisor: {b}/nowhere/config.json: no such file\n")
+
+
+def test_hooks_run_as_under_runc_run(bundle: Bundle, tmp_path: Path) -> None:
+    """Every point, in the order of the container's life, each with its state; a poststart failure is
+    a warning."""
+    order = tmp_path / "seen" / "order"
+
+    def host_hook(kind: str, extra: str = "") -> dict[str, Any]:
+        return {"path": "/bin/sh", "args": ["sh", "-c", f"echo {kind} $(grep -o '\"status\": \"[a-z]*\"') >> {order}"
+                                                         f"{extra}"]}
+
+    def edit(config: dict[str, Any]) -> None:
+        status = "$(grep -o '\"status\": \"[a-z]*\"')"
+        container_hooks(config, tmp_path, create=[f"echo createContainer {status} >> {order}"],
+                        start=[f"echo startContainer {status} >> /seen/order"])
+        config["hooks"] |= {"prestart": [host_hook("prestart")], "createRuntime": [host_hook("createRuntime")],
+                            "poststart": [host_hook("poststart", "; exit 4")], "poststop": [host_hook("poststop")]}
+
+    b = bundle("/bin/sh", "-c", "until grep -q poststart /seen/order; do sleep 0.01; done; echo workload >> "
+               "/seen/order; exit 3", edit=edit)
+    result = run(b)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr == "supervisor: box: warning: error running poststart hook #0 (/bin/sh): exit status 4\n"
+    assert order.read_text().splitlines() == [
+        'prestart "status": "creating"', 'createRuntime "status": "creating"', 'createContainer "status": "creating"',
+        'startContainer "status": "created"', 'poststart "status": "running"', "workload",
+        'poststop "status": "stopped"']
+
+
+@pytest.mark.parametrize("kind", ["prestart", "createContainer", "startContainer"])
+def test_a_failing_hook_fails_the_start(bundle: Bundle, tmp_path: Path, kind: str) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        fail = "echo bad >&2; exit 1"
+        container_hooks(config, tmp_path, create=[fail if kind == "createContainer" else "true"],
+                        start=[fail if kind == "startContainer" else "true"])
+        if kind == "prestart":
+            config["hooks"]["prestart"] = [{"path": "/bin/sh", "args": ["sh", "-c", fail]}]
+
+    result = run(bundle("/bin/sh", "-c", "echo the workload ran", edit=edit))
+    path = {"prestart": "/bin/sh", "createContainer": f"{tmp_path}/create-hook",
+            "startContainer": "/hookbin/start-hook"}[kind]
+    assert (result.returncode, result.stdout) == (125, "")
+    assert result.stderr == f"supervisor: box: error running {kind} hook #0 ({path}): exit status 1, output: bad\n"
 
 
 def _child_of(pid: int, timeout: float = 5.0) -> int:

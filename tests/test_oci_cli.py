@@ -21,7 +21,7 @@ import pytest
 
 from supervisor.oci.state import Container
 
-from .conftest import Bundle, needs_root
+from .conftest import Bundle, container_hooks, needs_root
 from .test_devices import _v2_mount
 from .test_oci_containerd import supervisor_oci
 
@@ -252,6 +252,8 @@ def test_spec_and_features(tmp_path: Path) -> None:
     features = json.loads(subprocess.run([supervisor_oci(), "features"], capture_output=True, text=True,
                                          check=True).stdout)
     assert "pid" in features["linux"]["namespaces"] and features["linux"]["cgroup"]["systemd"] is False
+    assert features["hooks"] == ["prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+                                 "poststop"]
 
 
 def test_hooks(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
@@ -297,13 +299,140 @@ def test_a_failing_create_runtime_hook_stops_the_container(oci: Oci, bundle: Bun
     assert not (oci.root / "h2").exists()
 
 
-def test_hooks_that_run_inside_the_container_are_refused_by_name(oci: Oci, bundle: Bundle) -> None:
+def _status(path: Path, field: str) -> str:
+    """A field of a /proc/PID/status a hook saved."""
+    return next(line.split(":", 1)[1].strip() for line in path.read_text().splitlines() if line.startswith(field + ":"))
+
+
+def test_create_and_startcontainer_hooks(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
+    """createContainer runs in create, in the container's namespaces before pivot_root (the host's root,
+    its cwd the container's, every privilege); startContainer in start, in the container after
+    pivot_root, as the workload (its user, its bounding set, no_new_privs), before the workload; each
+    with the state on stdin as the container sees it."""
+    seen = tmp_path / "seen"
+    record = 'cat > {d}/{p}.state; echo "$0 $*" > {d}/{p}.args; env > {d}/{p}.env; pwd > {d}/{p}.cwd; ' \
+             'readlink /proc/self/ns/mnt > {d}/{p}.mntns; readlink /proc/self/ns/pid > {d}/{p}.pidns; ' \
+             'cat /proc/self/status > {d}/{p}.status; ls / > {d}/{p}.root'
+
     def edit(config: dict[str, Any]) -> None:
-        config["hooks"] = {"startContainer": [{"path": "/bin/true"}]}
+        config["process"]["user"] = {"uid": 1000, "gid": 1000}
+        config["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+                                      "syscalls": [{"names": ["kexec_load"], "action": "SCMP_ACT_ERRNO"}]}
+        container_hooks(config, tmp_path,
+                         create=[record.format(d=seen, p="create"), f"readlink proc/self > {seen}/create.procself"],
+                         start=[record.format(d="/seen", p="start")])
 
-    result = oci("create", "--bundle", str(bundle("/bin/true", edit=edit)), "h3", check=False)
-    assert result.returncode == 1 and "hooks.startContainer: not supported yet" in result.stderr
+    b = bundle("/bin/sh", "-c", "test -e /seen/start.state && echo started after the hook; exec sleep 100",
+               edit=edit)
+    rootfs = json.loads((b / "config.json").read_text())["root"]["path"]
+    out = tmp_path / "out"
+    pid = oci.create(b, "cc", out)
+    try:
+        _checkcontainer_hooks(oci, b, pid, out, rootfs)
+    finally:
+        oci("delete", "--force", "cc")
+        assert reap(pid) == 128 + signal.SIGKILL
 
+
+def _checkcontainer_hooks(oci: Oci, b: Path, pid: int, out: Path, rootfs: str) -> None:
+    seen = b / "seen"
+    assert not (seen / "start.state").exists(), "startContainer ran before start"
+    own_mntns = os.readlink("/proc/self/ns/mnt")
+    container_mntns, container_pidns = os.readlink(f"/proc/{pid}/ns/mnt"), os.readlink(f"/proc/{pid}/ns/pid")
+
+    state = json.loads((seen / "create.state").read_text())
+    assert state == {"ociVersion": "1.0.2-dev", "id": "cc", "status": "creating", "pid": 1, "bundle": str(b),
+                     "annotations": {"org.example/hooks": "yes"}}, "pid: the init's, as the container sees it"
+    assert (seen / "create.args").read_text() == f"{b}/create-hook a1 a2\n"  # $0: a script's path
+    env = (seen / "create.env").read_text().split()
+    assert "X=1" in env and not any(e.startswith("TERM=") for e in env)
+    assert (seen / "create.mntns").read_text().strip() == container_mntns != own_mntns
+    assert (seen / "create.pidns").read_text().strip() == container_pidns
+    assert (seen / "create.cwd").read_text().strip() == rootfs  # runc's: the container's root, not yet "/"
+    assert "work" in (seen / "create.root").read_text().split(), "/ is not the host's before pivot_root"
+    assert (seen / "create.procself").read_text().strip().isdigit()  # the container's /proc is mounted
+    status = seen / "create.status"
+    assert (_status(status, "Uid").split()[0], _status(status, "NoNewPrivs"), _status(status, "Seccomp"),
+            _status(status, "CapBnd")) == ("0", "0", "0", _status(Path("/proc/self/status"), "CapBnd"))
+
+    oci("start", "cc")
+    deadline = time.monotonic() + 5
+    while out.read_text() != "started after the hook\n":
+        assert time.monotonic() < deadline, out.read_text()
+        time.sleep(0.01)
+    state = json.loads((seen / "start.state").read_text())
+    assert (state["status"], state["pid"], state["id"], state["bundle"]) == ("created", 1, "cc", str(b))
+    assert (seen / "start.args").read_text() == "/hookbin/start-hook \n"
+    env = (seen / "start.env").read_text().split()
+    assert "TERM=xterm" in env and "X=1" not in env, "without env, the workload's (runc's rule)"
+    assert (seen / "start.mntns").read_text().strip() == container_mntns
+    assert (seen / "start.cwd").read_text().strip() == "/"
+    assert "hookbin" in (seen / "start.root").read_text().split()
+    assert "work" not in (seen / "start.root").read_text().split(), "/ is not the container's"
+    status = seen / "start.status"
+    assert (_status(status, "Uid").split()[0], _status(status, "NoNewPrivs"), _status(status, "Seccomp"),
+            _status(status, "CapBnd")) == ("1000", "1", "2", "0000000020000420"), "not as confined as the workload"
+    assert oci.state("cc")["status"] == "running"
+
+
+@pytest.mark.parametrize("how", ["exit", "timeout"])
+def test_a_failing_create_container_hook_fails_create(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path,
+                                                     how: str) -> None:
+    line = "echo no GPU here >&2; exit 1" if how == "exit" else "sleep 30"
+    b = bundle("/bin/true", edit=lambda c: container_hooks(c, tmp_path, create=[line], start=["true"], timeout=1))
+    with open(tmp_path / "out", "w") as f:
+        result = oci("create", "--bundle", str(b), "cf", check=False, capture_output=False, stdout=f, stderr=f)
+    assert result.returncode == 1
+    why = "exit status 1, output: no GPU here" if how == "exit" else "timed out after 1s"
+    assert oci.errors() == [f"error running createContainer hook #0 ({tmp_path}/create-hook): {why}"]
+    assert not (oci.root / "cf").exists()
+    assert oci("state", "cf", check=False).stderr.strip() == "container does not exist"
+
+
+@pytest.mark.parametrize("how", ["exit", "timeout", "missing"])
+def test_a_failing_start_container_hook_fails_start(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path,
+                                                   how: str) -> None:
+    line = {"exit": "echo no ldconfig >&2; exit 3", "timeout": "sleep 30", "missing": "true"}[how]
+
+    def edit(config: dict[str, Any]) -> None:
+        container_hooks(config, tmp_path, create=["true"], start=[line], timeout=1)
+        if how == "missing":
+            config["hooks"]["startContainer"][0]["path"] = "/hookbin/nope"
+
+    out = tmp_path / "out"
+    pid = oci.create(bundle("/bin/sh", "-c", "echo the workload ran", edit=edit), "sf", out)
+    result = oci("start", "sf", check=False)
+    path, why = {"exit": ("/hookbin/start-hook", "exit status 3, output: no ldconfig"),
+                 "timeout": ("/hookbin/start-hook", "timed out after 1s"),
+                 "missing": ("/hookbin/nope", "No such file or directory")}[how]
+    assert (result.returncode, result.stderr.strip()) == (1, f"error running startContainer hook #0 ({path}): {why}")
+    assert oci.errors() == [result.stderr.strip()]
+    assert oci.state("sf")["status"] == "stopped"
+    assert reap(pid) in (1, 128 + signal.SIGKILL)
+    assert out.read_text() == ""
+    oci("delete", "sf")
+    assert not (oci.root / "sf").exists()
+
+
+def test_run_runs_thecontainer_hooks(oci: Oci, bundle: Bundle, tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+
+    def edit(config: dict[str, Any]) -> None:
+        container_hooks(config, tmp_path, create=[f"cat > {seen}/create"], start=["cat > /seen/start"])
+        config["annotations"]["supervisor.init"] = "true"  # and with the pid-1 init
+
+    b = bundle("/bin/sh", "-c", "cat /seen/start; exit 5", edit=edit)
+    result = oci("run", "--bundle", str(b), "rh", check=False)
+    assert result.returncode == 5
+    assert json.loads(result.stdout)["status"] == "created"
+    assert json.loads((seen / "create").read_text())["status"] == "creating"
+    assert not (oci.root / "rh").exists()
+
+    (tmp_path / "hookbin" / "start-hook").write_text("#!/bin/sh\necho bad >&2\nexit 1\n")
+    result = oci("run", "--bundle", str(b), "rh", check=False)
+    assert (result.returncode, result.stderr.strip()) == \
+        (1, "error running startContainer hook #0 (/hookbin/start-hook): exit status 1, output: bad")
+    assert not (oci.root / "rh").exists()
 
 
 def test_unknown_fields_are_ignored_with_one_warning(oci: Oci, bundle: Bundle, subreaper: None,

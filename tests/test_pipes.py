@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from supervisor._wire import Stage, Sync
-from supervisor.errors import BootstrapError
+from supervisor.errors import BootstrapError, HookError
 from supervisor.pipes import (
     ExecAnnounced,
     Execed,
@@ -19,6 +19,7 @@ from supervisor.pipes import (
     SetupFailed,
     SyncConnection,
     SyncState,
+    parse_error_message,
 )
 
 
@@ -78,6 +79,28 @@ def test_error_record(chunk: int) -> None:
     assert (e.errno, e.stage, e.operation, e.object) == (errno.ENOENT, "exec", "exec", "/bin/nope")
     assert e.message == 'exec "/bin/nope": No such file or directory'
     assert conn.receive_data(b"") == []  # final
+
+
+@pytest.mark.parametrize("err, status, timed_out, output, message", [
+    (0, 1 << 8, 0, b"no GPU\n", "exit status 1, output: no GPU"),
+    (0, 9, 0, b"", "killed by signal 9"),
+    (0, 9, 5, b"partial", "timed out after 5s"),
+    (errno.ENOENT, -1, 0, b"", "No such file or directory"),
+])
+def test_a_hook_record(err: int, status: int, timed_out: int, output: bytes, message: str) -> None:
+    """A hook the init ran: the record carries how it ended, Python words it (as for host-side hooks)."""
+    record = msg(Sync.ERROR, struct.pack("=Ii", Stage.HOOK, err) + b"createContainer\0/usr/bin/x\0"
+                 + struct.pack("=IiI", 2, status, timed_out) + output)
+    conn = SyncConnection()
+    [_, failed] = conn.receive_data(msg(Sync.PID, struct.pack("=I", 7)) + record)
+    assert isinstance(failed, SetupFailed) and isinstance(failed.error, HookError)
+    e = failed.error
+    assert (e.stage, e.operation, e.object, e.index) == ("hook", "createContainer", "/usr/bin/x", 2)
+    assert e.message == f"error running createContainer hook #2 (/usr/bin/x): {message}"
+    assert parse_error_message(record).message == e.message  # as supervisor-oci start reads it off the FIFO
+    assert "expected" in str(parse_error_message(record[:-1] if output else record + b"x"))
+    short = msg(Sync.ERROR, struct.pack("=Ii", Stage.HOOK, 0) + b"createContainer\0/usr/bin/x\0\1\2")
+    assert "short hook failure record" in str(parse_error_message(short))
 
 
 def test_eof_before_pid_is_a_failure() -> None:

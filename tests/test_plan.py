@@ -10,7 +10,7 @@ import pytest
 from supervisor import ContainerSpec, SpecError
 from supervisor._wire import Mk, Op
 from supervisor.plan import MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, resolve_in_root
-from supervisor.plan import Plan
+from supervisor.plan import Plan, with_hook_state
 from supervisor.plan import plan as plan_on
 
 from .conftest import ROOT_HOST, RUNC_SPEC
@@ -153,3 +153,41 @@ def test_an_exec_plan_takes_only_the_processs_identity_from_the_container(tmp_pa
             assert getattr(p, field.name) == field.default, field.name
     assert (p.args, p.exec_paths) == (("/bin/ps",), ("/bin/ps",))
     assert all(path.startswith("/proc/42/ns/") for _, path in p.ns_paths) and p.ns_paths
+
+
+def test_hooks_the_init_runs(tmp_path: Path) -> None:
+    """createContainer at a step of its own just before pivot_root, argv completed, no env given ->
+    none; startContainer without env gets the workload's (runc's); the state text splits at the pid."""
+    import json
+
+    from supervisor.spec import Hook
+
+    hooks = {"createContainer": [{"path": "/usr/bin/x", "timeout": 3}],
+             "startContainer": [{"path": "/sbin/ldconfig", "args": ["ldconfig", "-v"]}, {"path": "/y", "env": ["A=1"]}],
+             "poststop": [{"path": "/z"}]}
+    s = spec(tmp_path, hooks=hooks)
+    with pytest.raises(SpecError, match="hooks.createContainer: hooks are run by supervisor-oci"):
+        plan(s)
+    with pytest.raises(SpecError, match="hooks.poststop: not supported here"):
+        plan_on(s, "c", ROOT_HOST, runs_hooks=("createContainer", "startContainer"))
+    p = plan_on(s, "c", ROOT_HOST, runs_hooks=("createContainer", "startContainer", "poststop"))
+    ops = [step.op for step in p.steps]
+    assert ops.count(Op.HOOKS) == 1 and ops[ops.index(Op.HOOKS) + 1] == Op.PIVOT
+    assert ops.index(Op.HOOKS) > ops.index(Op.MKNOD)  # after the mounts and /dev
+    assert p.create_hooks == (Hook("/usr/bin/x", ("/usr/bin/x",), (), 3),)
+    assert p.start_hooks == (Hook("/sbin/ldconfig", ("ldconfig", "-v"), p.env), Hook("/y", ("/y",), ("A=1",)))
+    assert p.hook_state is None
+    p = with_hook_state(p, {"ociVersion": "1.2.0", "id": "c", "bundle": "/b", "annotations": {"k": "v\"}"}})
+    assert p.hook_state is not None
+    create, start, tail = p.hook_state
+    assert json.loads(create + "1" + tail) == {"ociVersion": "1.2.0", "id": "c", "status": "creating", "pid": 1,
+                                               "bundle": "/b", "annotations": {"k": "v\"}"}}
+    assert json.loads(start + "42" + tail)["status"] == "created"
+    assert with_hook_state(plan(spec(tmp_path)), {"id": "c"}).hook_state is None  # no hooks, no state
+
+    # without pivot_root (no mount namespace), before the chroot
+    ns = [n for n in RUNC_SPEC["linux"]["namespaces"] if n["type"] != "mount"]
+    p = plan_on(spec(tmp_path, hooks=hooks, mounts=[], linux__namespaces=ns, linux__maskedPaths=[],
+                     linux__readonlyPaths=[]), "c", ROOT_HOST, runs_hooks=("createContainer", "startContainer",
+                                                                           "poststop"))
+    assert [step.op for step in p.steps] == [Op.HOOKS, Op.CHROOT]

@@ -6,12 +6,13 @@ import struct
 
 import pytest
 
-from supervisor._wire import MSG_BOOTSTRAP, Attr, Mk, Op, ffi, lib
+from supervisor._wire import MSG_BOOTSTRAP, Attr, HookAttr, Mk, Op, ffi, lib
 from supervisor.bootstrap import decode, encode
 from supervisor.errors import SpecError
 from attrs import evolve as attrs_evolve
 
 from supervisor.plan import Plan, Step
+from supervisor.spec import Hook
 
 MINIMAL = Plan(args=("/bin/true",), exec_paths=("/bin/true",))
 
@@ -38,6 +39,17 @@ FULL = Plan(
     groups=(29, 44),
     caps=(0x20000420, 0x20000420, 0x20000420, 0, 0),
     pdeathsig=9,
+)
+
+
+HOOKS = Plan(
+    args=("/bin/true",),
+    exec_paths=("/bin/true",),
+    rootfs="/r",
+    steps=(Step(Op.HOOKS), Step(Op.PIVOT)),
+    create_hooks=(Hook("/usr/bin/nvidia-hook", ("nvidia-hook", "create"), ("A=1", "B=2"), 5),),
+    start_hooks=(Hook("/sbin/ldconfig", ("/sbin/ldconfig",)), Hook("/bin/x", ("x",), ("C=3",))),
+    hook_state=('{"id": "c", "status": "creating", "pid": ', '{"id": "c", "status": "created", "pid": ', "}"),
 )
 
 
@@ -101,6 +113,25 @@ def test_golden_full() -> None:
     assert ("HOSTNAME", "box") in decode(expected)
 
 
+def test_golden_hooks() -> None:
+    assert encode(HOOKS) == message(
+        u32(Attr.CLONE_FLAGS, 0),
+        string(Attr.ROOTFS, "/r"),
+        nla(Attr.STEP, u32(1, Op.HOOKS)),
+        nla(Attr.STEP, u32(1, Op.PIVOT)),
+        string(Attr.ARG, "/bin/true"),
+        string(Attr.EXEC_PATH, "/bin/true"),
+        nla(Attr.CREATE_HOOK, string(HookAttr.PATH, "/usr/bin/nvidia-hook") + string(HookAttr.ARG, "nvidia-hook")
+            + string(HookAttr.ARG, "create") + string(HookAttr.ENV, "A=1") + string(HookAttr.ENV, "B=2")
+            + u32(HookAttr.TIMEOUT, 5)),
+        nla(Attr.START_HOOK, string(HookAttr.PATH, "/sbin/ldconfig") + string(HookAttr.ARG, "/sbin/ldconfig")),
+        nla(Attr.START_HOOK, string(HookAttr.PATH, "/bin/x") + string(HookAttr.ARG, "x") + string(HookAttr.ENV, "C=3")),
+        string(Attr.CREATE_STATE, '{"id": "c", "status": "creating", "pid": '),
+        string(Attr.START_STATE, '{"id": "c", "status": "created", "pid": '),
+        string(Attr.STATE_TAIL, "}"),
+    )
+
+
 class Parsed:
     """The C parser's view of a message (through cffi)."""
 
@@ -144,6 +175,52 @@ def test_c_parser_reads_the_golden_vectors() -> None:
     assert Parsed(encode(MINIMAL)).rc == 0
 
 
+def test_c_parser_reads_hooks() -> None:
+    p = Parsed(encode(HOOKS))
+    assert p.rc == 0, p.error
+    c = p.cfg
+    assert (c.n_create_hooks, c.n_start_hooks) == (1, 2)
+    h = c.create_hooks[0]
+    assert ffi.string(h.path) == b"/usr/bin/nvidia-hook" and h.timeout == 5
+    assert [ffi.string(h.argv[i]) for i in range(h.n_args)] == [b"nvidia-hook", b"create"] and h.argv[2] == ffi.NULL
+    assert [ffi.string(h.envp[i]) for i in range(h.n_env)] == [b"A=1", b"B=2"] and h.envp[2] == ffi.NULL
+    s = c.start_hooks[1]
+    assert (ffi.string(s.argv[0]), s.n_env, ffi.string(s.envp[0]), s.timeout) == (b"x", 1, b"C=3", 0)
+    assert c.start_hooks[0].n_env == 0 and c.start_hooks[0].envp[0] == ffi.NULL
+    assert ffi.string(c.create_state).endswith(b'"pid": ') and ffi.string(c.state_tail) == b"}"
+
+
+def _hook_message(*extra: bytes, step: bool = True, state: bool = True,
+                  hook: bytes = string(HookAttr.PATH, "/h") + string(HookAttr.ARG, "h")) -> bytes:
+    parts = [string(Attr.ROOTFS, "/r"), string(Attr.ARG, "a"), string(Attr.EXEC_PATH, "a"), *extra]
+    if step:
+        parts.append(nla(Attr.STEP, u32(1, Op.HOOKS)))
+    parts.append(nla(Attr.CREATE_HOOK, hook))
+    if state:
+        parts += [string(Attr.CREATE_STATE, "{"), string(Attr.STATE_TAIL, "}")]
+    return message(*parts)
+
+
+@pytest.mark.parametrize("data, error", [
+    (_hook_message(step=False), "0 hook steps for 1 createContainer hooks"),
+    (_hook_message(nla(Attr.STEP, u32(1, Op.HOOKS))), "2 hook steps"),
+    (_hook_message(state=False), "hooks without their state"),
+    (_hook_message(hook=string(HookAttr.PATH, "h") + string(HookAttr.ARG, "h")), "needs an absolute path"),
+    (_hook_message(hook=string(HookAttr.PATH, "/h")), "createContainer hook 0: no argv"),
+    (_hook_message(hook=string(HookAttr.PATH, "/h") + string(HookAttr.PATH, "/h") + string(HookAttr.ARG, "h")),
+     "repeated"),
+    (_hook_message(hook=string(HookAttr.PATH, "/h") + string(HookAttr.ARG, "h") + u32(9, 1)), "unknown attribute 9"),
+    (message(string(Attr.ARG, "a"), string(Attr.EXEC_PATH, "a"),
+             nla(Attr.START_HOOK, string(HookAttr.PATH, "/h") + string(HookAttr.ARG, "h"))),
+     "hooks without their state"),
+])
+def test_c_parser_checks_hooks(data: bytes, error: str) -> None:
+    p = Parsed(data)
+    assert p.rc == -1
+    assert error in p.error
+    assert Parsed(_hook_message()).rc == 0
+
+
 @pytest.mark.parametrize("data, error", [
     (message(u32(Attr.CLONE_FLAGS, 0)), "no argv"),
     (message(string(Attr.ARG, "a")), "no path to execute"),
@@ -177,7 +254,7 @@ def test_encoder_refuses_what_cannot_be_carried() -> None:
 
 def test_fuzz_random_and_mutated_messages() -> None:
     rng = random.Random(1234)
-    seeds = [encode(FULL), encode(MINIMAL)]
+    seeds = [encode(FULL), encode(MINIMAL), encode(HOOKS)]
     parsed = 0
     for i in range(20000):
         if i % 4 == 0:

@@ -21,6 +21,12 @@ void sv_close_from(unsigned first, unsigned last);
 __attribute__((noreturn, format(printf, 3, 4)))
 void sv_fail(int err, const char *op, const char *fmt, ...);
 
+/* Run one point's hooks (POINT is its name for errors: "createContainer", "startContainer") in order,
+ * each with the state HEAD + our pid + TAIL on stdin, in the directory DIR_FD (-1: ours). Returns
+ * when all of them succeeded; a failure is reported as an SV_STAGE_HOOK record and ends us. */
+void sv_run_hooks(const char *point, const struct sv_hook *hooks, size_t n, const char *head, const char *tail,
+                  int dir_fd);
+
 /* The container init: everything from the sync with the supervisor to execve. Never returns. */
 __attribute__((noreturn))
 void sv_run_init(const struct sv_config *cfg);

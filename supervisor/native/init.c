@@ -1,9 +1,10 @@
 /* init.c - the container init: from the supervisor's go-ahead to execve.
  *
  * The order follows runc's standard init: root propagation and the rootfs bind, the planned
- * filesystem steps (mounts, /dev, pivot_root, read-only root, sysctls, read-only and masked paths,
- * in the order the planner chose), hostname, rlimits, umask, no_new_privs, credentials and
- * capabilities, the parent-death signal, closing fds, cwd, execve. Every step is a small function;
+ * filesystem steps (mounts, /dev, the createContainer hooks, pivot_root, read-only root, sysctls,
+ * read-only and masked paths, in the order the planner chose), hostname, rlimits, umask,
+ * no_new_privs, credentials and capabilities, the parent-death signal, closing fds, cwd, the exec
+ * FIFO, the startContainer hooks (hooks.c), execve. Every step is a small function;
  * every failure goes through sv_fail(), which names the operation and the object.
  *
  * Paths inside the container are resolved with openat2(RESOLVE_IN_ROOT) against a descriptor of the
@@ -539,8 +540,19 @@ static void step_setattr_ro(const struct sv_step *s)
     close(fd);
 }
 
-static void run_step(size_t i, const struct sv_step *s)
+/* createContainer: the mounts and /dev are done, the old root still there (runc's point). As under
+ * runc, their cwd is the container's root and their umask the usual one, not the 0 of our steps. */
+static void run_create_hooks(const struct sv_config *cfg)
 {
+    mode_t old = umask(022);
+    sv_run_hooks("createContainer", cfg->create_hooks, cfg->n_create_hooks, cfg->create_state, cfg->state_tail,
+                 root_fd);
+    umask(old);
+}
+
+static void run_step(const struct sv_config *cfg, size_t i)
+{
+    const struct sv_step *s = &cfg->steps[i];
     int fd;
     switch (s->op) {
     case SV_OP_MOUNT: step_mount(i, s); break;
@@ -566,6 +578,7 @@ static void run_step(size_t i, const struct sv_step *s)
             sv_fail(errno, "set propagation", "%s", s->dst);
         close(fd);
         break;
+    case SV_OP_HOOKS: run_create_hooks(cfg); break;
     }
 }
 
@@ -673,10 +686,14 @@ static void set_lsm_labels(const struct sv_config *cfg)
 
 /* -- seccomp ------------------------------------------------------------------------------ */
 
+static int seccomp_installed;
+
+/* Once: before the capabilities go (without no_new_privs), before the startContainer hooks, or last. */
 static void install_seccomp(const struct sv_config *cfg)
 {
-    if (cfg->seccomp == NULL)
+    if (cfg->seccomp == NULL || seccomp_installed)
         return;
+    seccomp_installed = 1;
     struct sock_fprog prog = {
         .len = (unsigned short)(cfg->seccomp_len / sizeof(struct sock_filter)),
         .filter = (struct sock_filter *)(uintptr_t)cfg->seccomp,
@@ -863,6 +880,18 @@ static void exec_workload(const struct sv_config *cfg)
     sv_fail(err, "exec", "%s", cfg->argv[0]);
 }
 
+/* -- the startContainer hooks ------------------------------------------------------------- */
+
+/* Just before the workload, in the container (after pivot_root), with the workload's credentials and
+ * its seccomp filter, as runc runs them (which installs the filter before the exec FIFO). */
+static void run_start_hooks(const struct sv_config *cfg)
+{
+    if (cfg->n_start_hooks == 0)
+        return;
+    install_seccomp(cfg);
+    sv_run_hooks("startContainer", cfg->start_hooks, cfg->n_start_hooks, cfg->start_state, cfg->state_tail, -1);
+}
+
 /* -- supervisor-oci: created, then started ------------------------------------------------- */
 
 static void open_exec_fifo(const char *path)
@@ -908,6 +937,13 @@ static void wait_for_start(const struct sv_config *cfg)
     if (fd < 0) {
         dprintf(2, "supervisor-oci: open exec fifo: %s\n", strerror(errno));
         _exit(1);
+    }
+    /* Started. The startContainer hooks run now, so that `start` hears how they did: a failure is
+     * an error record on the FIFO in place of the byte. */
+    if (cfg->n_start_hooks) {
+        sv_sync_fd = fd;
+        run_start_hooks(cfg);
+        sv_sync_fd = -1;
     }
     if (write(fd, "0", 1) != 1)
         _exit(1); /* start went away before reading: it reports that itself */
@@ -1008,7 +1044,7 @@ void sv_run_init(const struct sv_config *cfg)
     if (cfg->rootfs)
         prepare_root(cfg);
     for (size_t i = 0; i < cfg->n_steps; i++)
-        run_step(i, &cfg->steps[i]);
+        run_step(cfg, i);
     sources_close(cfg);
     if (cfg->terminal)
         setup_console(cfg);
@@ -1038,7 +1074,9 @@ void sv_run_init(const struct sv_config *cfg)
     if (root_fd >= 0)
         close(root_fd);
     if (exec_fifo_fd >= 0)
-        wait_for_start(cfg); /* announces the exec and closes the sync socket itself */
+        wait_for_start(cfg); /* announces the exec, closes the sync socket, runs the startContainer hooks */
+    else
+        run_start_hooks(cfg); /* before the announcement: a failure is a failed start */
     if (cfg->pid1_init) {
         if (cfg->no_new_privs)
             install_seccomp(cfg); /* ours too, inherited by the workload */

@@ -52,6 +52,11 @@ static const struct sv_nla_def top_attrs[SV_ATTR_MAX + 1] = {
     [SV_ATTR_CONSOLE_SIZE] = {SV_T_U32, 0},
     [SV_ATTR_EXEC_FIFO] = {SV_T_STR, 0},
     [SV_ATTR_PRESERVE_FDS] = {SV_T_U32, 0},
+    [SV_ATTR_CREATE_HOOK] = {SV_T_NEST, 1},
+    [SV_ATTR_START_HOOK] = {SV_T_NEST, 1},
+    [SV_ATTR_CREATE_STATE] = {SV_T_STR, 0},
+    [SV_ATTR_START_STATE] = {SV_T_STR, 0},
+    [SV_ATTR_STATE_TAIL] = {SV_T_STR, 0},
 };
 
 static const struct sv_nla_def ns_attrs[SV_NS_MAX + 1] = {
@@ -83,6 +88,13 @@ static const struct sv_nla_def step_attrs[SV_STEP_MAX + 1] = {
     [SV_STEP_CGROUP] = {SV_T_BOOL, 0},
 };
 
+static const struct sv_nla_def hook_attrs[SV_HOOK_MAX + 1] = {
+    [SV_HOOK_PATH] = {SV_T_STR, 0},
+    [SV_HOOK_ARG] = {SV_T_STR, 1},
+    [SV_HOOK_ENV] = {SV_T_STR, 1},
+    [SV_HOOK_TIMEOUT] = {SV_T_U32, 0},
+};
+
 static const struct sv_nla_def *scope_table(uint32_t scope, uint32_t *max)
 {
     switch (scope) {
@@ -90,6 +102,8 @@ static const struct sv_nla_def *scope_table(uint32_t scope, uint32_t *max)
     case SV_ATTR_NS_PATH: *max = SV_NS_MAX; return ns_attrs;
     case SV_ATTR_RLIMIT: *max = SV_RLIMIT_MAX; return rlimit_attrs;
     case SV_ATTR_STEP: *max = SV_STEP_MAX; return step_attrs;
+    case SV_ATTR_CREATE_HOOK:
+    case SV_ATTR_START_HOOK: *max = SV_HOOK_MAX; return hook_attrs;
     default: *max = 0; return NULL;
     }
 }
@@ -133,7 +147,7 @@ static int next_attr(struct sv_nla_cursor *c, uint32_t scope, struct sv_nla *a, 
     return sv_nla_next(c, table, max, scope, a, err, errlen);
 }
 
-/* Walks one nested attribute: checks repeats and hands each field to `field`. */
+/* Walks one nested attribute: checks repeats (of what may not repeat) and hands each field to `field`. */
 typedef int (*field_fn)(void *obj, const struct sv_nla *a);
 
 static int walk_nested(const struct sv_nla *outer, void *obj, field_fn field, char *err, size_t errlen)
@@ -143,7 +157,7 @@ static int walk_nested(const struct sv_nla *outer, void *obj, field_fn field, ch
     struct sv_nla a = {0, NULL, 0};
     int r;
     while ((r = next_attr(&c, outer->id, &a, err, errlen)) == 1) {
-        if (seen & (1ull << a.id))
+        if ((seen & (1ull << a.id)) && !sv_attr_repeats(outer->id, a.id))
             return fail(err, errlen, "scope %u: attribute %u repeated", outer->id, a.id);
         seen |= 1ull << a.id;
         field(obj, &a);
@@ -195,6 +209,47 @@ static int step_field(void *obj, const struct sv_nla *a)
     return 0;
 }
 
+/* A hook is read twice: once to count its argv and envp, once to fill them in. */
+static int hook_count(void *obj, const struct sv_nla *a)
+{
+    struct sv_hook *h = obj;
+    if (a->id == SV_HOOK_ARG)
+        h->n_args++;
+    else if (a->id == SV_HOOK_ENV)
+        h->n_env++;
+    return 0;
+}
+
+static int hook_field(void *obj, const struct sv_nla *a)
+{
+    struct sv_hook *h = obj;
+    switch (a->id) {
+    case SV_HOOK_PATH: h->path = str_of(a); break;
+    case SV_HOOK_ARG: h->argv[h->n_args++] = str_of(a); break;
+    case SV_HOOK_ENV: h->envp[h->n_env++] = str_of(a); break;
+    case SV_HOOK_TIMEOUT: h->timeout = u32_of(a); break;
+    }
+    return 0;
+}
+
+static int parse_hook(const struct sv_nla *outer, struct sv_hook *h, size_t i, char *err, size_t errlen)
+{
+    if (walk_nested(outer, h, hook_count, err, errlen) < 0)
+        return -1;
+    h->argv = calloc(h->n_args + 1, sizeof(*h->argv));
+    h->envp = calloc(h->n_env + 1, sizeof(*h->envp));
+    if (h->argv == NULL || h->envp == NULL)
+        return fail(err, errlen, "out of memory");
+    h->n_args = h->n_env = 0;
+    walk_nested(outer, h, hook_field, err, errlen);
+    const char *kind = outer->id == SV_ATTR_CREATE_HOOK ? "createContainer" : "startContainer";
+    if (h->path == NULL || h->path[0] != '/')
+        return fail(err, errlen, "%s hook %zu: needs an absolute path", kind, i);
+    if (h->n_args == 0)
+        return fail(err, errlen, "%s hook %zu: no argv", kind, i);
+    return 0;
+}
+
 /* What each step operation needs; checked here so the executor can trust it. */
 static int check_step(const struct sv_step *s, size_t i, char *err, size_t errlen)
 {
@@ -208,7 +263,8 @@ static int check_step(const struct sv_step *s, size_t i, char *err, size_t errle
             return fail(err, errlen, "step %zu: sysctl without a value", i);
         break;
     case SV_OP_PIVOT:
-    case SV_OP_CHROOT: need_dst = 0; break;
+    case SV_OP_CHROOT:
+    case SV_OP_HOOKS: need_dst = 0; break;
     case SV_OP_MKDIR:
     case SV_OP_MKNOD:
     case SV_OP_REMOUNT_RO:
@@ -253,6 +309,8 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
         case SV_ATTR_ARG: out->n_args++; break;
         case SV_ATTR_ENV: out->n_env++; break;
         case SV_ATTR_EXEC_PATH: out->n_exec_paths++; break;
+        case SV_ATTR_CREATE_HOOK: out->n_create_hooks++; break;
+        case SV_ATTR_START_HOOK: out->n_start_hooks++; break;
         }
     }
     if (r < 0)
@@ -276,14 +334,16 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
     out->argv = calloc(out->n_args + 1, sizeof(*out->argv));
     out->envp = calloc(out->n_env + 1, sizeof(*out->envp));
     out->exec_paths = calloc(out->n_exec_paths + 1, sizeof(*out->exec_paths));
+    out->create_hooks = calloc(out->n_create_hooks + 1, sizeof(*out->create_hooks));
+    out->start_hooks = calloc(out->n_start_hooks + 1, sizeof(*out->start_hooks));
     if (!out->ns_paths || !out->steps || !out->rlimits || !out->groups || !out->argv || !out->envp ||
-        !out->exec_paths) {
+        !out->exec_paths || !out->create_hooks || !out->start_hooks) {
         sv_config_free(out);
         return fail(err, errlen, "out of memory");
     }
 
     /* Second pass: fill in. */
-    size_t ns = 0, st = 0, rl = 0, gr = 0, ar = 0, en = 0, ex = 0;
+    size_t ns = 0, st = 0, rl = 0, gr = 0, ar = 0, en = 0, ex = 0, ch = 0, sh = 0;
     c.pos = msg + SV_NLMSG_HDRLEN;
     while (next_attr(&c, 0, &a, err, errlen) == 1) {
         switch (a.id) {
@@ -376,6 +436,19 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
             break;
         case SV_ATTR_EXEC_FIFO: out->exec_fifo = str_of(&a); break;
         case SV_ATTR_PRESERVE_FDS: out->preserve_fds = u32_of(&a); break;
+        case SV_ATTR_CREATE_HOOK:
+            if (parse_hook(&a, &out->create_hooks[ch], ch, err, errlen) < 0)
+                goto bad;
+            ch++;
+            break;
+        case SV_ATTR_START_HOOK:
+            if (parse_hook(&a, &out->start_hooks[sh], sh, err, errlen) < 0)
+                goto bad;
+            sh++;
+            break;
+        case SV_ATTR_CREATE_STATE: out->create_state = str_of(&a); break;
+        case SV_ATTR_START_STATE: out->start_state = str_of(&a); break;
+        case SV_ATTR_STATE_TAIL: out->state_tail = str_of(&a); break;
         }
     }
     for (size_t i = 0; i < out->n_steps; i++) {
@@ -384,8 +457,21 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
             goto bad;
         }
     }
-    if (out->n_steps > 0 && out->rootfs == NULL) {
+    size_t hook_steps = 0;
+    for (size_t i = 0; i < out->n_steps; i++)
+        hook_steps += out->steps[i].op == SV_OP_HOOKS;
+    if (out->n_steps > hook_steps && out->rootfs == NULL) {
         fail(err, errlen, "filesystem steps without a rootfs");
+        goto bad;
+    }
+    /* createContainer hooks run at their step, exactly once; each point's hooks get their state. */
+    if (hook_steps != (out->n_create_hooks > 0)) {
+        fail(err, errlen, "%zu hook steps for %zu createContainer hooks", hook_steps, out->n_create_hooks);
+        goto bad;
+    }
+    if ((out->n_create_hooks && (!out->create_state || !out->state_tail)) ||
+        (out->n_start_hooks && (!out->start_state || !out->state_tail))) {
+        fail(err, errlen, "hooks without their state");
         goto bad;
     }
     return 0;
@@ -403,5 +489,15 @@ void sv_config_free(struct sv_config *cfg)
     free((void *)cfg->argv);
     free((void *)cfg->envp);
     free((void *)cfg->exec_paths);
+    for (size_t i = 0; cfg->create_hooks != NULL && i < cfg->n_create_hooks; i++) {
+        free((void *)cfg->create_hooks[i].argv);
+        free((void *)cfg->create_hooks[i].envp);
+    }
+    for (size_t i = 0; cfg->start_hooks != NULL && i < cfg->n_start_hooks; i++) {
+        free((void *)cfg->start_hooks[i].argv);
+        free((void *)cfg->start_hooks[i].envp);
+    }
+    free(cfg->create_hooks);
+    free(cfg->start_hooks);
     memset(cfg, 0, sizeof(*cfg));
 }

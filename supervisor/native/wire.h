@@ -65,11 +65,23 @@
 #define SV_ATTR_CONSOLE_SIZE 36     /* u32: the pty's window before the workload runs, height << 16 | width */
 #define SV_ATTR_EXEC_FIFO 37        /* str: a FIFO (host path) the init opens for writing once it is set
                                      * up, after closing the sync socket: it waits there, before execve,
-                                     * until a reader opens it (supervisor-oci's create and start) */
+                                     * until a reader opens it (supervisor-oci's create and start). It
+                                     * then runs the startContainer hooks and writes "0", or an
+                                     * SV_SYNC_ERROR message (header and record) when they failed */
 #define SV_ATTR_PRESERVE_FDS 38     /* u32: fds 3..3+N-1 go to the workload as they are (supervisor-oci's
                                      * --preserve-fds); stage 0 learns N from _SUPERVISOR_PRESERVE_FDS,
                                      * since it closes what it inherited before it reads this message */
-#define SV_ATTR_MAX 38
+#define SV_ATTR_CREATE_HOOK 39      /* nest, repeated: a createContainer hook (SV_HOOK_*), in order; they run
+                                     * at the SV_OP_HOOKS step, in the container's namespaces before
+                                     * pivot_root, with full privileges (the path is the host's) */
+#define SV_ATTR_START_HOOK 40       /* nest, repeated: a startContainer hook, in order; they run once started
+                                     * (after the exec FIFO opened), before execve, with the workload's
+                                     * credentials and seccomp filter (the path is the container's) */
+#define SV_ATTR_CREATE_STATE 41     /* str: the state JSON of createContainer hooks, up to its pid: the init
+                                     * writes its own pid (as the container sees it), then SV_ATTR_STATE_TAIL */
+#define SV_ATTR_START_STATE 42      /* str: the same for startContainer hooks */
+#define SV_ATTR_STATE_TAIL 43       /* str: the rest of the state JSON after the pid, for both points */
+#define SV_ATTR_MAX 43
 
 /* SV_ATTR_NS_PATH */
 #define SV_NS_TYPE 1                /* u32: the CLONE_NEW* flag of the namespace */
@@ -100,6 +112,13 @@
 #define SV_STEP_CGROUP 15           /* bool: SRC is a hierarchy's base: append "/" SV_ATTR_CGROUP_PATH */
 #define SV_STEP_MAX 15
 
+/* SV_ATTR_CREATE_HOOK and SV_ATTR_START_HOOK fields */
+#define SV_HOOK_PATH 1              /* str: absolute */
+#define SV_HOOK_ARG 2               /* str, repeated: argv (at least one) */
+#define SV_HOOK_ENV 3               /* str, repeated: envp, each NAME=VALUE */
+#define SV_HOOK_TIMEOUT 4           /* u32: seconds before it is killed (absent: no limit) */
+#define SV_HOOK_MAX 4
+
 /* step operations */
 #define SV_OP_MOUNT 1               /* mount SRC on DST (FSTYPE, FLAGS, DATA), then remount, propagation */
 #define SV_OP_MKDIR 2               /* mkdir DST (MODE), parents too; an existing directory is fine */
@@ -114,7 +133,8 @@
 #define SV_OP_SYSCTL 11             /* write DATA to /proc/sys/DST */
 #define SV_OP_SETATTR_RO 12         /* mount_setattr(DST, AT_RECURSIVE, MOUNT_ATTR_RDONLY) */
 #define SV_OP_PROPAGATE 13          /* set PROPAGATION on the mount at DST */
-#define SV_OP_MAX 13
+#define SV_OP_HOOKS 14              /* run the createContainer hooks (SV_ATTR_CREATE_HOOK) here */
+#define SV_OP_MAX 14
 
 #define SV_MK_NONE 0
 #define SV_MK_DIR 1
@@ -135,6 +155,9 @@
 #define SV_STAGE_BOOTSTRAP 2        /* joining namespaces and cloning the init */
 #define SV_STAGE_INIT 3             /* the container init, before execve */
 #define SV_STAGE_EXEC 4             /* execve itself */
+#define SV_STAGE_HOOK 5             /* a hook the init ran: OP is its point ("createContainer",
+                                     * "startContainer"), OBJECT its path, and after the object's NUL
+                                     * come a struct sv_hook_failure and what the hook printed */
 
 struct sv_sync_header {
     uint32_t type;
@@ -144,6 +167,13 @@ struct sv_sync_header {
 struct sv_error_record {
     uint32_t stage;
     int32_t err;
+};
+
+/* How a hook failed (SV_STAGE_HOOK). ERR of the record is set when it could not be run at all. */
+struct sv_hook_failure {
+    uint32_t index;             /* which hook of its point, from 0 */
+    int32_t status;             /* its wait status; -1 when it did not run */
+    uint32_t timed_out;         /* its timeout, in seconds, when it ran past it and was killed; else 0 */
 };
 
 /* The decoded message. Strings point into the message buffer, which must outlive it. */
@@ -174,6 +204,15 @@ struct sv_step {
     uint32_t gid;
     uint32_t mktype;
     int cgroup;
+};
+
+struct sv_hook {
+    const char *path;
+    const char **argv;      /* NULL-terminated */
+    size_t n_args;
+    const char **envp;      /* NULL-terminated */
+    size_t n_env;
+    uint32_t timeout;       /* 0: none */
 };
 
 struct sv_config {
@@ -229,6 +268,13 @@ struct sv_config {
     size_t n_env;
     const char **exec_paths;
     size_t n_exec_paths;
+    struct sv_hook *create_hooks;
+    size_t n_create_hooks;
+    struct sv_hook *start_hooks;
+    size_t n_start_hooks;
+    const char *create_state;
+    const char *start_state;
+    const char *state_tail;
 };
 
 /* Parse and validate a whole message (header included). 0 on success; -1 with a message in err. */

@@ -11,8 +11,9 @@ with ``CLONE_PARENT``, so it is a child of ``create``; when ``create`` exits the
 caller's subreaper (containerd's shim), which reaps it and reports its exit. No parent-death signal:
 the container must outlive ``create``.
 
-``start`` opens the FIFO for reading: the init's open returns, it writes one byte and execs the
-workload; ``start`` reads the byte and removes the FIFO, so "created" is "the FIFO exists".
+``start`` opens the FIFO for reading: the init's open returns, it runs the startContainer hooks,
+writes one byte and execs the workload (or writes an error record in its place when a hook failed);
+``start`` reads the byte and removes the FIFO, so "created" is "the FIFO exists".
 ``state``, ``kill``, ``delete``, ``ps``, ``pause`` and ``resume`` read ``state.json`` and touch only
 ``/proc`` and the cgroup files, with the standard library: they are the calls containerd makes most,
 and a Python start is already most of their budget (``python -X importtime -m supervisor.oci``).

@@ -22,7 +22,7 @@ import attrs
 from .._launch import launch_blocking
 from ..console import window_size
 from ..errors import BootstrapError, SpecError
-from ..plan import plan, plan_exec
+from ..plan import plan, plan_exec, with_hook_state
 from ..spec import ContainerSpec, User, _Obj, _process, lenient
 from . import hooks
 from .log import CommandError
@@ -78,8 +78,11 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
     except CommandError:
         c.remove()
         raise
-    the_plan = attrs.evolve(the_plan, pdeathsig=0, exec_fifo=c.fifo, cgroup_controllers=controllers,
-                            preserve_fds=preserve_fds)
+    # the state document of every hook, but its status and pid
+    fields = {"ociVersion": spec_version(bundle), "id": container_id, "bundle": bundle,
+              "annotations": dict(spec.annotations)}
+    the_plan = attrs.evolve(with_hook_state(the_plan, fields), pdeathsig=0, exec_fifo=c.fifo,
+                            cgroup_controllers=controllers, preserve_fds=preserve_fds)
     if the_plan.terminal and console_socket is None:
         the_plan = attrs.evolve(the_plan, console_size=window_size(0) or the_plan.console_size)
     hook_lists = hooks.to_state(spec.hooks)
@@ -87,8 +90,8 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
 
     def create_runtime(pid: int) -> None:
         """The init exists, in its new namespaces, and waits: the createRuntime point."""
-        state = {"ociVersion": spec_version(bundle), "id": container_id, "status": "creating", "pid": pid,
-                 "bundle": bundle, "annotations": dict(spec.annotations)}
+        state = {"ociVersion": fields["ociVersion"], "id": container_id, "status": "creating", "pid": pid,
+                 "bundle": bundle, "annotations": fields["annotations"]}
         hooks.run_hooks(hook_lists, "prestart", state)
         hooks.run_hooks(hook_lists, "createRuntime", state)
 
@@ -105,7 +108,7 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
         started = start_time(pid)
         assert started is not None  # our child, not reaped
         c.data = {
-            "oci_version": spec_version(bundle),
+            "oci_version": fields["ociVersion"],
             "pid": pid,
             "start_time": started[0],
             "bundle": bundle,

@@ -84,13 +84,14 @@ def features() -> str:
     from .. import seccomp
     from ..host import Host
     from ..spec import CAPABILITIES, NAMESPACE_TYPES
+    from .hooks import RUNS
 
     options = sorted(set(planner._OPTION_FLAGS) | set(planner._PROPAGATION))
     host = Host.probe()
     doc = {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.1.0",
-        "hooks": [],
+        "hooks": list(RUNS),
         "mountOptions": options,
         "linux": {
             "namespaces": sorted(t for t in NAMESPACE_TYPES if t != "time"),

@@ -1,8 +1,9 @@
 """The calls that need no planning: start, state, list, kill, delete, ps, pause, resume.
 
 They read ``state.json`` and touch ``/proc``, the FIFO and the cgroup files, nothing else: no attrs,
-no planner, no cffi. Signals go through a pidfd opened after the start time was checked, so a pid
-the kernel reused for another process is never signalled.
+no planner, no cffi (but for a start whose startContainer hook failed: its error record is read with
+``pipes``). Signals go through a pidfd opened after the start time was checked, so a pid the kernel
+reused for another process is never signalled.
 """
 
 import json
@@ -60,7 +61,9 @@ def start(c: Container, warn: Callable[[str], None] | None = None) -> None:
         os.close(pidfd)
         raise CommandError("cannot start an already running container") from None
     try:
-        # The init's blocked open for writing returns now; it writes one byte, then execs.
+        # The init's blocked open for writing returns now; it runs the startContainer hooks, writes
+        # one byte and execs; or it writes why a hook failed (one write, shorter than PIPE_BUF: it
+        # is all there once any of it is) and exits.
         poller = select.poll()
         poller.register(fifo, select.POLLIN)
         poller.register(pidfd, select.POLLIN)
@@ -68,10 +71,14 @@ def start(c: Container, warn: Callable[[str], None] | None = None) -> None:
             ready = dict(poller.poll())
             if ready.get(fifo, 0) & select.POLLIN:
                 try:
-                    if os.read(fifo, 1) == b"0":
-                        break
+                    said = os.read(fifo, 8192)
                 except BlockingIOError:
                     continue
+                if said == b"0":
+                    break
+                if said:
+                    _stop(pidfd)
+                    raise CommandError(_failure(said))
             if pidfd in ready:
                 raise CommandError("cannot start a container that has stopped")
             if ready.get(fifo, 0) & select.POLLHUP:
@@ -84,6 +91,24 @@ def start(c: Container, warn: Callable[[str], None] | None = None) -> None:
         from .hooks import run_hooks
 
         run_hooks(c.data["hooks"], "poststart", c.oci_state(), warn or _ignore)
+
+
+def _failure(said: bytes) -> str:
+    """What the init wrote on the FIFO instead of its go-ahead: an error record (a failed
+    startContainer hook), worded as for any start."""
+    from ..pipes import parse_error_message
+
+    return parse_error_message(said).message
+
+
+def _stop(pidfd: int) -> None:
+    """The init reported a failure and exits; make sure of it, and wait for it, so that the container
+    is stopped once we say so."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    select.select([pidfd], [], [], 10.0)
 
 
 def state(c: Container) -> str:

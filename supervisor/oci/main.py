@@ -200,7 +200,13 @@ def _create(command: str, root: str, flags: Options, positional: list[str], log:
 
     pidfd = os.pidfd_open(c.pid)
     try:
-        lifecycle.start(c, log.warning)
+        try:
+            lifecycle.start(c, log.warning)
+        except CommandError:
+            # a startContainer hook failed (the container is stopped): undo the create, as runc's run
+            lifecycle.delete(c, force=True, warn=log.warning)
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+            raise
         if detach:
             return 0
         from .create import wait_for
