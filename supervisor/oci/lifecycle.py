@@ -138,12 +138,17 @@ def list_containers(root: str, quiet: bool, fmt: str) -> str:
 
 
 def _signal_all(c: Container, sig: int) -> None:
-    """Every process of the cgroup; a v1 freezer holds them still meanwhile, so none forks past us and
-    none exits (its pid cannot pass to another process while we signal by number). Not v2's: a
-    process frozen there still dies of SIGKILL at once."""
+    """Every process of the cgroup, forks racing with us included (``kill --all``, which the shim
+    uses for a container that shares its pid namespace, and ``delete --force``).
+
+    SIGKILL on a v2 cgroup is one write to ``cgroup.kill``: the kernel kills every process in it,
+    and one forked meanwhile too. Otherwise the freezer holds the processes still while we signal
+    them by number: frozen, none forks past us, and none exits, so no pid passes to another process
+    meanwhile (a v1 ``freezer.state`` FROZEN, or v2's ``cgroup.freeze`` once ``cgroup.events`` says
+    frozen; v2 has no other freezer)."""
+    if sig == signal.SIGKILL and _kill_v2(c):
+        return
     freezer = c.freezer()
-    if freezer is not None and freezer[0] != 1:
-        freezer = None
     paused = c.frozen()
     if freezer is not None and not paused:
         _freeze(freezer, True)
@@ -157,7 +162,21 @@ def _signal_all(c: Container, sig: int) -> None:
         if freezer is not None and not paused:
             _freeze(freezer, False)
         elif paused and sig == signal.SIGKILL:
-            resume(c, check=False)  # a frozen process dies only once thawed
+            resume(c, check=False)  # a process frozen by v1 dies only once thawed
+
+
+def _kill_v2(c: Container) -> bool:
+    """SIGKILL to the container's v2 cgroup through ``cgroup.kill`` (Linux 5.14); False where there
+    is none to write. Its v2 cgroup holds all its processes, on a hybrid host too."""
+    for d in c.data.get("cgroup", []):
+        if int(d["version"]) == 2:
+            try:
+                with open(os.path.join(str(d["dir"]), "cgroup.kill"), "w") as f:
+                    f.write("1")
+            except FileNotFoundError:
+                return False
+            return True
+    return False
 
 
 def kill(c: Container, sig: int, all_processes: bool) -> None:
@@ -234,6 +253,12 @@ def _freeze(freezer: tuple[int, str], frozen: bool) -> None:
     if version == 2:
         with open(os.path.join(directory, "cgroup.freeze"), "w") as f:
             f.write("1" if frozen else "0")
+        if frozen:  # the write asks; the cgroup is frozen once cgroup.events says so
+            for _ in range(1000):
+                with open(os.path.join(directory, "cgroup.events")) as f:
+                    if "frozen 1" in f.read().splitlines():
+                        return
+                time.sleep(0.001)
         return
     path = os.path.join(directory, "freezer.state")
     want = "FROZEN" if frozen else "THAWED"
