@@ -674,6 +674,24 @@ run delete --force v2 && rmdir "$P"
 """
 
 
+def _no_v2_leftover(parent: Path, child: str) -> None:
+    """After a test in a cgroup2-only view: its cgroups must be gone; if not, kill what is in them,
+    remove them, and fail."""
+    if not parent.exists():
+        return
+    (parent / "cgroup.freeze").write_text("0")
+    for d in (parent / child, parent):
+        if d.exists():
+            (d / "cgroup.kill").write_text("1")
+            for _ in range(100):
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.01)
+    pytest.fail(f"left behind on the host: {parent}")
+
+
 _V2_KILL_ALL = """
 umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup || exit 99
 run() { "$BIN" --root "$ROOT" "$@"; }
@@ -719,18 +737,7 @@ def test_kill_all_on_cgroup_v2_leaves_no_fork_behind(oci: Oci, bundle: Bundle, t
         assert int((out / "before").read_text()) > 100, "the loops did not get going"
         assert (out / "left").read_text().strip() == "0", "processes outlived kill --all"
     finally:
-        leftover = Path(host_v2) / parent
-        if leftover.exists():
-            for d in (leftover / "forks", leftover):
-                if d.exists():
-                    (d / "cgroup.kill").write_text("1")
-                    for _ in range(100):
-                        try:
-                            d.rmdir()
-                            break
-                        except OSError:
-                            time.sleep(0.01)
-            pytest.fail(f"left behind on the host: {leftover}")
+        _no_v2_leftover(Path(host_v2) / parent, "forks")
 
 
 def test_pause_on_cgroup_v2(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
@@ -759,17 +766,4 @@ def test_pause_on_cgroup_v2(oci: Oci, bundle: Bundle, subreaper: None, tmp_path:
         assert status("parent-frozen") == "paused"
         assert status("parent-thawed") == "running"
     finally:
-        leftover = Path(host_v2) / parent
-        if leftover.exists():
-            (leftover / "cgroup.freeze").write_text("0")
-            for d in (leftover / "v2", leftover):
-                if d.exists():
-                    for p in (d / "cgroup.procs").read_text().split():
-                        os.kill(int(p), signal.SIGKILL)
-                    for _ in range(100):
-                        try:
-                            d.rmdir()
-                            break
-                        except OSError:
-                            time.sleep(0.01)
-            pytest.fail(f"left behind on the host: {leftover}")
+        _no_v2_leftover(Path(host_v2) / parent, "v2")
