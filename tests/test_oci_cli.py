@@ -5,6 +5,7 @@ container's init passes to it when ``create`` exits, and the test reaps it.
 """
 
 import ctypes
+import fcntl
 import json
 import os
 import random
@@ -414,6 +415,60 @@ def test_a_failing_start_container_hook_fails_start(oci: Oci, bundle: Bundle, su
     assert not (oci.root / "sf").exists()
 
 
+@pytest.mark.parametrize("refused", ["wait4", "kill"])
+def test_a_filter_that_refuses_the_hook_runner_fails_start_rather_than_hang(
+        oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path, refused: str) -> None:
+    """startContainer hooks run under the workload's filter, and so does the init that runs them: where
+    that filter refuses what the init needs to learn how a hook ended (wait4) or to end one past its
+    timeout (kill), start fails with an error naming it, and nothing waits for ever."""
+
+    def edit(config: dict[str, Any]) -> None:
+        container_hooks(config, tmp_path, create=["true"], start=["true" if refused == "wait4" else "sleep 30"],
+                        timeout=1 if refused == "kill" else None)
+        config["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["wait4", "waitid"] if refused == "wait4" else [refused],
+                          "action": "SCMP_ACT_ERRNO"}]}
+
+    out = tmp_path / "out"
+    pid = oci.create(bundle("/bin/sh", "-c", "echo the workload ran", edit=edit), "sw", out)
+    try:
+        result = oci("start", "sw", check=False, timeout=20)
+    finally:
+        oci("delete", "--force", "sw", check=False)
+        reap(pid)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f'{refused} "startContainer hook #0 (/hookbin/start-hook)": Operation not permitted'
+    assert out.read_text() == ""
+
+
+def test_a_hook_that_leaves_a_process_holding_its_output_under_a_filter_that_refuses_nonblocking_pipes(
+        oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
+    """A startContainer hook that exits 0 but leaves a process holding its stdout: start goes on at once,
+    also where the workload's filter refuses F_SETFL (the init's pipes then stay blocking)."""
+
+    def edit(config: dict[str, Any]) -> None:
+        container_hooks(config, tmp_path, create=["true"], start=["sleep 30 & echo $! > /seen/left; echo hi"])
+        config["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["fcntl"], "action": "SCMP_ACT_ERRNO",  # the shell needs the rest of fcntl
+                          "args": [{"index": 1, "value": fcntl.F_SETFL, "op": "SCMP_CMP_EQ"}]}]}
+
+    out = tmp_path / "out"
+    pid = oci.create(bundle("/bin/sh", "-c", "echo the workload ran", edit=edit), "sn", out)
+    try:
+        started = time.monotonic()
+        result = oci("start", "sn", check=False, timeout=20)
+        took = time.monotonic() - started
+        assert (tmp_path / "seen" / "left").read_text().strip().isdigit(), "the hook left nothing behind"
+    finally:
+        oci("delete", "--force", "sn", check=False)
+        reap(pid)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert took < 10, f"start waited {took:.1f}s for what the hook left behind"
+    assert out.read_text() == "the workload ran\n"
+
+
 def test_run_runs_thecontainer_hooks(oci: Oci, bundle: Bundle, tmp_path: Path) -> None:
     seen = tmp_path / "seen"
 
@@ -486,8 +541,6 @@ def test_update_and_events(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: 
 
 def _on_a_terminal(argv: list[str], rows: int = 24, cols: int = 100) -> tuple[int, str]:
     """Run argv with a pty of the given size as its stdio; (exit code, what it printed)."""
-    import fcntl
-    import struct
     import termios
 
     master, slave = os.openpty()

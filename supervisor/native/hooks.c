@@ -144,10 +144,24 @@ static long long elapsed_ms(const struct timespec *since)
     return (long long)(now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
 }
 
-static void reap(long child, int *status)
+/* 0 once CHILD is reaped into STATUS; -1 with errno where wait4 is refused (the workload's filter). */
+static int reap(long child, int *status)
 {
-    while (waitpid((pid_t)child, status, 0) < 0 && errno == EINTR)
-        ;
+    for (;;) {
+        if (waitpid((pid_t)child, status, 0) == (pid_t)child)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+/* The init cannot learn how the hook ended, or cannot end it: a failure of its own, never a loop. */
+__attribute__((noreturn))
+static void runner_failed(const char *op, const char *point, const struct sv_hook *h, size_t index, long child)
+{
+    int err = errno;
+    kill((pid_t)child, SIGKILL);
+    sv_fail(err, op, "%s hook #%zu (%s)", point, index, h->path);
 }
 
 /* One hook, from fork to reaping; returns only if it succeeded. */
@@ -172,7 +186,7 @@ static void run_hook(const char *point, const struct sv_hook *h, size_t index, c
     while (n < 0 && errno == EINTR);
     close(report[0]);
     if (n == (ssize_t)sizeof(err)) { /* it never ran */
-        reap(child, &status);
+        (void)reap(child, &status);
         hook_failed(point, h, index, err, -1, 0, NULL, 0);
     }
 
@@ -181,6 +195,8 @@ static void run_hook(const char *point, const struct sv_hook *h, size_t index, c
      * when it exits; where that is refused (an old kernel, the workload's filter), we look every 10 ms. */
     int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)child, 0);
     int to_child = in[1], from_child = out[0];
+    /* Non-blocking where the filter lets us; the loop does not count on it: it writes at most PIPE_BUF
+     * once poll said there is room, reads once poll said there is something, and so never blocks. */
     fcntl(to_child, F_SETFL, O_NONBLOCK);
     fcntl(from_child, F_SETFL, O_NONBLOCK);
     char output[OUTPUT_KEPT], chunk[4096];
@@ -211,8 +227,10 @@ static void run_hook(const char *point, const struct sv_hook *h, size_t index, c
         if (h->timeout) {
             wait_ms = (long long)h->timeout * 1000 - elapsed_ms(&started);
             if (wait_ms <= 0) {
-                kill((pid_t)child, SIGKILL);
-                reap(child, &status);
+                if (kill((pid_t)child, SIGKILL) < 0)
+                    runner_failed("kill", point, h, index, child);
+                if (reap(child, &status) < 0)
+                    runner_failed("wait4", point, h, index, child);
                 timed_out = h->timeout;
                 break;
             }
@@ -223,7 +241,8 @@ static void run_hook(const char *point, const struct sv_hook *h, size_t index, c
         if (r < 0 && errno != EINTR)
             sv_fail(errno, "poll", "%s hook #%zu (%s)", point, index, h->path);
         if (r > 0 && wi >= 0 && p[wi].revents) {
-            ssize_t w = write(to_child, state + written, state_len - written);
+            size_t left = state_len - written;
+            ssize_t w = write(to_child, state + written, left < PIPE_BUF ? left : PIPE_BUF);
             if (w > 0)
                 written += (size_t)w;
             else if (w < 0 && errno != EAGAIN && errno != EINTR) { /* it closed its stdin: fine */
@@ -242,11 +261,19 @@ static void run_hook(const char *point, const struct sv_hook *h, size_t index, c
                 from_child = -1;
             }
         }
-        if ((ci < 0 || (r > 0 && p[ci].revents)) && waitpid((pid_t)child, &status, WNOHANG) == (pid_t)child)
-            break;
+        if (ci < 0 || (r > 0 && p[ci].revents)) {
+            pid_t w = waitpid((pid_t)child, &status, WNOHANG);
+            if (w == (pid_t)child)
+                break;
+            if (w < 0 && errno != EINTR)
+                runner_failed("wait4", point, h, index, child);
+        }
     }
     /* What it wrote just before it ended (a process it left behind may hold the pipe: no waiting). */
     for (int i = 0; from_child >= 0 && i < 16 && kept < OUTPUT_KEPT; i++) {
+        struct pollfd ready = {.fd = from_child, .events = POLLIN};
+        if (poll(&ready, 1, 0) != 1)
+            break;
         ssize_t got = read(from_child, output + kept, OUTPUT_KEPT - kept);
         if (got <= 0)
             break;
