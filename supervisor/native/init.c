@@ -540,14 +540,19 @@ static void step_setattr_ro(const struct sv_step *s)
     close(fd);
 }
 
+static void set_lsm_labels(const struct sv_config *cfg);
+
 /* createContainer: the mounts and /dev are done, the old root still there (runc's point). As under
- * runc, their cwd is the container's root and their umask the usual one, not the 0 of our steps. */
+ * runc, their cwd is the container's root and their umask the usual one, not the 0 of our steps.
+ * The LSM exec label waits for them: a forked hook would inherit it and exec confined, where runc
+ * runs them unconfined and labels only what comes after. */
 static void run_create_hooks(const struct sv_config *cfg)
 {
     mode_t old = umask(022);
     sv_run_hooks("createContainer", cfg->create_hooks, cfg->n_create_hooks, cfg->create_state, cfg->state_tail,
                  root_fd);
     umask(old);
+    set_lsm_labels(cfg);
 }
 
 static void run_step(const struct sv_config *cfg, size_t i)
@@ -1038,7 +1043,8 @@ void sv_run_init(const struct sv_config *cfg)
         sv_fail(errno, "setsid", "init");
     if (cfg->loopback_up)
         bring_up_loopback();
-    set_lsm_labels(cfg);
+    if (cfg->n_create_hooks == 0)
+        set_lsm_labels(cfg); /* else once the createContainer hooks ran (run_create_hooks) */
     umask(0); /* modes of what we create are the planned ones */
     sources_open(cfg);
     if (cfg->rootfs)
