@@ -56,6 +56,11 @@ struct sv_nla_cursor {
 
 /* A whole message's header: at least the header's 16 bytes, at most `max`, of type `type`, and its
  * nlmsg_len is `len`. 0, or -1 with a message in err. */
+/* Formats a parse error into err (as snprintf does) and returns -1, so a check can `return sv_nla_fail(...)`;
+ * the parsers built on the walker report through it too. */
+__attribute__((format(printf, 3, 4)))
+int sv_nla_fail(char *err, size_t errlen, const char *fmt, ...);
+
 int sv_nlmsg_check(const uint8_t *msg, size_t len, uint16_t type, size_t max, char *err, size_t errlen);
 
 /* The next attribute of a walk over `table` (ids 1..max); `scope` only names the table in errors.

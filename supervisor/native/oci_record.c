@@ -5,8 +5,6 @@
  * start time, or another format is an error, and the caller acts on nothing it read. The same code
  * runs in Python's tests through cffi (golden vectors, fuzz).
  */
-#include <stdarg.h>
-#include <stdio.h>
 
 #include "oci_record.h"
 
@@ -33,16 +31,6 @@ int sv_oci_attr_repeats(uint32_t id)
     return id >= 1 && id <= SV_OCI_ATTR_MAX ? record_attrs[id].repeats : 0;
 }
 
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 #define SEEN(id) (1ull << (id))
 
 static int parse(const uint8_t *msg, size_t len, struct sv_oci_record *out, char *err, size_t errlen)
@@ -56,7 +44,7 @@ static int parse(const uint8_t *msg, size_t len, struct sv_oci_record *out, char
     int r;
     while ((r = sv_nla_next(&c, record_attrs, SV_OCI_ATTR_MAX, 0, &a, err, errlen)) == 1) {
         if (!record_attrs[a.id].repeats && (seen & SEEN(a.id)))
-            return fail(err, errlen, "attribute %u repeated", a.id);
+            return sv_nla_fail(err, errlen, "attribute %u repeated", a.id);
         seen |= SEEN(a.id);
         switch (a.id) {
         case SV_OCI_ATTR_FORMAT: format = u32_of(&a); break;
@@ -65,7 +53,7 @@ static int parse(const uint8_t *msg, size_t len, struct sv_oci_record *out, char
         case SV_OCI_ATTR_HOOKS: out->hooks = (int)u32_of(&a); break;
         case SV_OCI_ATTR_CGROUP:
             if (out->n_cgroups == SV_OCI_MAX_CGROUPS)
-                return fail(err, errlen, "more than %d cgroup directories", SV_OCI_MAX_CGROUPS);
+                return sv_nla_fail(err, errlen, "more than %d cgroup directories", SV_OCI_MAX_CGROUPS);
             out->cgroups[out->n_cgroups++] = str_of(&a);
             break;
         case SV_OCI_ATTR_FREEZER_V1:
@@ -82,15 +70,15 @@ static int parse(const uint8_t *msg, size_t len, struct sv_oci_record *out, char
     if (r < 0)
         return -1;
     if (!(seen & SEEN(SV_OCI_ATTR_FORMAT)))
-        return fail(err, errlen, "no format");
+        return sv_nla_fail(err, errlen, "no format");
     if (format != SV_OCI_FORMAT)
-        return fail(err, errlen, "format %u, not %u", format, SV_OCI_FORMAT);
+        return sv_nla_fail(err, errlen, "format %u, not %u", format, SV_OCI_FORMAT);
     if (!(seen & SEEN(SV_OCI_ATTR_PID)) || out->pid == 0 || out->pid > INT32_MAX)
-        return fail(err, errlen, "no pid, or pid %u out of range", out->pid);
+        return sv_nla_fail(err, errlen, "no pid, or pid %u out of range", out->pid);
     if (!(seen & SEEN(SV_OCI_ATTR_START)))
-        return fail(err, errlen, "no start time");
+        return sv_nla_fail(err, errlen, "no start time");
     if ((seen & SEEN(SV_OCI_ATTR_FREEZER_V1)) && (seen & SEEN(SV_OCI_ATTR_FREEZER_V2)))
-        return fail(err, errlen, "two freezers");
+        return sv_nla_fail(err, errlen, "two freezers");
     return 0;
 }
 

@@ -5,8 +5,6 @@
  * required attribute is an error. Nothing here acts on the message; the bootstrap only acts on a
  * config that parsed whole. The same code runs in Python's tests through cffi (golden vectors, fuzz).
  */
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,16 +127,6 @@ int sv_attr_repeats(uint32_t scope, uint32_t id)
     return def ? def->repeats : 0;
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* Next attribute of a scope: 1 when one was read, 0 at the end, -1 on error. */
 static int next_attr(struct sv_nla_cursor *c, uint32_t scope, struct sv_nla *a, char *err, size_t errlen)
 {
@@ -158,7 +146,7 @@ static int walk_nested(const struct sv_nla *outer, void *obj, field_fn field, ch
     int r;
     while ((r = next_attr(&c, outer->id, &a, err, errlen)) == 1) {
         if ((seen & (1ull << a.id)) && !sv_attr_repeats(outer->id, a.id))
-            return fail(err, errlen, "scope %u: attribute %u repeated", outer->id, a.id);
+            return sv_nla_fail(err, errlen, "scope %u: attribute %u repeated", outer->id, a.id);
         seen |= 1ull << a.id;
         field(obj, &a);
     }
@@ -239,14 +227,14 @@ static int parse_hook(const struct sv_nla *outer, struct sv_hook *h, size_t i, c
     h->argv = calloc(h->n_args + 1, sizeof(*h->argv));
     h->envp = calloc(h->n_env + 1, sizeof(*h->envp));
     if (h->argv == NULL || h->envp == NULL)
-        return fail(err, errlen, "out of memory");
+        return sv_nla_fail(err, errlen, "out of memory");
     h->n_args = h->n_env = 0;
     walk_nested(outer, h, hook_field, err, errlen);
     const char *kind = outer->id == SV_ATTR_CREATE_HOOK ? "createContainer" : "startContainer";
     if (h->path == NULL || h->path[0] != '/')
-        return fail(err, errlen, "%s hook %zu: needs an absolute path", kind, i);
+        return sv_nla_fail(err, errlen, "%s hook %zu: needs an absolute path", kind, i);
     if (h->n_args == 0)
-        return fail(err, errlen, "%s hook %zu: no argv", kind, i);
+        return sv_nla_fail(err, errlen, "%s hook %zu: no argv", kind, i);
     return 0;
 }
 
@@ -260,7 +248,7 @@ static int check_step(const struct sv_step *s, size_t i, char *err, size_t errle
     case SV_OP_BIND_DEV: need_src = 1; break;
     case SV_OP_SYSCTL:
         if (s->data == NULL)
-            return fail(err, errlen, "step %zu: sysctl without a value", i);
+            return sv_nla_fail(err, errlen, "step %zu: sysctl without a value", i);
         break;
     case SV_OP_PIVOT:
     case SV_OP_CHROOT:
@@ -273,16 +261,16 @@ static int check_step(const struct sv_step *s, size_t i, char *err, size_t errle
     case SV_OP_SETATTR_RO:
     case SV_OP_PROPAGATE: break;
     default:
-        return fail(err, errlen, "step %zu: unknown operation %u", i, s->op);
+        return sv_nla_fail(err, errlen, "step %zu: unknown operation %u", i, s->op);
     }
     if (need_dst && s->dst == NULL)
-        return fail(err, errlen, "step %zu: operation %u without a destination", i, s->op);
+        return sv_nla_fail(err, errlen, "step %zu: operation %u without a destination", i, s->op);
     if (need_dst && s->dst[0] != '/' && s->op != SV_OP_SYSCTL)
-        return fail(err, errlen, "step %zu: destination \"%s\" is not absolute", i, s->dst);
+        return sv_nla_fail(err, errlen, "step %zu: destination \"%s\" is not absolute", i, s->dst);
     if (need_src && s->src == NULL)
-        return fail(err, errlen, "step %zu: operation %u without a source", i, s->op);
+        return sv_nla_fail(err, errlen, "step %zu: operation %u without a source", i, s->op);
     if (s->mktype > SV_MK_FILE)
-        return fail(err, errlen, "step %zu: unknown mktype %u", i, s->mktype);
+        return sv_nla_fail(err, errlen, "step %zu: unknown mktype %u", i, s->mktype);
     return 0;
 }
 
@@ -299,7 +287,7 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
     int r;
     while ((r = next_attr(&c, 0, &a, err, errlen)) == 1) {
         if (!top_attrs[a.id].repeats && (seen & (1ull << a.id)))
-            return fail(err, errlen, "attribute %u repeated", a.id);
+            return sv_nla_fail(err, errlen, "attribute %u repeated", a.id);
         seen |= 1ull << a.id;
         switch (a.id) {
         case SV_ATTR_NS_PATH: out->n_ns_paths++; break;
@@ -316,16 +304,16 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
     if (r < 0)
         return -1;
     if (out->n_args == 0)
-        return fail(err, errlen, "no argv");
+        return sv_nla_fail(err, errlen, "no argv");
     if (out->n_exec_paths == 0)
-        return fail(err, errlen, "no path to execute");
+        return sv_nla_fail(err, errlen, "no path to execute");
     uint64_t caps = (1ull << SV_ATTR_CAP_BOUNDING) | (1ull << SV_ATTR_CAP_EFFECTIVE) |
                     (1ull << SV_ATTR_CAP_PERMITTED) | (1ull << SV_ATTR_CAP_INHERITABLE) |
                     (1ull << SV_ATTR_CAP_AMBIENT);
     if ((seen & caps) != 0 && (seen & caps) != caps)
-        return fail(err, errlen, "capability sets must come all five or none");
+        return sv_nla_fail(err, errlen, "capability sets must come all five or none");
     if ((seen & (1ull << SV_ATTR_GROUP)) && !(seen & (1ull << SV_ATTR_SETGROUPS)))
-        return fail(err, errlen, "supplementary groups without setgroups");
+        return sv_nla_fail(err, errlen, "supplementary groups without setgroups");
 
     out->ns_paths = calloc(out->n_ns_paths + 1, sizeof(*out->ns_paths));
     out->steps = calloc(out->n_steps + 1, sizeof(*out->steps));
@@ -339,7 +327,7 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
     if (!out->ns_paths || !out->steps || !out->rlimits || !out->groups || !out->argv || !out->envp ||
         !out->exec_paths || !out->create_hooks || !out->start_hooks) {
         sv_config_free(out);
-        return fail(err, errlen, "out of memory");
+        return sv_nla_fail(err, errlen, "out of memory");
     }
 
     /* Second pass: fill in. */
@@ -353,7 +341,7 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
             if (walk_nested(&a, p, ns_field, err, errlen) < 0)
                 goto bad;
             if (p->type == 0 || p->path == NULL) {
-                fail(err, errlen, "namespace path %zu: needs a type and a path", ns - 1);
+                sv_nla_fail(err, errlen, "namespace path %zu: needs a type and a path", ns - 1);
                 goto bad;
             }
             break;
@@ -378,7 +366,7 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
             if (walk_nested(&a, l, rlimit_field, err, errlen) < 0)
                 goto bad;
             if (l->resource == UINT32_MAX || l->soft > l->hard) {
-                fail(err, errlen, "rlimit %zu: needs a resource and soft <= hard", rl - 1);
+                sv_nla_fail(err, errlen, "rlimit %zu: needs a resource and soft <= hard", rl - 1);
                 goto bad;
             }
             break;
@@ -387,7 +375,7 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
             out->has_umask = 1;
             out->umask = u32_of(&a);
             if (out->umask > 0777) {
-                fail(err, errlen, "umask %o out of range", out->umask);
+                sv_nla_fail(err, errlen, "umask %o out of range", out->umask);
                 goto bad;
             }
             break;
@@ -404,7 +392,7 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
         case SV_ATTR_PDEATHSIG:
             out->pdeathsig = u32_of(&a);
             if (out->pdeathsig > 64) {
-                fail(err, errlen, "pdeathsig %u out of range", out->pdeathsig);
+                sv_nla_fail(err, errlen, "pdeathsig %u out of range", out->pdeathsig);
                 goto bad;
             }
             break;
@@ -419,7 +407,7 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
         case SV_ATTR_SECCOMP:
             /* whole BPF instructions, at most the kernel's BPF_MAXINSNS */
             if (a.len == 0 || a.len % 8 != 0 || a.len / 8 > 4096) {
-                fail(err, errlen, "seccomp program of %u bytes", a.len);
+                sv_nla_fail(err, errlen, "seccomp program of %u bytes", a.len);
                 goto bad;
             }
             out->seccomp = a.payload;
@@ -453,7 +441,7 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
     }
     for (size_t i = 0; i < out->n_steps; i++) {
         if (out->steps[i].cgroup && (out->cgroup_path == NULL || out->steps[i].src == NULL)) {
-            fail(err, errlen, "step %zu: a cgroup bind without a cgroup path", i);
+            sv_nla_fail(err, errlen, "step %zu: a cgroup bind without a cgroup path", i);
             goto bad;
         }
     }
@@ -461,17 +449,17 @@ int sv_parse(const uint8_t *msg, size_t len, struct sv_config *out, char *err, s
     for (size_t i = 0; i < out->n_steps; i++)
         hook_steps += out->steps[i].op == SV_OP_HOOKS;
     if (out->n_steps > hook_steps && out->rootfs == NULL) {
-        fail(err, errlen, "filesystem steps without a rootfs");
+        sv_nla_fail(err, errlen, "filesystem steps without a rootfs");
         goto bad;
     }
     /* createContainer hooks run at their step, exactly once; each point's hooks get their state. */
     if (hook_steps != (out->n_create_hooks > 0)) {
-        fail(err, errlen, "%zu hook steps for %zu createContainer hooks", hook_steps, out->n_create_hooks);
+        sv_nla_fail(err, errlen, "%zu hook steps for %zu createContainer hooks", hook_steps, out->n_create_hooks);
         goto bad;
     }
     if ((out->n_create_hooks && (!out->create_state || !out->state_tail)) ||
         (out->n_start_hooks && (!out->start_state || !out->state_tail))) {
-        fail(err, errlen, "hooks without their state");
+        sv_nla_fail(err, errlen, "hooks without their state");
         goto bad;
     }
     return 0;
