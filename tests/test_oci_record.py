@@ -12,6 +12,7 @@ import pytest
 from supervisor._wire import MSG_OCI_STATE, OCI_FORMAT, OCI_MAX_CGROUPS, OCI_MAX_RECORD, OciAttr, ffi, lib
 from supervisor.oci.record import Record, RecordError
 
+from .fuzz import netlink_inputs
 from .test_wire import nla, string, u32
 
 FULL = Record(pid=4242, start=987654321012, hooks=False,
@@ -131,26 +132,7 @@ def test_fuzz_random_and_mutated_records() -> None:
     rng = random.Random(4321)
     seeds = [FULL.encode(), minimal(), Record(pid=1, start=2, hooks=True, freezer=(2, "/x")).encode()]
     parsed = 0
-    for i in range(20000):
-        if i % 4 == 0:
-            body = rng.randbytes(rng.randrange(0, 200))
-            data = struct.pack("=IHHII", 16 + len(body), MSG_OCI_STATE, 0, 0, 0) + body
-        else:
-            buf = bytearray(rng.choice(seeds))
-            for _ in range(rng.randrange(1, 6)):
-                what = rng.randrange(4)
-                pos = rng.randrange(len(buf))
-                if what == 0:
-                    buf[pos] ^= 1 << rng.randrange(8)
-                elif what == 1:
-                    buf[pos] = rng.randrange(256)
-                elif what == 2:
-                    del buf[pos:pos + rng.randrange(1, 9)]
-                else:
-                    buf[pos:pos] = rng.randbytes(rng.randrange(1, 9))
-            if rng.random() < 0.8 and len(buf) >= 4:
-                buf[0:4] = struct.pack("=I", len(buf))  # keep the header honest, to get deeper
-            data = bytes(buf)
+    for data in netlink_inputs(rng, seeds, MSG_OCI_STATE, 0, 20000, random_body=200, max_edits=6):
         p = Parsed(data)
         assert p.rc in (0, -1)
         if p.rc == 0:

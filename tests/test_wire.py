@@ -14,6 +14,8 @@ from attrs import evolve as attrs_evolve
 from supervisor.plan import Plan, Step
 from supervisor.spec import Hook
 
+from .fuzz import netlink_inputs
+
 MINIMAL = Plan(args=("/bin/true",), exec_paths=("/bin/true",))
 
 FULL = Plan(
@@ -256,26 +258,7 @@ def test_fuzz_random_and_mutated_messages() -> None:
     rng = random.Random(1234)
     seeds = [encode(FULL), encode(MINIMAL), encode(HOOKS)]
     parsed = 0
-    for i in range(20000):
-        if i % 4 == 0:
-            body = rng.randbytes(rng.randrange(0, 300))
-            data = struct.pack("=IHHII", 16 + len(body), MSG_BOOTSTRAP, 1, 0, 0) + body
-        else:
-            data = bytearray(rng.choice(seeds))
-            for _ in range(rng.randrange(1, 8)):
-                what = rng.randrange(4)
-                pos = rng.randrange(len(data))
-                if what == 0:
-                    data[pos] ^= 1 << rng.randrange(8)
-                elif what == 1:
-                    data[pos] = rng.randrange(256)
-                elif what == 2:
-                    del data[pos:pos + rng.randrange(1, 9)]
-                else:
-                    data[pos:pos] = rng.randbytes(rng.randrange(1, 9))
-            if rng.random() < 0.8:
-                data[0:4] = struct.pack("=I", len(data))  # keep the header honest, to get deeper
-            data = bytes(data)
+    for data in netlink_inputs(rng, seeds, MSG_BOOTSTRAP, 1, 20000, random_body=300, max_edits=8):
         p = Parsed(data)
         assert p.rc in (0, -1)
         if p.rc == 0:
