@@ -6,7 +6,8 @@
  * delete, pause, resume and `ps --format json` itself, from `ROOT/ID/fast`, which `create` writes
  * beside state.json; everything else, and every case it is not sure of (a flag it does not know, a
  * container with hooks, no `fast` file, one that does not parse whole), it hands to the Python
- * implementation by exec'ing `PYTHON -m supervisor.oci` with the same arguments. Errors use runc's
+ * implementation by exec'ing `PYTHON -P -c 'from supervisor.oci.main import entry; entry()'` with
+ * the same arguments. Errors use runc's
  * wording, on stderr and as a JSON line in --log, like the Python side.
  *
  * ROOT/ID/fast is a record in the bootstrap message's encoding (oci_record.h, parsed by
@@ -58,12 +59,13 @@ static void fall_back(void)
         fprintf(stderr, "supervisor-oci: this copy was not made by `supervisor-oci install-fast`\n");
         _exit(1);
     }
-    /* -P: `-m` would put the working directory first on sys.path, and the shim runs us in the
-     * bundle's directory: a `supervisor` there must not be what runs */
+    /* -P: `-c` would put the working directory first on sys.path, and the shim runs us in the
+     * bundle's directory: a `supervisor` there must not be what runs. -c rather than -m: runpy's
+     * imports cost every call handed over about 8 ms. */
     argv[0] = (char *)python;
     argv[1] = "-P";
-    argv[2] = "-m";
-    argv[3] = "supervisor.oci";
+    argv[2] = "-c";
+    argv[3] = "from supervisor.oci.main import entry; entry()";
     for (int i = 1; i < argc; i++)
         argv[i + 3] = saved_argv[i];
     execv(python, argv);

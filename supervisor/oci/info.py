@@ -111,7 +111,7 @@ _MARKER = b"SUPERVISOR-OCI-PYTHON:"
 
 def install_fast(dest: str) -> None:
     """Copy the native front end (``native/oci_fast.c``) to ``dest``, with this interpreter written in
-    as the one it hands every other call to (``PYTHON -m supervisor.oci``)."""
+    as the one it hands every other call to (``PYTHON -P -c "from supervisor.oci.main import entry; entry()"``)."""
     import sys
 
     source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_oci_fast")
