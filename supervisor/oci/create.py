@@ -68,7 +68,7 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
     than sent to a console socket. ``systemd``: the container's cgroup is a systemd scope
     (``systemd.py``)."""
     bundle = os.path.abspath(bundle)
-    units: list["Unit"] = []
+    units: list[Unit] = []
     if systemd:
         from . import systemd as systemd_driver
 
@@ -121,12 +121,18 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
             with systemd_driver.Systemd() as manager:
                 manager.start_scope(units[0], pid, f"supervisor-oci container {container_id}",
                                     systemd_driver.properties(spec.resources, memory_v2))
+            scope_started.append(True)
+
+    scope_started: list[bool] = []
 
     def undo() -> None:
-        if units:
-            with systemd_driver.Systemd() as manager:
-                manager.stop(units[0].name)
-        c.remove()
+        """Nothing of a failed create stays: its state directory, and its unit once started."""
+        try:
+            if scope_started:
+                with systemd_driver.Systemd() as manager:
+                    manager.stop(units[0].name)
+        finally:
+            c.remove()
 
     try:
         pid, pidfd, cgroup, console = launch_blocking(the_plan, container_id,

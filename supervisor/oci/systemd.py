@@ -103,10 +103,13 @@ class Unit:
 
 
 def properties(resources: "Resources | None", v2: bool) -> list[tuple[str, tuple[str, Any]]]:
-    """The unit properties for the limits systemd knows, so that systemd, when it applies the
+    """The unit properties: accounting, and the limits systemd knows, so that systemd, when it applies the
     unit's settings again (a ``daemon-reload``), writes the container's values and not its defaults.
     ``v2``: whether the memory controller is cgroup v2's (the names differ)."""
-    props: list[tuple[str, tuple[str, Any]]] = []
+    # accounting on: systemd then gives the scope a cgroup in these controllers (on v1 too)
+    props: list[tuple[str, tuple[str, Any]]] = [
+        (name, ("b", True)) for name in ("MemoryAccounting", "CPUAccounting", "TasksAccounting",
+                                         "IOAccounting" if v2 else "BlockIOAccounting")]
     if resources is None:
         return props
     m = resources.memory
@@ -173,9 +176,7 @@ class Systemd:
         props = [("Description", ("s", description)), ("Slice", ("s", unit.slice)),
                  ("Delegate", ("b", True)), ("PIDs", ("au", [pid])),
                  # like any container runtime's: the container is not the host's boot transaction
-                 ("DefaultDependencies", ("b", False)),
-                 ("MemoryAccounting", ("b", True)), ("CPUAccounting", ("b", True)),
-                 ("TasksAccounting", ("b", True)), *extra]
+                 ("DefaultDependencies", ("b", False)), *extra]
         self._call("Subscribe", "", ())
         try:
             job = self._call("StartTransientUnit", "ssa(sv)a(sa(sv))", (unit.name, "fail", props, []))[0]
