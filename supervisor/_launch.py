@@ -392,13 +392,17 @@ def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int |
 
 
 def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, int | None] = (None, None, None),
-                    host_work: Callable[[int], None] | None = None, join: Cgroup | None = None
-                    ) -> tuple[int, int, Cgroup | None, int | None]:
+                    host_work: Callable[[int], None] | None = None, join: Cgroup | None = None,
+                    scope: Callable[[int], None] | None = None) -> tuple[int, int, Cgroup | None, int | None]:
     """Start a container; once the workload is exec'd, return its init's pid, pidfd and cgroup,
     and the pty master when it has a terminal. (The one-shot CLI's: a process that is the supervisor
     and nothing else, so it may move itself into a leaf cgroup.) ``host_work(pid)`` runs after
     ``host_setup``, while the init waits (supervisor-oci's createRuntime hooks). ``join``: a running
-    container's cgroup to start in (an exec), kept whatever happens, instead of a cgroup of its own."""
+    container's cgroup to start in (an exec), kept whatever happens, instead of a cgroup of its own.
+    ``scope(pid)``: a cgroup manager (systemd) puts the waiting bootstrap into the container's
+    cgroup, which must exist for it to do so; only then are its directories completed and limited
+    and the bootstrap joined to all of them (v1 controllers the manager left alone), before it reads
+    its message."""
 
     def setup(pid: int) -> None:
         host_setup(plan, pid)
@@ -406,13 +410,29 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
             host_work(pid)
 
     message = message_for(plan)
-    cgroup = make_cgroup(plan, CgroupDriver(move_into_leaf=True)) if join is None else None
-    try:
-        spawned = spawn_into(cgroup or join, stdio, plan.preserve_fds)
-    except BaseException:
-        if cgroup is not None:
-            cgroup.remove()
-        raise
+    if scope is None:
+        cgroup = make_cgroup(plan, CgroupDriver(move_into_leaf=True)) if join is None else None
+        try:
+            spawned = spawn_into(cgroup or join, stdio, plan.preserve_fds)
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+    else:
+        spawned = spawn_bootstrap(stdio, preserve=plan.preserve_fds)
+        cgroup = None
+        try:
+            scope(spawned.pid)
+            cgroup = make_cgroup(plan, CgroupDriver())
+            if cgroup is not None:
+                cgroup.add(spawned.pid)
+        except BaseException:
+            os.kill(spawned.pid, signal.SIGKILL)
+            os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)
+            spawned.close()
+            if cgroup is not None:
+                cgroup.remove()
+            raise
     handshake = Handshake()
     try:
         pid = _drive_blocking(handshake.run(message), spawned.sock, spawned.pidfd, setup)

@@ -156,7 +156,7 @@ def test_create_failures_in_the_log(oci: Oci, bundle: Bundle, subreaper: None, t
     (b / "config.json").write_text(json.dumps(config))
     assert oci("create", "--bundle", str(b), "c4", check=False).stderr.strip() == \
         "cannot allocate tty if runc will detach without setting console socket"
-    assert "systemd" in oci("--systemd-cgroup", "state", "x", check=False).stderr
+    assert oci("--systemd-cgroup", "state", "x", check=False).stderr.strip() == "container does not exist"
     assert oci("bogus", check=False).returncode == 1
 
 
@@ -252,7 +252,7 @@ def test_spec_and_features(tmp_path: Path) -> None:
     assert again.returncode == 1 and "exists" in again.stderr
     features = json.loads(subprocess.run([supervisor_oci(), "features"], capture_output=True, text=True,
                                          check=True).stdout)
-    assert "pid" in features["linux"]["namespaces"] and features["linux"]["cgroup"]["systemd"] is False
+    assert "pid" in features["linux"]["namespaces"] and features["linux"]["cgroup"]["systemd"] is True
     assert features["hooks"] == ["prestart", "createRuntime", "createContainer", "startContainer", "poststart",
                                  "poststop"]
 

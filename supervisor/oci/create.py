@@ -30,13 +30,15 @@ from .state import Container, rfc3339, start_time
 
 if TYPE_CHECKING:
     from ..spec import Process
+    from .systemd import Unit
 
 __all__ = ["create", "exec_process", "wait_for"]
 
 _TIOCGPTN = 0x80045430
 
 
-def _load_spec(bundle: str, container_id: str, warn: Callable[[str], None] | None = None) -> ContainerSpec:
+def _load_spec(bundle: str, container_id: str, warn: Callable[[str], None] | None = None,
+               unit: "Callable[[str | None], str] | None" = None) -> ContainerSpec:
     unknown: list[str] = []
     try:
         spec = ContainerSpec.from_bundle(bundle, unknown=unknown)
@@ -44,7 +46,10 @@ def _load_spec(bundle: str, container_id: str, warn: Callable[[str], None] | Non
         raise CommandError(str(e)) from None
     if unknown and warn is not None:
         warn(f"{os.path.join(bundle, 'config.json')}: ignoring unknown fields: {', '.join(unknown)}")
-    if spec.cgroups_path is None:
+    if unit is not None:
+        # systemd's form (SLICE:PREFIX:NAME) becomes the scope's cgroup path
+        spec = attrs.evolve(spec, cgroups_path=unit(spec.cgroups_path))
+    elif spec.cgroups_path is None:
         # the default below the root, as runc's: below our own, create's cgroup would be swept
         spec = attrs.evolve(spec, cgroups_path=f"/{container_id}")
     return spec
@@ -55,14 +60,26 @@ def _error(e: BootstrapError | SpecError) -> CommandError:
 
 
 def create(root: str, container_id: str, bundle: str, pid_file: str | None, console_socket: str | None,
-           preserve_fds: int = 0, warn: Callable[[str], None] | None = None, foreground: bool = False
-           ) -> tuple[Container, int | None]:
+           preserve_fds: int = 0, warn: Callable[[str], None] | None = None, foreground: bool = False,
+           systemd: bool = False) -> tuple[Container, int | None]:
     """Set a container up, its init blocked before execve; return once the pid file holds its pid.
     ``warn`` gets one warning naming the config's unknown fields, which are ignored. ``foreground``
     (``run`` without ``-d``): a terminal's pty master is returned to the caller (who relays it) rather
-    than sent to a console socket."""
+    than sent to a console socket. ``systemd``: the container's cgroup is a systemd scope
+    (``systemd.py``)."""
     bundle = os.path.abspath(bundle)
-    spec = _load_spec(bundle, container_id, warn)
+    units: list[Unit] = []
+    if systemd:
+        from . import systemd as systemd_driver
+
+        def to_unit(cgroups_path: str | None) -> str:
+            try:
+                units.append(systemd_driver.Unit.from_cgroups_path(cgroups_path, container_id))
+            except CommandError as e:
+                raise CommandError(f"{os.path.join(bundle, 'config.json')}: {e}") from None
+            return units[0].cgroup_path
+
+    spec = _load_spec(bundle, container_id, warn, to_unit if systemd else None)
     if spec.process.terminal and console_socket is None and not foreground:
         raise CommandError("cannot allocate tty if runc will detach without setting console socket")
     if console_socket is not None and not spec.process.terminal:
@@ -95,14 +112,37 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
         hooks.run_hooks(hook_lists, "prestart", state)
         hooks.run_hooks(hook_lists, "createRuntime", state)
 
+    scope = None
+    if units:
+        def scope(pid: int) -> None:
+            from ..cgroups import hierarchies
+
+            memory_v2 = any(h.version == 2 and "memory" in h.controllers for h in hierarchies())
+            with systemd_driver.Systemd() as manager:
+                manager.start_scope(units[0], pid, f"supervisor-oci container {container_id}",
+                                    systemd_driver.properties(spec.resources, memory_v2))
+            scope_started.append(True)
+
+    scope_started: list[bool] = []
+
+    def undo() -> None:
+        """Nothing of a failed create stays: its state directory, and its unit once started."""
+        try:
+            if scope_started:
+                with systemd_driver.Systemd() as manager:
+                    manager.stop(units[0].name)
+        finally:
+            c.remove()
+
     try:
         pid, pidfd, cgroup, console = launch_blocking(the_plan, container_id,
-                                                      host_work=create_runtime if hook_lists else None)
+                                                      host_work=create_runtime if hook_lists else None,
+                                                      scope=scope)
     except (BootstrapError, SpecError) as e:
-        c.remove()
+        undo()
         raise _error(e) from None
     except BaseException:
-        c.remove()
+        undo()
         raise
     try:
         started = start_time(pid)
@@ -120,6 +160,8 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
             "cgroup": [{"version": h.version, "mountpoint": h.mountpoint, "controllers": sorted(h.controllers),
                         "own": h.own, "dir": d} for h, d in (cgroup.dirs.items() if cgroup else ())],
         }
+        if units:
+            c.data["systemd_unit"] = units[0].name
         c.save()
         if console is not None and console_socket is not None:
             send_console(console_socket, console)
@@ -130,7 +172,7 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
         os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
         if cgroup is not None:
             cgroup.remove()
-        c.remove()
+        undo()
         if console is not None:
             os.close(console)
         raise

@@ -96,7 +96,7 @@ def features() -> str:
         "linux": {
             "namespaces": sorted(t for t in NAMESPACE_TYPES if t != "time"),
             "capabilities": sorted(CAPABILITIES, key=CAPABILITIES.__getitem__),
-            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": False},
+            "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False, "rdma": False},
             "seccomp": {"enabled": True, "actions": sorted(seccomp._ACTIONS)},
             "apparmor": {"enabled": host.apparmor},
             "selinux": {"enabled": host.selinux},

@@ -217,6 +217,11 @@ def delete(c: Container, force: bool, warn: Callable[[str], None] | None = None)
                 os.close(pidfd)
     elif c.cgroup_dirs and c.procs():
         _signal_all(c, signal.SIGKILL)  # what outlived an init that shared its pid namespace
+    if unit := c.data.get("systemd_unit"):
+        from .systemd import Systemd
+
+        with Systemd() as manager:  # systemd removes the directories it made for the scope
+            manager.stop(str(unit))
     remove_cgroup_dirs(c.cgroup_dirs)
     final = c.oci_state()
     c.remove()

@@ -68,9 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if options["help"] or not rest:
             print(USAGE, end="")
             return 0 if options["help"] else 1
-        if options["systemd_cgroup"]:
-            raise CommandError("--systemd-cgroup is not supported: supervisor-oci has no systemd cgroup driver "
-                               "yet (use cgroupfs: SystemdCgroup = false)")
         command, *rest = rest
         if command not in _COMMANDS:
             raise UsageError(f"no such command: {command}")
@@ -81,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             root = default_root()
         log.debug(f"{command} {' '.join(rest)}")
-        return _run(command, root, flags, positional, log)
+        return _run(command, root, flags, positional, log, bool(options["systemd_cgroup"]))
     except UsageError as e:
         log.error(str(e))
         return 1
@@ -105,7 +102,7 @@ def _one_id(command: str, positional: list[str], extra: int = 0) -> str:
     return positional[0]
 
 
-def _run(command: str, root: str, flags: Options, positional: list[str], log: Log) -> int:
+def _run(command: str, root: str, flags: Options, positional: list[str], log: Log, systemd: bool = False) -> int:
     from . import lifecycle
     from .state import Container
 
@@ -139,7 +136,7 @@ def _run(command: str, root: str, flags: Options, positional: list[str], log: Lo
         if out:
             print(out)
     elif command in ("create", "run"):
-        return _create(command, root, flags, positional, log)
+        return _create(command, root, flags, positional, log, systemd)
     elif command == "exec":
         from .create import exec_process
 
@@ -182,7 +179,7 @@ def _opt(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _create(command: str, root: str, flags: Options, positional: list[str], log: Log) -> int:
+def _create(command: str, root: str, flags: Options, positional: list[str], log: Log, systemd: bool) -> int:
     from .create import create
 
     container_id = _one_id(command, positional)
@@ -193,7 +190,8 @@ def _create(command: str, root: str, flags: Options, positional: list[str], log:
         log.debug("--no-pivot: ignored, the root is always entered with pivot_root")
     detach = command == "create" or bool(flags["detach"])
     c, console = create(root, container_id, str(flags["bundle"] or os.getcwd()), _opt(flags["pid_file"]),
-                        _opt(flags["console_socket"]), int(fds), log.warning, foreground=not detach)
+                        _opt(flags["console_socket"]), int(fds), log.warning, foreground=not detach,
+                        systemd=systemd)
     if command == "create":
         return 0
     from . import lifecycle

@@ -108,6 +108,8 @@ class Container:
                 state=json.dumps(rest)[1:].encode()).encode()
         except RecordError:
             record = None
+        if self.data.get("systemd_unit"):
+            record = None  # its delete stops the unit, over D-Bus: the Python side's
         for name, data in ((FAST, record), (STATE, json.dumps(self.data).encode())):
             if data is None:
                 continue

@@ -1,0 +1,146 @@
+"""supervisor-oci --systemd-cgroup against a real systemd (PID 1 of a private container, see
+``systemd_pid1.py``): the scope unit, its cgroup, its limits, and nothing left once deleted."""
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisor.oci.log import CommandError
+from supervisor.oci.systemd import Unit, expand_slice
+
+from .conftest import Bundle, needs_root
+from .systemd_pid1 import SystemdPid1, Unavailable
+from .test_oci_containerd import supervisor_oci
+
+POD_SLICE = "kubepods-besteffort-pod1234.slice"
+SCOPE = "cri-containerd-c1.scope"
+SCOPE_PATH = f"/kubepods.slice/kubepods-besteffort.slice/{POD_SLICE}/{SCOPE}"
+
+
+# -- names and paths (no systemd needed) -----------------------------------------------------------
+
+def test_slice_names_expand_as_systemd_lays_them_out() -> None:
+    assert expand_slice("system.slice") == "/system.slice"
+    assert expand_slice("-.slice") == "/"
+    assert expand_slice(POD_SLICE) == "/kubepods.slice/kubepods-besteffort.slice/" + POD_SLICE
+    for bad in ("system", "a--b.slice", "-a.slice", "a/b.slice", ".slice"):
+        with pytest.raises(CommandError, match="linux.cgroupsPath"):
+            expand_slice(bad)
+
+
+def test_cgroups_path_slice_prefix_name_and_defaults() -> None:
+    assert Unit.from_cgroups_path(f"{POD_SLICE}:cri-containerd:c1", "x") == Unit(POD_SLICE, SCOPE)
+    assert Unit.from_cgroups_path(f"{POD_SLICE}:cri-containerd:c1", "x").cgroup_path == SCOPE_PATH
+    assert Unit.from_cgroups_path("::", "c9") == Unit("system.slice", "c9.scope")
+    assert Unit.from_cgroups_path(":p:", "c9") == Unit("system.slice", "p-c9.scope")
+    assert Unit.from_cgroups_path(None, "c9") == Unit("system.slice", "supervisor-oci-c9.scope")
+    for bad in ("/kubepods/pod1/c1", "a.slice:b", "a.slice:b:c:d", "nope:p:n", "a.slice:p:n.slice"):
+        with pytest.raises(CommandError, match="linux.cgroupsPath"):
+            Unit.from_cgroups_path(bad, "c1")
+
+
+@needs_root
+def test_a_path_not_in_systemds_form_is_an_error_naming_the_field(bundle: Bundle, tmp_path: Path) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        config["linux"]["cgroupsPath"] = "/kubepods/besteffort/pod1234/c1"
+
+    path = bundle("true", edit=edit)
+    result = subprocess.run([supervisor_oci(), "--systemd-cgroup", "--root", str(tmp_path / "state"), "create",
+                             "--bundle", str(path), "c1"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert 'linux.cgroupsPath: expected "slice:prefix:name" for systemd cgroups' in result.stderr
+    assert not (tmp_path / "state" / "c1").exists()
+
+
+@needs_root
+@pytest.mark.skipif(os.path.exists("/run/systemd/private"), reason="systemd runs here")
+def test_without_systemd_create_says_so_and_leaves_nothing(bundle: Bundle, tmp_path: Path) -> None:
+    path = bundle("true", edit=lambda c: c["linux"].update(cgroupsPath=f"{POD_SLICE}:cri-containerd:c1"))
+    result = subprocess.run([supervisor_oci(), "--systemd-cgroup", "--root", str(tmp_path / "state"), "create",
+                             "--bundle", str(path), "c1"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "connecting to systemd at /run/systemd/private" in result.stderr
+    assert os.listdir(tmp_path / "state") == []
+
+
+# -- against a real systemd ----------------------------------------------------------------------
+
+@pytest.fixture
+def systemd(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, rootfs: Path) -> Iterator[SystemdPid1]:
+    where = tmp_path / "systemd"
+    where.mkdir()
+    pid1 = SystemdPid1(where, share=tmp_path_factory.getbasetemp())  # the bundle, its rootfs, the state
+    try:
+        pid1.start()
+    except Unavailable as e:
+        pid1.stop()
+        pytest.skip(f"cannot run systemd as PID 1 of a container here: {e}")
+    try:
+        yield pid1
+    finally:
+        systemd_pid, cgroups = pid1.pid, list(pid1.cgroups)
+        pid1.stop()
+        assert not os.path.exists(f"/proc/{systemd_pid}"), "systemd left running"
+        assert not any(os.path.exists(d) for d in cgroups), "systemd's cgroups left behind"
+
+
+def _memory_limit_file(pid1: SystemdPid1) -> str:
+    """Where the scope's memory limit is: v1's memory hierarchy where the host has one, else v2's."""
+    if pid1.run("test", "-d", "/sys/fs/cgroup/memory", check=False).returncode == 0:
+        return f"/sys/fs/cgroup/memory{SCOPE_PATH}/memory.limit_in_bytes"
+    base = "/sys/fs/cgroup/unified" if pid1.run("test", "-d", "/sys/fs/cgroup/unified",
+                                                check=False).returncode == 0 else "/sys/fs/cgroup"
+    return f"{base}{SCOPE_PATH}/memory.max"
+
+
+@needs_root
+def test_the_container_lives_in_a_scope_unit_until_deleted(systemd: SystemdPid1, bundle: Bundle,
+                                                           tmp_path: Path) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        config["linux"]["cgroupsPath"] = f"{POD_SLICE}:cri-containerd:c1"
+        config["linux"]["resources"] = {"memory": {"limit": 64 << 20}, "pids": {"limit": 50}}
+
+    path = bundle("sh", "-c", "sleep 1000 & exec sleep 1000", edit=edit)
+    oci = [supervisor_oci(), "--systemd-cgroup", "--root", str(tmp_path / "state")]
+    out = tmp_path / "out"
+    systemd.run(*oci, "create", "--bundle", str(path), "--pid-file", str(tmp_path / "init.pid"), "c1", output=out)
+    pid = int((tmp_path / "init.pid").read_text())  # in systemd's pid namespace
+    show = systemd.run("systemctl", "show", "-p", "ActiveState,Slice,Delegate,ControlGroup,Transient,TasksMax",
+                       SCOPE).stdout.split()
+    assert sorted(show) == sorted(["ActiveState=active", f"Slice={POD_SLICE}", "Delegate=yes",
+                                   f"ControlGroup={SCOPE_PATH}", "Transient=yes", "TasksMax=50"])
+    # the init was in the scope before it ran anything: v2, and each v1 hierarchy systemd manages
+    # or the container needs (as with the cgroupfs driver, it joins no v1 cpuset it has no use for)
+    lines = systemd.run("cat", f"/proc/{pid}/cgroup").stdout.splitlines()
+    placed = {line.split(":")[1] for line in lines if line.endswith(SCOPE_PATH)}
+    assert {"", "name=systemd", "memory", "pids", "cpu", "cpuacct", "blkio", "devices", "freezer"} & {
+        line.split(":")[1] for line in lines} <= placed, "\n".join(lines)
+    assert "" in placed
+    assert systemd.run("cat", _memory_limit_file(systemd)).stdout.strip() in (str(64 << 20),)
+
+    systemd.run(*oci, "start", "c1", output=out)
+    pids = json.loads(systemd.run(*oci, "ps", "--format", "json", "c1", output=out).stdout)
+    assert pid in pids and len(pids) == 2
+    tasks = systemd.run("systemctl", "show", "-p", "TasksCurrent", SCOPE).stdout.strip()
+    assert tasks == "TasksCurrent=2"
+    systemd.run(*oci, "pause", "c1", output=out)
+    assert json.loads(systemd.run(*oci, "state", "c1", output=out).stdout)["status"] == "paused"
+    systemd.run(*oci, "resume", "c1", output=out)
+    systemd.run(*oci, "update", "--memory", str(32 << 20), "c1", output=out)
+    assert systemd.run("cat", _memory_limit_file(systemd)).stdout.strip() == str(32 << 20)
+    stats = json.loads(systemd.run(*oci, "events", "--stats", "c1", output=out).stdout)
+    assert stats["data"]["memory"]["usage"]["usage"] > 0
+
+    systemd.run(*oci, "delete", "--force", "c1", output=out)
+    assert systemd.run("systemctl", "show", "-p", "LoadState,ActiveState", SCOPE).stdout.split() == [
+        "LoadState=not-found", "ActiveState=inactive"]
+    listed = systemd.run("systemctl", "list-units", "--all", "--plain", "--no-legend", "*.scope").stdout
+    assert SCOPE not in listed
+    assert systemd.run("test", "-e", f"/sys/fs/cgroup/unified{SCOPE_PATH}", check=False).returncode != 0
+    assert systemd.run("sh", "-c", f"ls -d /sys/fs/cgroup/*{SCOPE_PATH}", check=False).stdout == ""
+    assert not (tmp_path / "state" / "c1").exists()
