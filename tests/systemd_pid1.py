@@ -17,18 +17,29 @@ process of its pid namespace goes with it), waits, and removes the cgroups; the 
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import supervisor
+
+#: where the supervisor package is imported from, and the interpreter's prefix (a venv): the setup binds
+#: them back over the tmpfs they may be under
+_SOURCES = " ".join(sorted({str(Path(supervisor.__file__).resolve().parent.parent), sys.prefix}))
+
 _SETUP = r"""
 set -eu
-R="$1"; LOG="$2"; UNITS="$3"; SHARE="$4"; MOUNTS="$5"
+R="$1"; LOG="$2"; UNITS="$3"; SHARE="$4"; MOUNTS="$5"; shift 5
 mount --rbind / "$R"
 mount -o remount,bind,ro "$R"
 mount -t tmpfs -o mode=755 tmpfs "$R/run"
 mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
 mount -t tmpfs -o mode=755 tmpfs "$R/var"
 mkdir -p "$R$SHARE" && mount --bind "$SHARE" "$R$SHARE"
+# the code under test and its interpreter, where the tmpfs above would hide them (a clone or a venv under /tmp)
+for src in "$@"; do
+    mkdir -p "$R$src" && mount --bind "$src" "$R$src" && mount -o remount,bind,ro "$R$src"
+done
 mount -t proc proc "$R/proc"
 mount -o remount,bind,ro "$R/sys"
 umount -R "$R/sys/fs/cgroup"
@@ -120,7 +131,8 @@ class SystemdPid1:
         join = " && ".join(f"echo $$ > {d}/cgroup.procs" for d in self.cgroups)
         self.proc = subprocess.Popen(
             ["sh", "-c", f'{join} && exec unshare --mount --propagation private --pid --fork --cgroup '
-             f'sh -c "$0" systemd-setup {root} {self.log} {units} {self.share} {self.where / "cgroup-mounts"}', _SETUP],
+             f'sh -c "$0" systemd-setup {root} {self.log} {units} {self.share} {self.where / "cgroup-mounts"} '
+             f'{_SOURCES}', _SETUP],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         # (the setup script is the inner sh's $0: its name in error messages is the script's text)
         deadline = time.monotonic() + timeout
