@@ -545,6 +545,18 @@ class Cgroup:
                 return int(value)
         return 0
 
+    def cpu_quota(self) -> tuple[int, int] | None:
+        """The CPU bandwidth limit in force, (quota, period) in microseconds, quota -1 for none; None
+        without a cpu controller. (v2's ``cpu.max``, or v1's two ``cfs`` files.)"""
+        text = self._read("cpu", "cpu.max")  # v2's; v1 has no such file
+        if text is not None:
+            quota, period = text.split()
+            return -1 if quota == "max" else int(quota), int(period)
+        v1_quota, v1_period = self._read("cpu", "cpu.cfs_quota_us"), self._read("cpu", "cpu.cfs_period_us")
+        if v1_quota is None or v1_period is None:
+            return None
+        return int(v1_quota), int(v1_period)
+
     def stats(self) -> Stats:
         memory = self._read("memory", "memory.current", "memory.usage_in_bytes")
         pids = self._read("pids", "pids.current")

@@ -144,3 +144,64 @@ def test_the_container_lives_in_a_scope_unit_until_deleted(systemd: SystemdPid1,
     assert systemd.run("test", "-e", f"/sys/fs/cgroup/unified{SCOPE_PATH}", check=False).returncode != 0
     assert systemd.run("sh", "-c", f"ls -d /sys/fs/cgroup/*{SCOPE_PATH}", check=False).stdout == ""
     assert not (tmp_path / "state" / "c1").exists()
+
+
+def _cgroup_file(pid1: SystemdPid1, controller: str, v1: str, v2: str) -> str:
+    """The scope's file of ``controller``: in its v1 hierarchy where the host has one, else v2's."""
+    if pid1.run("test", "-d", f"/sys/fs/cgroup/{controller}", check=False).returncode == 0:
+        return f"/sys/fs/cgroup/{controller}{SCOPE_PATH}/{v1}"
+    base = "/sys/fs/cgroup/unified" if pid1.run("test", "-d", "/sys/fs/cgroup/unified",
+                                                check=False).returncode == 0 else "/sys/fs/cgroup"
+    return f"{base}{SCOPE_PATH}/{v2}"
+
+
+@needs_root
+def test_update_tells_systemd_so_a_daemon_reload_keeps_the_new_limits(systemd: SystemdPid1, bundle: Bundle,
+                                                                      tmp_path: Path) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        config["linux"]["cgroupsPath"] = f"{POD_SLICE}:cri-containerd:c1"
+        config["linux"]["resources"] = {"memory": {"limit": 64 << 20}, "pids": {"limit": 50},
+                                        "cpu": {"shares": 1024, "quota": 25000, "period": 50000}}
+
+    path = bundle("sleep", "1000", edit=edit)
+    oci = [supervisor_oci(), "--systemd-cgroup", "--root", str(tmp_path / "state")]
+    out = tmp_path / "out"
+    systemd.run(*oci, "create", "--bundle", str(path), "c1", output=out)
+    try:
+        memory = _cgroup_file(systemd, "memory", "memory.limit_in_bytes", "memory.max")
+        pids = _cgroup_file(systemd, "pids", "pids.max", "pids.max")
+        v1_cpu = systemd.run("test", "-d", "/sys/fs/cgroup/cpu", check=False).returncode == 0
+        cpu = [_cgroup_file(systemd, "cpu", "cpu.cfs_quota_us", "cpu.max")] + (
+            [_cgroup_file(systemd, "cpu", "cpu.cfs_period_us", "")] if v1_cpu else [])
+        memory_v1 = memory.endswith("limit_in_bytes")
+
+        # no --systemd-cgroup: the state says which driver made the container
+        systemd.run(supervisor_oci(), "--root", str(tmp_path / "state"), "update", "--memory", str(32 << 20),
+                    "--pids-limit", "20", "--cpu-shares", "512", "--cpu-quota", "20000", "c1", output=out)
+        wanted = {"MemoryLimit" if memory_v1 else "MemoryMax": str(32 << 20), "TasksMax": "20",
+                  "CPUShares" if memory_v1 else "CPUWeight": "512" if memory_v1 else str(1 + 510 * 9999 // 262142),
+                  "CPUQuotaPerSecUSec": "400ms", "CPUQuotaPeriodUSec": "50ms"}
+        show = systemd.run("systemctl", "show", "-p", ",".join(wanted), SCOPE).stdout.split()
+        assert sorted(show) == sorted(f"{k}={v}" for k, v in wanted.items())
+        files = [str(32 << 20), "20", *(["20000", "50000"] if v1_cpu else ["20000 50000"])]
+
+        def read() -> list[str]:
+            return [systemd.run("cat", f).stdout.strip() for f in (memory, pids, *cpu)]
+
+        assert read() == files
+        # systemd applies the unit's settings again: the new limits stay (the old ones came back
+        # before update told systemd; the period too, on v1, before create sent it there)
+        systemd.run("systemctl", "daemon-reload")
+        assert read() == files
+
+        # systemd not answering: an error naming the unit, and nothing changed
+        systemd.run("mount", "--bind", "/dev/null", "/run/systemd/private")
+        try:
+            failed = systemd.run(*oci, "update", "--memory", str(16 << 20), "c1", output=out, check=False)
+        finally:
+            systemd.run("umount", "/run/systemd/private")
+        assert failed.returncode == 1
+        assert f"updating unit {SCOPE}: " in failed.stdout, failed.stdout
+        assert read() == files
+    finally:
+        systemd.run(*oci, "delete", "--force", "c1", output=out)

@@ -36,7 +36,7 @@ from .log import CommandError
 if TYPE_CHECKING:
     from ..resources import Resources
 
-__all__ = ["PRIVATE_SOCKET", "Unit", "Systemd", "expand_slice", "properties"]
+__all__ = ["PRIVATE_SOCKET", "Unit", "Systemd", "expand_slice", "limit_properties", "properties"]
 
 #: systemd's private D-Bus socket (root only): the manager's own, no bus daemon needed
 PRIVATE_SOCKET = "/run/systemd/private"
@@ -102,19 +102,34 @@ class Unit:
         return os.path.join(expand_slice(self.slice), self.name)
 
 
-def properties(resources: "Resources | None", v2: bool) -> list[tuple[str, tuple[str, Any]]]:
-    """The unit properties: accounting, and the limits systemd knows, so that systemd, when it applies the
-    unit's settings again (a ``daemon-reload``), writes the container's values and not its defaults.
+#: what systemd reads as "no limit" in a limit property (``infinity``)
+INFINITY = 2**64 - 1
+
+Property = tuple[str, tuple[str, Any]]
+
+
+def properties(resources: "Resources | None", v2: bool) -> list[Property]:
+    """The unit properties at create: accounting, and the limits systemd knows (``limit_properties``).
     ``v2``: whether the memory controller is cgroup v2's (the names differ)."""
     # accounting on: systemd then gives the scope a cgroup in these controllers (on v1 too)
-    props: list[tuple[str, tuple[str, Any]]] = [
+    props: list[Property] = [
         (name, ("b", True)) for name in ("MemoryAccounting", "CPUAccounting", "TasksAccounting",
                                          "IOAccounting" if v2 else "BlockIOAccounting")]
-    if resources is None:
-        return props
+    if resources is not None:
+        props += limit_properties(resources, v2)
+    return props
+
+
+def limit_properties(resources: "Resources", v2: bool) -> list[Property]:
+    """The limits of ``resources`` that systemd has a property for, and only those that are set: so that
+    systemd, when it applies the unit's settings again (a ``daemon-reload``), writes the container's
+    values and not its defaults or older ones. create sends them with the scope, update each time it
+    changes one. A limit of -1 (OCI's "unlimited") is systemd's ``infinity``. A CPU quota needs its
+    period (systemd takes the quota per second): the caller fills in the one an update leaves out."""
+    props: list[Property] = []
     m = resources.memory
-    if m is not None and m.limit is not None and m.limit > 0:
-        props.append(("MemoryMax" if v2 else "MemoryLimit", ("t", m.limit)))
+    if m is not None and m.limit is not None and m.limit != 0:
+        props.append(("MemoryMax" if v2 else "MemoryLimit", ("t", INFINITY if m.limit < 0 else m.limit)))
     c = resources.cpu
     if c is not None:
         if c.shares is not None and c.shares > 0:
@@ -122,14 +137,14 @@ def properties(resources: "Resources | None", v2: bool) -> list[tuple[str, tuple
                 props.append(("CPUWeight", ("t", 1 + ((c.shares - 2) * 9999) // 262142)))
             else:
                 props.append(("CPUShares", ("t", c.shares)))
-        if c.quota is not None and c.quota > 0:
+        if c.quota is not None and c.quota != 0:
             period = c.period or 100000
-            # systemd takes the quota per second; it rounds to whole percents unless the period is set
-            props.append(("CPUQuotaPerSecUSec", ("t", c.quota * 1_000_000 // period)))
-            if v2 and c.period:
-                props.append(("CPUQuotaPeriodUSec", ("t", c.period)))
-    if resources.pids_limit is not None and resources.pids_limit > 0:
-        props.append(("TasksMax", ("t", resources.pids_limit)))
+            props.append(("CPUQuotaPerSecUSec", ("t", INFINITY if c.quota < 0 else c.quota * 1_000_000 // period)))
+        if c.period:
+            # on v1 too (systemd 242 on): without it systemd writes its own period, 100 ms
+            props.append(("CPUQuotaPeriodUSec", ("t", c.period)))
+    if resources.pids_limit is not None:
+        props.append(("TasksMax", ("t", INFINITY if resources.pids_limit <= 0 else resources.pids_limit)))
     return props
 
 
@@ -171,7 +186,7 @@ class Systemd:
     # -- the calls -----------------------------------------------------------------------------
 
     def start_scope(self, unit: Unit, pid: int, description: str,
-                    extra: list[tuple[str, tuple[str, Any]]]) -> None:
+                    extra: list[Property]) -> None:
         """Start the scope with ``pid`` in it; return once systemd's job for it is done."""
         props = [("Description", ("s", description)), ("Slice", ("s", unit.slice)),
                  ("Delegate", ("b", True)), ("PIDs", ("au", [pid])),
@@ -189,6 +204,11 @@ class Systemd:
         result = self._wait_job(job)
         if result != "done":
             raise SystemdError(f"systemd could not start unit {unit.name}: its job says {result!r}")
+
+    def set_properties(self, name: str, props: list[Property]) -> None:
+        """Change the unit's properties for as long as it runs (``runtime``: nothing is written to
+        /etc); systemd writes the cgroup files of those it applies itself, at once."""
+        self._call("SetUnitProperties", "sba(sv)", (name, True, props))
 
     def stop(self, name: str) -> None:
         """Stop the unit and wait for it; clear a failed state, so nothing stays loaded. A unit that

@@ -3,11 +3,15 @@
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .args import Options
 from .log import CommandError
 from .state import Container
+
+if TYPE_CHECKING:
+    from ..cgroups import Cgroup
+    from ..resources import Resources
 
 __all__ = ["update"]
 
@@ -57,12 +61,45 @@ def update(c: Container, flags: Options) -> None:
     except SpecError as e:
         raise CommandError(str(e)) from None
     cgroup = c.cgroup()
+    if unit := c.data.get("systemd_unit"):
+        _tell_systemd(str(unit), resources, cgroup)
     try:
         cgroup.apply(resources)
     except BootstrapError as e:
         raise CommandError(f"updating the cgroup: {e.message}") from None
     except OSError as e:
         raise CommandError(f"updating the cgroup: {e}") from None
+
+
+def _tell_systemd(unit: str, resources: "Resources", cgroup: "Cgroup") -> None:
+    """A container of the systemd driver: its scope's properties get the new limits first (as runc
+    does), so that systemd, when it applies the unit's settings again (a ``daemon-reload``), keeps them
+    rather than putting the old ones back; the files are written after, as for any container (systemd
+    has no property for some limits). Only the limits the update carries are sent. A quota or a period
+    alone takes the other half from the cgroup: systemd's quota is per second of the two."""
+    import attrs
+
+    from .systemd import Systemd, SystemdError, limit_properties
+
+    cpu = resources.cpu
+    if cpu is not None and (cpu.quota is None) != (cpu.period is None) and (now := cgroup.cpu_quota()):
+        quota, period = now
+        if cpu.quota is None:
+            # v2 writes the period with "max" when the update has no quota (cpu.max takes both)
+            v2 = any(h.version == 2 for h in cgroup.dirs if "cpu" in h.controllers)
+            cpu = attrs.evolve(cpu, quota=-1 if v2 else quota)
+        else:
+            cpu = attrs.evolve(cpu, period=period)
+        resources = attrs.evolve(resources, cpu=cpu)
+    memory_v2 = any(h.version == 2 and "memory" in h.controllers for h in cgroup.dirs)
+    props = limit_properties(resources, memory_v2)
+    if not props:
+        return
+    try:
+        with Systemd() as manager:
+            manager.set_properties(unit, props)
+    except SystemdError as e:
+        raise CommandError(f"updating unit {unit}: {e}") from None
 
 
 def _integer(name: str, text: str) -> int:
