@@ -26,6 +26,7 @@ imported here only, and this module only by the calls that have ``--systemd-cgro
 
 import errno
 import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -152,16 +153,44 @@ class SystemdError(CommandError):
     """systemd refused, or its job failed."""
 
 
+def _connect(address: str, timeout: float) -> tuple[socket.socket, bytes]:
+    """A connection authenticated as our uid (EXTERNAL), and what came after the server's OK.
+
+    The whole authentication is sent in one write, BEGIN included, before the OK is read, as
+    systemd's own clients do. Sending BEGIN only after the OK (jeepney's ``prep_socket``) let it
+    reach systemd 252 in one read with the first method call now and then, and systemd then never
+    answered that call (1 start in 10 hung for the whole timeout)."""
+    from jeepney.auth import BEGIN, make_auth_external
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.sendall(b"\0" + make_auth_external() + BEGIN)
+        reply = b""
+        while b"\r\n" not in reply:
+            data = sock.recv(4096)
+            if not data:
+                raise ValueError("the connection was closed during authentication")
+            reply += data
+        line, rest = reply.split(b"\r\n", 1)
+        if not line.startswith(b"OK "):
+            raise ValueError(f"authentication refused: {line.decode(errors='replace')}")
+        return sock, rest
+    except BaseException:
+        sock.close()
+        raise
+
+
 class Systemd:
     """One connection to systemd's manager, on its private socket. Blocking, for a one-shot call."""
 
     def __init__(self, address: str = PRIVATE_SOCKET, timeout: float = JOB_TIMEOUT) -> None:
         from jeepney import Parser
-        from jeepney.io.blocking import prep_socket
 
         self.timeout = timeout
         try:
-            sock = prep_socket(address, timeout=timeout)
+            sock, rest = _connect(address, timeout)
         except (OSError, ValueError) as e:
             raise SystemdError(f"--systemd-cgroup: connecting to systemd at {address}: {e} (systemd must be "
                                "the init here, and this must run as root)") from None
@@ -170,6 +199,7 @@ class Systemd:
         # (serialise, Parser) on a blocking socket: its connection classes assume a bus.
         self._sock = sock
         self._parser = Parser()
+        self._parser.add_data(rest)
         self._serial = 0
         #: messages that came while waiting for something else (a signal before a method's reply)
         self._pending: list[Any] = []
