@@ -1,6 +1,7 @@
 """Consoles, driven the way a person would: tmux types into a terminal and reads the screen."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,19 +21,24 @@ SUPERVISOR = f"{sys.executable} -m supervisor"
 
 
 class Tmux:
+    """A tmux session on a server of its own (``-L``): the default server is shared by every tmux
+    user, and runs new windows in the mount namespace of whoever started it, which need not be ours
+    (our control socket then refuses the CLI, rightly)."""
+
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["tmux", "-L", self.name, *args], capture_output=True, text=True, check=check)
+
     def start(self, command: str, width: int = 100, height: int = 30) -> None:
-        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height),
-                        command], check=True)
+        self.run("new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), command)
 
     def type(self, *keys: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+        self.run("send-keys", "-t", self.name, *keys)
 
     def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-t", self.name, "-p"], capture_output=True, text=True,
-                              check=True).stdout
+        return self.run("capture-pane", "-t", self.name, "-p").stdout
 
     def wait_for(self, text: str, timeout: float = 10) -> str:
         deadline = time.monotonic() + timeout
@@ -43,14 +49,20 @@ class Tmux:
         raise AssertionError(f"{text!r} never showed:\n{self.screen()}")
 
     def resize(self, width: int, height: int) -> None:
-        subprocess.run(["tmux", "resize-window", "-t", self.name, "-x", str(width), "-y", str(height)], check=True)
+        self.run("resize-window", "-t", self.name, "-x", str(width), "-y", str(height))
+
+    def kill(self, check: bool = True) -> None:
+        """Stop the server, and remove its socket, which tmux leaves behind."""
+        self.run("kill-server", check=check)
+        socket_dir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (socket_dir / self.name).unlink(missing_ok=True)
 
 
 @pytest.fixture
 def tmux() -> Iterator[Tmux]:
     t = Tmux(f"sv-test-{time.monotonic_ns()}")
     yield t
-    subprocess.run(["tmux", "kill-session", "-t", t.name], capture_output=True, check=False)
+    t.kill(check=False)
 
 
 def terminal(c: dict[str, Any]) -> None:
@@ -126,7 +138,7 @@ def test_a_hangup_ends_the_container(bundle: Bundle, tmux: Tmux, tmp_path: Path)
     cli = int(pidfile.read_text())
     inits = container_inits(cli)
     assert len(inits) == 1
-    subprocess.run(["tmux", "kill-session", "-t", tmux.name], check=True)  # the terminal goes away
+    tmux.kill()  # the terminal goes away
     def alive(pid: int) -> bool:
         try:
             return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
