@@ -91,11 +91,16 @@ def systemd(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, rootfs: Pa
 
 def _memory_limit_file(pid1: SystemdPid1) -> str:
     """Where the scope's memory limit is: v1's memory hierarchy where the host has one, else v2's."""
-    if pid1.run("test", "-d", "/sys/fs/cgroup/memory", check=False).returncode == 0:
-        return f"/sys/fs/cgroup/memory{SCOPE_PATH}/memory.limit_in_bytes"
+    return _cgroup_file(pid1, "memory", "memory.limit_in_bytes", "memory.max")
+
+
+def _cgroup_file(pid1: SystemdPid1, controller: str, v1: str, v2: str) -> str:
+    """The scope's file of ``controller``: in its v1 hierarchy where the host has one, else v2's."""
+    if pid1.run("test", "-d", f"/sys/fs/cgroup/{controller}", check=False).returncode == 0:
+        return f"/sys/fs/cgroup/{controller}{SCOPE_PATH}/{v1}"
     base = "/sys/fs/cgroup/unified" if pid1.run("test", "-d", "/sys/fs/cgroup/unified",
                                                 check=False).returncode == 0 else "/sys/fs/cgroup"
-    return f"{base}{SCOPE_PATH}/memory.max"
+    return f"{base}{SCOPE_PATH}/{v2}"
 
 
 @needs_root
@@ -144,15 +149,6 @@ def test_the_container_lives_in_a_scope_unit_until_deleted(systemd: SystemdPid1,
     assert systemd.run("test", "-e", f"/sys/fs/cgroup/unified{SCOPE_PATH}", check=False).returncode != 0
     assert systemd.run("sh", "-c", f"ls -d /sys/fs/cgroup/*{SCOPE_PATH}", check=False).stdout == ""
     assert not (tmp_path / "state" / "c1").exists()
-
-
-def _cgroup_file(pid1: SystemdPid1, controller: str, v1: str, v2: str) -> str:
-    """The scope's file of ``controller``: in its v1 hierarchy where the host has one, else v2's."""
-    if pid1.run("test", "-d", f"/sys/fs/cgroup/{controller}", check=False).returncode == 0:
-        return f"/sys/fs/cgroup/{controller}{SCOPE_PATH}/{v1}"
-    base = "/sys/fs/cgroup/unified" if pid1.run("test", "-d", "/sys/fs/cgroup/unified",
-                                                check=False).returncode == 0 else "/sys/fs/cgroup"
-    return f"{base}{SCOPE_PATH}/{v2}"
 
 
 @needs_root
