@@ -4,6 +4,8 @@
 import json
 import os
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -201,3 +203,49 @@ def test_update_tells_systemd_so_a_daemon_reload_keeps_the_new_limits(systemd: S
         assert read() == files
     finally:
         systemd.run(*oci, "delete", "--force", "c1", output=out)
+
+
+def _nothing_left(pid1: SystemdPid1, state: Path, unit: str = SCOPE) -> None:
+    """No unit of that name loaded (active or failed), no directory of its cgroup, no state."""
+    listed = pid1.run("systemctl", "list-units", "--all", "--plain", "--no-legend", "*.scope").stdout
+    assert unit not in listed, listed
+    assert pid1.run("sh", "-c", f"ls -d /sys/fs/cgroup/*{SCOPE_PATH}", check=False).stdout == ""
+    assert not state.exists() or os.listdir(state) == []
+
+
+@needs_root
+@pytest.mark.parametrize("fault", ["wait-gives-up", "kill-after"])
+def test_a_create_that_fails_once_systemd_took_the_scope_leaves_nothing(systemd: SystemdPid1, bundle: Bundle,
+                                                                        tmp_path: Path, fault: str) -> None:
+    """wait-gives-up: systemd accepted the unit but create gave up waiting for its job (a timeout); the
+    job ran after the bootstrap was gone, and a scope with no process fails: it stayed loaded, failed,
+    until someone reset it. kill-after: the scope ran, its last process went before create was done."""
+    path = bundle("sleep", "1000", edit=lambda c: c["linux"].update(cgroupsPath=f"{POD_SLICE}:cri-containerd:c1"))
+    faults = Path(__file__).with_name("systemd_faults.py")
+    result = systemd.run(sys.executable, str(faults), fault, "--systemd-cgroup", "--root", str(tmp_path / "state"),
+                         "create", "--bundle", str(path), "c1", output=tmp_path / "out", check=False)
+    assert result.returncode == 1, result.stdout
+    time.sleep(0.2)  # a job systemd had queued runs meanwhile
+    _nothing_left(systemd, tmp_path / "state")
+
+
+@needs_root
+def test_a_create_refused_for_a_unit_name_in_use_leaves_that_unit_alone(systemd: SystemdPid1, bundle: Bundle,
+                                                                         tmp_path: Path) -> None:
+    """Two containers given one cgroupsPath: systemd refuses the second scope (UnitExists); its failed
+    create must not stop the first container's."""
+    path = bundle("sleep", "1000", edit=lambda c: c["linux"].update(cgroupsPath=f"{POD_SLICE}:cri-containerd:c1"))
+    oci = [supervisor_oci(), "--systemd-cgroup", "--root", str(tmp_path / "state")]
+    out = tmp_path / "out"
+    systemd.run(*oci, "create", "--bundle", str(path), "--pid-file", str(tmp_path / "init.pid"), "c1", output=out)
+    try:
+        second = systemd.run(*oci, "create", "--bundle", str(path), "c2", output=out, check=False)
+        assert second.returncode == 1
+        assert "UnitExists" in second.stdout, second.stdout
+        assert systemd.run("systemctl", "show", "-p", "ActiveState", SCOPE).stdout.strip() == "ActiveState=active"
+        pid = (tmp_path / "init.pid").read_text()
+        assert systemd.run("grep", "-q", f"^0::{SCOPE_PATH}$", f"/proc/{pid}/cgroup", check=False).returncode == 0
+        assert os.listdir(tmp_path / "state") == ["c1"]
+    finally:
+        systemd.run(*oci, "delete", "--force", "c1", output=out)
+    _nothing_left(systemd, tmp_path / "state")

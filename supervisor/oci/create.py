@@ -119,9 +119,13 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
 
             memory_v2 = any(h.version == 2 and "memory" in h.controllers for h in hierarchies())
             with systemd_driver.Systemd() as manager:
-                manager.start_scope(units[0], pid, f"supervisor-oci container {container_id}",
-                                    systemd_driver.properties(spec.resources, memory_v2))
-            scope_started.append(True)
+                try:
+                    manager.start_scope(units[0], pid, f"supervisor-oci container {container_id}",
+                                        systemd_driver.properties(spec.resources, memory_v2))
+                finally:
+                    # systemd took the unit, whether its job is done or not: undo stops it
+                    if manager.started is not None:
+                        scope_started.append(True)
 
     scope_started: list[bool] = []
 

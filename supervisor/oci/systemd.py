@@ -37,7 +37,8 @@ from .log import CommandError
 if TYPE_CHECKING:
     from ..resources import Resources
 
-__all__ = ["PRIVATE_SOCKET", "Unit", "Systemd", "expand_slice", "limit_properties", "properties"]
+__all__ = ["PRIVATE_SOCKET", "Unit", "Systemd", "SystemdError", "Refused", "expand_slice", "limit_properties",
+           "properties"]
 
 #: systemd's private D-Bus socket (root only): the manager's own, no bus daemon needed
 PRIVATE_SOCKET = "/run/systemd/private"
@@ -153,6 +154,14 @@ class SystemdError(CommandError):
     """systemd refused, or its job failed."""
 
 
+class Refused(SystemdError):
+    """systemd answered a call with an error: it did nothing (``name``: the D-Bus error's name)."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 def _connect(address: str, timeout: float) -> tuple[socket.socket, bytes]:
     """A connection authenticated as our uid (EXTERNAL), and what came after the server's OK.
 
@@ -203,6 +212,10 @@ class Systemd:
         self._serial = 0
         #: messages that came while waiting for something else (a signal before a method's reply)
         self._pending: list[Any] = []
+        #: the unit a StartTransientUnit was sent for, unless systemd refused it: from then on it may
+        #: be loaded (a job that fails once we gave up on it leaves it loaded, failed), so a create
+        #: that fails must stop it; a unit of that name that someone else runs is not ours to stop
+        self.started: str | None = None
 
     def close(self) -> None:
         self._sock.close()
@@ -224,16 +237,25 @@ class Systemd:
                  ("DefaultDependencies", ("b", False)), *extra]
         self._call("Subscribe", "", ())
         try:
-            job = self._call("StartTransientUnit", "ssa(sv)a(sa(sv))", (unit.name, "fail", props, []))[0]
-        except SystemdError as e:
-            if "UnitExists" not in str(e):
+            job = self._start_transient(unit.name, props)
+        except Refused as e:
+            if not e.name.endswith(".UnitExists"):
                 raise
             # a scope of that name that failed stays loaded until its failure is cleared
             self._call("ResetFailedUnit", "s", (unit.name,), ignore=("NoSuchUnit",))
-            job = self._call("StartTransientUnit", "ssa(sv)a(sa(sv))", (unit.name, "fail", props, []))[0]
+            job = self._start_transient(unit.name, props)
         result = self._wait_job(job)
         if result != "done":
             raise SystemdError(f"systemd could not start unit {unit.name}: its job says {result!r}")
+
+    def _start_transient(self, name: str, props: list[Property]) -> str:
+        """StartTransientUnit; its job's path. ``started`` says whether the unit may exist now."""
+        self.started = name
+        try:
+            return str(self._call("StartTransientUnit", "ssa(sv)a(sa(sv))", (name, "fail", props, []))[0])
+        except Refused:
+            self.started = None
+            raise
 
     def set_properties(self, name: str, props: list[Property]) -> None:
         """Change the unit's properties for as long as it runs (``runtime``: nothing is written to
@@ -281,7 +303,7 @@ class Systemd:
                 if any(name.endswith("." + i) for i in ignore):
                     return ()
                 text = reply.body[0] if reply.body else ""
-                raise SystemdError(f"systemd: {method}: {name}: {text}")
+                raise Refused(f"systemd: {method}: {name}: {text}", name)
             return tuple(reply.body)
 
     def _receive(self, deadline: float, what: str) -> Any:
