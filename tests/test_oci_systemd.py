@@ -41,6 +41,12 @@ def test_cgroups_path_slice_prefix_name_and_defaults() -> None:
     assert Unit.from_cgroups_path("::", "c9") == Unit("system.slice", "c9.scope")
     assert Unit.from_cgroups_path(":p:", "c9") == Unit("system.slice", "p-c9.scope")
     assert Unit.from_cgroups_path(None, "c9") == Unit("system.slice", "supervisor-oci-c9.scope")
+    # where systemd escapes the cgroup's name (the unit's stays as it is)
+    assert Unit.from_cgroups_path("_x.slice::cpu", "c9") == Unit("_x.slice", "cpu.scope")
+    assert Unit.from_cgroups_path("_x.slice::cpu", "c9").cgroup_path == "/__x.slice/_cpu.scope"
+    assert Unit.from_cgroups_path("a-_b.slice::_c9", "x").cgroup_path == "/a.slice/a-_b.slice/__c9.scope"
+    assert Unit.from_cgroups_path("::cgroup.x", "x").cgroup_path == "/system.slice/_cgroup.x.scope"
+    assert Unit.from_cgroups_path("::freezer", "x").cgroup_path == "/system.slice/freezer.scope"
     for bad in ("/kubepods/pod1/c1", "a.slice:b", "a.slice:b:c:d", "nope:p:n", "a.slice:p:n.slice"):
         with pytest.raises(CommandError, match="linux.cgroupsPath"):
             Unit.from_cgroups_path(bad, "c1")
@@ -249,3 +255,31 @@ def test_a_create_refused_for_a_unit_name_in_use_leaves_that_unit_alone(systemd:
     finally:
         systemd.run(*oci, "delete", "--force", "c1", output=out)
     _nothing_left(systemd, tmp_path / "state")
+
+
+@needs_root
+@pytest.mark.parametrize(("cgroups_path", "unit"), [("_x.slice::cpu", "cpu.scope"), ("::_c1", "_c1.scope")])
+def test_a_scope_whose_cgroup_systemd_escapes_holds_the_container_in_every_hierarchy(
+        systemd: SystemdPid1, bundle: Bundle, tmp_path: Path, cgroups_path: str, unit: str) -> None:
+    """A name systemd escapes for the cgroup filesystem (a leading '_', a controller's name): the
+    container's cgroup is the scope's, not a directory beside it that systemd knows nothing of."""
+    path = bundle("sleep", "1000", edit=lambda c: c["linux"].update(cgroupsPath=cgroups_path,
+                                                                   resources={"memory": {"limit": 64 << 20}}))
+    oci = [supervisor_oci(), "--systemd-cgroup", "--root", str(tmp_path / "state")]
+    out = tmp_path / "out"
+    systemd.run(*oci, "create", "--bundle", str(path), "--pid-file", str(tmp_path / "init.pid"), "c1", output=out)
+    try:
+        group = systemd.run("systemctl", "show", "-p", "ControlGroup", "--value", unit).stdout.strip()
+        assert group == Unit.from_cgroups_path(cgroups_path, "c1").cgroup_path
+        lines = systemd.run("cat", f"/proc/{(tmp_path / 'init.pid').read_text()}/cgroup").stdout.splitlines()
+        # each hierarchy the container joined (v1 cpuset it has no use for: none)
+        joined = [line for line in lines if not line.endswith(":/..")]
+        assert all(line.endswith(":" + group) for line in joined), "\n".join(lines)
+        assert any(line.split(":")[1] == "memory" for line in joined) or any(line.startswith("0::") for line in joined)
+    finally:
+        systemd.run(*oci, "delete", "--force", "c1", output=out)
+    listed = systemd.run("systemctl", "list-units", "--all", "--plain", "--no-legend", "*.scope").stdout
+    assert unit not in listed, listed
+    stem = group.rsplit("/", 1)[1]
+    assert systemd.run("sh", "-c", f"ls -d /sys/fs/cgroup/*/*/{stem} /sys/fs/cgroup/*/*/{unit}",
+                       check=False).stdout == ""

@@ -65,8 +65,24 @@ def expand_slice(slice_name: str) -> str:
         raise CommandError(f"{_FIELD}: invalid slice name {slice_name!r}: no empty part between dashes")
     path = ""
     for i in range(len(parts)):
-        path += "/" + "-".join(parts[:i + 1]) + ".slice"
+        path += "/" + cgroup_name("-".join(parts[:i + 1]) + ".slice")
     return path
+
+
+#: the controllers systemd (252) knows by name: a unit named after one gets an escaped cgroup
+_CONTROLLERS = frozenset({"cpu", "cpuacct", "cpuset", "io", "blkio", "memory", "devices", "pids", "bpf-firewall",
+                          "bpf-devices", "bpf-foreign", "bpf-socket-bind", "bpf-restrict-network-interfaces"})
+
+
+def cgroup_name(unit_name: str) -> str:
+    """The name of a unit's cgroup directory: the unit's, with a ``_`` before it where it could be
+    taken for a file of the cgroup filesystem or a name systemd keeps for itself (a leading ``_`` or
+    ``.``, ``cgroup.``, or a controller's name before the suffix: ``cpu.scope`` is ``_cpu.scope``),
+    as systemd escapes them."""
+    stem = unit_name.rpartition(".")[0]
+    if unit_name[:1] in ("_", ".") or unit_name.startswith("cgroup.") or stem in _CONTROLLERS:
+        return "_" + unit_name
+    return unit_name
 
 
 @attrs.frozen
@@ -101,7 +117,7 @@ class Unit:
     @property
     def cgroup_path(self) -> str:
         """The scope's cgroup, from each hierarchy's root."""
-        return os.path.join(expand_slice(self.slice), self.name)
+        return os.path.join(expand_slice(self.slice), cgroup_name(self.name))
 
 
 #: what systemd reads as "no limit" in a limit property (``infinity``)
