@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -47,6 +48,15 @@ def test_cgroups_path_slice_prefix_name_and_defaults() -> None:
     assert Unit.from_cgroups_path("a-_b.slice::_c9", "x").cgroup_path == "/a.slice/a-_b.slice/__c9.scope"
     assert Unit.from_cgroups_path("::cgroup.x", "x").cgroup_path == "/system.slice/_cgroup.x.scope"
     assert Unit.from_cgroups_path("::freezer", "x").cgroup_path == "/system.slice/freezer.scope"
+    # ids as containerd and ctr make them
+    assert Unit.from_cgroups_path(None, "a_b.c-d").name == "supervisor-oci-a_b.c-d.scope"
+    assert Unit.from_cgroups_path(f"{POD_SLICE}:cri-containerd:{'f' * 64}", "x").name.endswith("f.scope")
+    # what systemd would refuse only once the bootstrap is spawned: an error that says where it came from
+    for path, container_id, source in ((None, "a+b", "the container id 'a+b'"), ("::", "é", "the container id"),
+                                       ("::", "x" * 250, "the container id"), (":p:a b", "c", "linux.cgroupsPath"),
+                                       (":p:a@b", "c", "linux.cgroupsPath"), ("a+b.slice::", "c", "linux.cgroupsPath")):
+        with pytest.raises(CommandError, match=f"systemd cannot name a unit .*from {re.escape(source)}"):
+            Unit.from_cgroups_path(path, container_id)
     for bad in ("/kubepods/pod1/c1", "a.slice:b", "a.slice:b:c:d", "nope:p:n", "a.slice:p:n.slice"):
         with pytest.raises(CommandError, match="linux.cgroupsPath"):
             Unit.from_cgroups_path(bad, "c1")

@@ -98,7 +98,9 @@ class Unit:
         and the container's id as the name); no cgroupsPath: ``system.slice`` and
         ``supervisor-oci-ID.scope``."""
         if not cgroups_path:
-            return cls(DEFAULT_SLICE, f"{DEFAULT_PREFIX}-{container_id}.scope")
+            unit = cls(DEFAULT_SLICE, f"{DEFAULT_PREFIX}-{container_id}.scope")
+            _check_unit_name(unit.name, f"the container id {container_id!r}")
+            return unit
         parts = cgroups_path.split(":")
         if len(parts) != 3:
             raise CommandError(f'{_FIELD}: expected "slice:prefix:name" for systemd cgroups, got '
@@ -112,12 +114,29 @@ class Unit:
         if "/" in prefix or "/" in name:
             raise CommandError(f"{_FIELD}: {cgroups_path!r}: no '/' in the prefix or the name")
         expand_slice(slice_name)  # checked now, before anything is spawned
-        return cls(slice_name, f"{prefix}-{name}.scope" if prefix else f"{name}.scope")
+        unit = cls(slice_name, f"{prefix}-{name}.scope" if prefix else f"{name}.scope")
+        for what in (unit.slice, unit.name):
+            _check_unit_name(what, f"{_FIELD} {cgroups_path!r}" if parts[2] or what == unit.slice else
+                             f"the container id {container_id!r}")
+        return unit
 
     @property
     def cgroup_path(self) -> str:
         """The scope's cgroup, from each hierarchy's root."""
         return os.path.join(expand_slice(self.slice), cgroup_name(self.name))
+
+
+#: the characters of a unit name (systemd's rule; '@' only in a template's, and a scope has none)
+_UNIT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\")
+_UNIT_NAME_MAX = 255
+
+
+def _check_unit_name(name: str, source: str) -> None:
+    """A name systemd refuses (``Invalid unit name``) is an error before anything is spawned, one
+    that says where the name came from: an id may hold '+' and any letter, systemd takes ASCII only."""
+    if len(name) > _UNIT_NAME_MAX or not set(name) <= _UNIT_CHARS:
+        raise CommandError(f"systemd cannot name a unit {name!r} (from {source}): ASCII letters, digits and "
+                           f"':-_.\\' only, at most {_UNIT_NAME_MAX} characters")
 
 
 #: what systemd reads as "no limit" in a limit property (``infinity``)
