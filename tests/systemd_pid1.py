@@ -11,7 +11,8 @@ no dependencies) to start. It is up once it answers on its private socket.
 
 ``run(...)`` runs a command inside (``nsenter`` into its mount, cgroup and pid namespaces and its
 root), as containerd's shim would run the runtime on a node. ``stop()`` SIGKILLs systemd (every
-process of its pid namespace goes with it), waits, and removes the cgroups; the test checks that.
+process of its pid namespace goes with it, a paused container's too: it thaws them), waits, and
+removes the cgroups; the test checks that.
 """
 
 import os
@@ -173,6 +174,16 @@ class SystemdPid1:
             assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
         return result
 
+    def _thaw(self) -> None:
+        for top in self.cgroups:
+            for d, _, files in os.walk(top):
+                for name, value in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+                    if name in files:
+                        try:
+                            Path(d, name).write_text(value)
+                        except OSError:
+                            pass  # gone meanwhile, or the root's (no such knob to write)
+
     def stop(self) -> None:
         """SIGKILL systemd (its pid namespace goes with it), wait, remove the cgroups."""
         if self.proc is not None:
@@ -181,6 +192,7 @@ class SystemdPid1:
                     os.kill(self.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            self._thaw()  # a frozen (paused) container's processes die only once thawed
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
