@@ -162,7 +162,8 @@ def limit_properties(resources: "Resources", v2: bool) -> list[Property]:
     systemd, when it applies the unit's settings again (a ``daemon-reload``), writes the container's
     values and not its defaults or older ones. create sends them with the scope, update each time it
     changes one. A limit of -1 (OCI's "unlimited") is systemd's ``infinity``. A CPU quota needs its
-    period (systemd takes the quota per second): the caller fills in the one an update leaves out."""
+    period (systemd takes the quota per second, in whole percent): the caller fills in the one an
+    update leaves out."""
     props: list[Property] = []
     m = resources.memory
     if m is not None and m.limit is not None and m.limit != 0:
@@ -175,8 +176,11 @@ def limit_properties(resources: "Resources", v2: bool) -> list[Property]:
             else:
                 props.append(("CPUShares", ("t", c.shares)))
         if c.quota is not None and c.quota != 0:
+            # systemd keeps a transient unit's quota as a whole percent (its CPUQuota=, which a
+            # daemon-reload reads back): rounded up to one, so a reload never lowers the quota
             period = c.period or 100000
-            props.append(("CPUQuotaPerSecUSec", ("t", INFINITY if c.quota < 0 else c.quota * 1_000_000 // period)))
+            per_second = INFINITY if c.quota < 0 else -(-c.quota * 100 // period) * 10_000
+            props.append(("CPUQuotaPerSecUSec", ("t", per_second)))
         if c.period:
             # on v1 too (systemd 242 on): without it systemd writes its own period, 100 ms
             props.append(("CPUQuotaPeriodUSec", ("t", c.period)))
