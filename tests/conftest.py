@@ -5,10 +5,13 @@ rootfs needs no libraries); they are skipped, with the reason, where either is m
 """
 
 import copy
+import fcntl
 import json
 import os
 import shutil
+import struct
 import subprocess
+import termios
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -193,3 +196,27 @@ def nothing_left_behind() -> Iterator[None]:
     assert _fds() - fds == set(), "file descriptors left open"
     assert _mounts() == mounts, "mounts changed on the host"
     assert _cgroups() == set(), "container cgroups left behind"
+
+
+def on_a_terminal(argv: list[str], rows: int = 24, cols: int = 100) -> tuple[int, str]:
+    """Run argv with a pty of the given size as its stdio; (exit code, what it printed)."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    try:
+        with subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True) as p:
+            os.close(slave)
+            slave = -1
+            output = b""
+            while True:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the last holder of the slave is gone
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            return p.wait(30), output.decode(errors="replace")
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)

@@ -22,7 +22,7 @@ import pytest
 
 from supervisor.oci.state import Container
 
-from .conftest import Bundle, container_hooks, needs_root
+from .conftest import Bundle, container_hooks, needs_root, on_a_terminal
 from .test_devices import _v2_mount
 from .test_oci_containerd import supervisor_oci
 
@@ -539,45 +539,19 @@ def test_update_and_events(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: 
         reap(pid)
 
 
-def _on_a_terminal(argv: list[str], rows: int = 24, cols: int = 100) -> tuple[int, str]:
-    """Run argv with a pty of the given size as its stdio; (exit code, what it printed)."""
-    import termios
-
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    try:
-        with subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True) as p:
-            os.close(slave)
-            slave = -1
-            output = b""
-            while True:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # EIO: the last holder of the slave is gone
-                    break
-                if not chunk:
-                    break
-                output += chunk
-            return p.wait(30), output.decode(errors="replace")
-    finally:
-        os.close(master)
-        if slave >= 0:
-            os.close(slave)
-
-
 def test_run_and_exec_with_a_terminal(oci: Oci, bundle: Bundle, subreaper: None, tmp_path: Path) -> None:
     def terminal(config: dict[str, Any]) -> None:
         config["process"]["terminal"] = True
 
     b = bundle("/bin/sh", "-c", "tty; stty size; exit 5", edit=terminal)
-    code, output = _on_a_terminal([oci.binary, "--root", str(oci.root), "run", "--bundle", str(b), "t1"])
+    code, output = on_a_terminal([oci.binary, "--root", str(oci.root), "run", "--bundle", str(b), "t1"])
     assert code == 5, output
     assert "/dev/pts/" in output and "24 100" in output, output  # sized from our terminal at once
 
     pid = oci.create(bundle("/bin/sleep", "100"), "t2", tmp_path / "out")
     try:
         oci("start", "t2")
-        code, output = _on_a_terminal([oci.binary, "--root", str(oci.root), "exec", "-t", "t2", "/bin/sh",
+        code, output = on_a_terminal([oci.binary, "--root", str(oci.root), "exec", "-t", "t2", "/bin/sh",
                                        "-c", "tty; stty size; exit 6"], rows=30, cols=90)
         assert code == 6 and "/dev/pts/" in output and "30 90" in output, output
     finally:

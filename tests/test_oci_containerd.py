@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import make_rootfs, needs_root
+from .conftest import make_rootfs, needs_root, on_a_terminal
 
 pytestmark = needs_root
 
@@ -278,29 +278,10 @@ def test_a_failed_start_is_reported_in_runc_wording(containerd: Containerd) -> N
 
 def test_terminal(containerd: Containerd) -> None:
     """ctr run -t: the shim's console socket receives the pty master; the workload's stdio is the pty."""
-    master, slave = os.openpty()
-    try:
-        with subprocess.Popen(["ctr", "--address", str(containerd.socket), "--namespace", NAMESPACE, "run", "--rm",
-                               "-t", "--runc-binary", supervisor_oci(), IMAGE, "tty", "/bin/sh", "-c",
-                               "tty; test -t 0 && test -t 1 && echo both-ttys; exit 6"],
-                              stdin=slave, stdout=slave, stderr=slave, start_new_session=True) as p:
-            os.close(slave)
-            slave = -1
-            output = b""
-            while True:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # EIO: every holder of the slave is gone
-                    break
-                if not chunk:
-                    break
-                output += chunk
-            assert p.wait(30) == 6, output
-    finally:
-        os.close(master)
-        if slave >= 0:
-            os.close(slave)
-    text = output.decode(errors="replace")
+    code, text = on_a_terminal(["ctr", "--address", str(containerd.socket), "--namespace", NAMESPACE, "run", "--rm",
+                                "-t", "--runc-binary", supervisor_oci(), IMAGE, "tty", "/bin/sh", "-c",
+                                "tty; test -t 0 && test -t 1 && echo both-ttys; exit 6"])
+    assert code == 6, text
     assert "/dev/pts/" in text and "both-ttys" in text, text
     containerd.ctr("container", "delete", "tty", check=False)
     _assert_gone("tty")
