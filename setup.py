@@ -19,7 +19,7 @@ from setuptools.command.build_ext import build_ext
 NATIVE = Path("supervisor") / "native"
 SOURCES = ["bootstrap.c", "init.c", "hooks.c", "parse.c", "nla.c"]
 #: supervisor-oci's native front end (``supervisor-oci install-fast``), linked the same way
-OCI_FAST_SOURCES = ["oci_fast.c", "oci_record.c", "nla.c"]
+OCI_FAST_SOURCES = ["oci_fast.c", "oci_record.c", "oci_call.c", "oci_planner.c", "nla.c"]
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-D_FORTIFY_SOURCE=2"]
 
 

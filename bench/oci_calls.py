@@ -2,9 +2,11 @@
 
 Rows: ``supervisor-oci`` (the Python command), ``native`` (its native front end, ``supervisor-oci
 install-fast``, which answers start, state, kill and delete itself and execs the Python command for
-create), runc, crun. What the shim runs for ``ctr run`` then ``ctr task kill`` and ``delete``: ``create --pid-file``,
-``start``, ``state``, ``kill ID 9``, ``delete --force``; each call is a new process, spawned with
-``os.posix_spawn`` and waited for, its wall time taken around that. This process is a child subreaper
+create), ``planner`` (the native front end with ``supervisor-oci planner`` serving its root, which
+plans each create in a warm process), runc, crun. What the shim runs for ``ctr run`` then ``ctr task
+kill`` and ``delete``: ``create --pid-file``, ``start``, ``state``, ``kill ID 9``, ``delete --force``;
+each call is a new process, spawned with ``os.posix_spawn`` and waited for, its wall time taken
+around that. This process is a child subreaper
 (as the shim is), so every runtime's init passes to it after ``create``; it reaps the init after
 ``kill`` (untimed, as the shim does on SIGCHLD) before ``delete --force``.
 
@@ -23,6 +25,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 
@@ -94,33 +97,71 @@ def main() -> int:
     if os.path.exists(native):
         os.unlink(native)
     spawn_wait([ours, "install-fast", native], os.open(os.devnull, os.O_RDWR))
-    tools = {"supervisor-oci": ours, "native": native, "runc": shutil.which("runc"), "crun": shutil.which("crun")}
+    tools = {"supervisor-oci": ours, "native": native, "planner": native, "runc": shutil.which("runc"),
+             "crun": shutil.which("crun")}
     roots = {name: os.path.join(args.base, f"oci-root-{name}") for name in tools}
     devnull = os.open(os.devnull, os.O_RDWR)
+    planner = start_planner(ours, roots["planner"], devnull)
+    try:
+        results = measure(tools, roots, bundle, args.warmup, args.runs, devnull)
+    finally:
+        planner.terminate()
+        planner.wait()
+    report(results, tools, args)
+    return 0
+
+
+def start_planner(ours: str, root: str, devnull: int) -> subprocess.Popen[bytes]:
+    """``supervisor-oci planner`` on ``root``, once its socket answers."""
+    import socket
+
+    planner = subprocess.Popen([ours, "--root", root, "planner"], stdin=devnull, stdout=devnull)
+    path = os.path.join(root, "planner.sock")
+    for _ in range(200):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+                s.connect(path)
+            return planner
+        except OSError:
+            time.sleep(0.05)
+    planner.kill()
+    raise SystemExit("the planner did not start")
+
+
+def measure(tools: dict[str, str | None], roots: dict[str, str], bundle: str, warmup: int, runs: int,
+            devnull: int) -> dict[str, list[dict[str, float]]]:
     results: dict[str, list[dict[str, float]]] = {name: [] for name in tools}
     names = [n for n, b in tools.items() if b]
-    for i in range(args.warmup + args.runs):
+    for i in range(warmup + runs):
         for k in range(len(names)):
             name = names[(i + k) % len(names)]
             binary = tools[name]
             assert binary is not None
             life = one_life(binary, roots[name], bundle, f"oci-{os.getpid()}-{i}", devnull)
-            if i >= args.warmup:
+            if i >= warmup:
                 results[name].append(life)
+    return results
 
+
+#: the ratios printed beside the medians
+RATIOS = (("supervisor-oci", "runc"), ("native", "runc"), ("planner", "runc"), ("planner", "crun"))
+
+
+def report(results: dict[str, list[dict[str, float]]], tools: dict[str, str | None],
+           args: argparse.Namespace) -> None:
     medians = {name: {c: statistics.median(r[c] for r in lives) for c in (*CALLS, "total")}
                for name, lives in results.items() if lives}
-    print(f"{'call':<10}" + "".join(f"{n:>16}" for n in medians) + "   ours/runc  native/runc  native/crun")
+    print(f"{'call':<10}" + "".join(f"{n:>16}" for n in medians)
+          + "".join(f"{o.replace('supervisor-oci', 'ours') + '/' + p:>15}" for o, p in RATIOS))
     for c in (*CALLS, "total"):
         row = "".join(f"{medians[n][c]:>14.1f}ms" for n in medians)
-        ratios = "".join(f"{medians[o][c] / medians[p][c]:>12.2f}x" if p in medians else f"{'-':>13}"
-                         for o, p in (("supervisor-oci", "runc"), ("native", "runc"), ("native", "crun")))
+        ratios = "".join(f"{medians[o][c] / medians[p][c]:>14.2f}x" if p in medians else f"{'-':>15}"
+                         for o, p in RATIOS)
         print(f"{c:<10}{row}{ratios}")
     os.makedirs(args.results, exist_ok=True)
     with open(os.path.join(args.results, "oci_calls.json"), "w") as f:
         json.dump({"runs": args.runs, "warmup": args.warmup, "medians_ms": medians, "tools": tools,
                    "lives": results}, f, indent=1)
-    return 0
 
 
 if __name__ == "__main__":

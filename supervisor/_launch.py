@@ -85,6 +85,9 @@ class Spawned:
     #: the inode of the bootstrap's end of the socket, which the init inherits: how an init whose
     #: bootstrap died before reporting its pid is found (``orphan_init``)
     peer_inode: int = 0
+    #: the bootstrap's parent, hence the init's (CLONE_PARENT): this process, or the front end of the
+    #: call a planner serves (``spawner``)
+    parent: int = attrs.field(factory=os.getpid)
 
     def close(self) -> None:
         self.sock.close()
@@ -136,6 +139,29 @@ def _make_sealed_copy() -> int:
     return fd
 
 
+#: Who spawns bootstraps: None, this process (they are its children); else a function that has
+#: the front end of the call this process serves spawn them (``oci/planner.py``), so that the init
+#: is the caller's child and its subreaper's to reap. It is given the program's descriptor, argv,
+#: environment and (descriptor, number) pairs, and returns the pid, a pidfd and the parent's pid.
+spawner: "Callable[[int, list[str], dict[str, str], list[tuple[int, int]]], tuple[int, int, int]] | None" = None
+
+
+def reap(pidfd: int) -> "os.waitid_result | None":
+    """Wait for the process behind a pidfd to end, and reap it when it is our child. A process that
+    is not (a bootstrap or init that a planner's caller spawned, see ``spawner``) is its parent's to
+    reap: None, once it has ended."""
+    try:
+        return os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    except ChildProcessError:
+        import select
+
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        while not poller.poll():
+            pass
+        return None
+
+
 def spawn_bootstrap(stdio: tuple[int | None, int | None, int | None] = (None, None, None),
                     executable: str | None = None, preserve: int = 0) -> Spawned:
     """Spawn the bootstrap (from the sealed copy unless ``executable`` says otherwise) with the sync
@@ -154,6 +180,17 @@ def spawn_bootstrap(stdio: tuple[int | None, int | None, int | None] = (None, No
                 temps.append(fd)
             return fd
 
+        env = {"_LIBCONTAINER_INITPIPE": str(initpipe)}
+        if preserve:
+            env["_SUPERVISOR_PRESERVE_FDS"] = str(preserve)
+        parent_pid = os.getpid()
+        if spawner is not None and executable is None:
+            # the caller's own 0-2 (None) are already the front end's
+            fds = [(fd, target) for target, fd in enumerate(stdio) if fd is not None]
+            pid, pidfd, parent_pid = spawner(sealed_bootstrap(), [BOOTSTRAP], env,
+                                             [*fds, (child.fileno(), initpipe)])
+            peer_inode = os.fstat(child.fileno()).st_ino
+            return Spawned(pid, pidfd, parent, peer_inode, parent_pid)
         if executable is None:
             # exec resolves /proc/self/fd/N before it closes the close-on-exec descriptors
             executable = f"/proc/self/fd/{source(sealed_bootstrap())}"
@@ -162,9 +199,6 @@ def spawn_bootstrap(stdio: tuple[int | None, int | None, int | None] = (None, No
             if fd is not None and fd != target:
                 actions.append((os.POSIX_SPAWN_DUP2, source(fd), target))
         actions.append((os.POSIX_SPAWN_DUP2, source(child.fileno()), initpipe))
-        env = {"_LIBCONTAINER_INITPIPE": str(initpipe)}
-        if preserve:
-            env["_SUPERVISOR_PRESERVE_FDS"] = str(preserve)
         pid = os.posix_spawn(executable, [BOOTSTRAP], env, file_actions=actions, setsigdef=_DEFAULT_SIGNALS,
                              setsigmask=())
         peer_inode = os.fstat(child.fileno()).st_ino
@@ -269,7 +303,7 @@ def orphan_init(spawned: Spawned) -> int | None:
     """The pid of an init whose bootstrap died before reporting it: a child of ours (it was cloned
     with CLONE_PARENT) that holds the bootstrap's end of the sync socket. A rare path (stage 0
     killed between clone and its report, an OOM kill say), so a scan of /proc is fine."""
-    me, want = str(os.getpid()), f"socket:[{spawned.peer_inode}]"
+    me, want = str(spawned.parent), f"socket:[{spawned.peer_inode}]"
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == spawned.pid:  # stage 0 holds that socket too
             continue
@@ -348,12 +382,13 @@ def _drive_blocking(gen: Generator[Request, tuple[bytes, list[int]] | None, int]
             return int(done.value)
 
 
-def wait_blocking(pidfd: int, cgroup: Cgroup | None = None) -> ExitStatus:
-    """Reap the process behind a pidfd (blocking), close the pidfd, remove the cgroup."""
+def wait_blocking(pidfd: int, cgroup: Cgroup | None = None) -> ExitStatus | None:
+    """Reap the process behind a pidfd (blocking), close the pidfd, remove the cgroup. None: the
+    process was not our child (``reap``), and how it ended is its parent's to know."""
     try:
-        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
-        assert result is not None
-        return ExitStatus.from_waitid(result, finish_cgroup(cgroup))
+        result = reap(pidfd)
+        oom = finish_cgroup(cgroup)
+        return None if result is None else ExitStatus.from_waitid(result, oom)
     finally:
         os.close(pidfd)
 
@@ -384,8 +419,8 @@ def spawn_into(cgroup: Cgroup | None, stdio: tuple[int | None, int | None, int |
         try:
             cgroup.add(spawned.pid)
         except BaseException:
-            os.kill(spawned.pid, signal.SIGKILL)
-            os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)
+            signal.pidfd_send_signal(spawned.pidfd, signal.SIGKILL)
+            reap(spawned.pidfd)
             spawned.close()
             raise
     return spawned
@@ -427,8 +462,8 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
             if cgroup is not None:
                 cgroup.add(spawned.pid)
         except BaseException:
-            os.kill(spawned.pid, signal.SIGKILL)
-            os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)
+            signal.pidfd_send_signal(spawned.pidfd, signal.SIGKILL)
+            reap(spawned.pidfd)
             spawned.close()
             if cgroup is not None:
                 cgroup.remove()
@@ -445,7 +480,7 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
             # Interrupted before the init's pid was read (a signal during the send, say): let the
             # bootstrap finish (it reads the end of its message), then look for its report.
             spawned.sock.shutdown(socket.SHUT_WR)
-            os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)
+            reap(spawned.pidfd)
             os.close(spawned.pidfd)
             spawned.pidfd = -1
             init_pid = leftover_pid(spawned.sock)
@@ -453,7 +488,7 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
             fd = os.pidfd_open(init_pid)
             signal.pidfd_send_signal(fd, signal.SIGKILL)
             status = wait_blocking(fd)
-            if isinstance(e, InitDied):
+            if isinstance(e, InitDied) and status is not None:
                 e.how = str(status)
         if cgroup is not None:
             cgroup.remove()
@@ -461,5 +496,5 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
         raise
     finally:
         if spawned.pidfd >= 0:
-            os.waitid(os.P_PIDFD, spawned.pidfd, os.WEXITED)
+            reap(spawned.pidfd)
         spawned.close()

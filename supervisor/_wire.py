@@ -1,6 +1,6 @@
 """The wire constants, read from the C headers through the cffi module: their values are written
-once, in ``nla.h`` (payload types), ``wire.h`` (the bootstrap message) and ``oci_record.h``
-(supervisor-oci's state record).
+once, in ``nla.h`` (payload types), ``wire.h`` (the bootstrap message), ``oci_record.h``
+(supervisor-oci's state record) and ``oci_planner.h`` (the planner's protocol).
 
 The enums spell the names again so that type checkers and readers see them; their values always
 come from the compiled header, and ``tests/test_wire.py`` checks that every ``SV_<PREFIX>_*``
@@ -25,6 +25,8 @@ __all__ = [
     "Mk",
     "NsAttr",
     "OciAttr",
+    "PlanAttr",
+    "PlanMsg",
     "Op",
     "PayloadType",
     "RlimitAttr",
@@ -35,6 +37,7 @@ __all__ = [
     "lib",
     "nla_map",
     "oci_payload_type",
+    "plan_payload_type",
     "payload_type",
     "repeats",
     "scope_of",
@@ -182,6 +185,28 @@ class OciAttr(IntEnum):
     STATE = lib.SV_OCI_ATTR_STATE
 
 
+class PlanAttr(IntEnum):
+    """The planner protocol's messages (``oci_planner.h``): an id space of their own."""
+
+    ARG = lib.SV_PLAN_ATTR_ARG
+    ENV = lib.SV_PLAN_ATTR_ENV
+    UMASK = lib.SV_PLAN_ATTR_UMASK
+    FD = lib.SV_PLAN_ATTR_FD
+    PID = lib.SV_PLAN_ATTR_PID
+    ERRNO = lib.SV_PLAN_ATTR_ERRNO
+    EXIT = lib.SV_PLAN_ATTR_EXIT
+
+
+class PlanMsg(IntEnum):
+    """The planner protocol's message types."""
+
+    CALL = lib.SV_PLAN_MSG_CALL
+    DECLINE = lib.SV_PLAN_MSG_DECLINE
+    SPAWN = lib.SV_PLAN_MSG_SPAWN
+    SPAWNED = lib.SV_PLAN_MSG_SPAWNED
+    DONE = lib.SV_PLAN_MSG_DONE
+
+
 class PayloadType(IntEnum):
     U32 = lib.SV_T_U32
     U64 = lib.SV_T_U64
@@ -204,6 +229,8 @@ ENUM_PREFIXES: dict[type[IntEnum], str] = {
     Stage: "SV_STAGE_",
     PayloadType: "SV_T_",
     OciAttr: "SV_OCI_ATTR_",
+    PlanAttr: "SV_PLAN_ATTR_",
+    PlanMsg: "SV_PLAN_MSG_",
 }
 
 #: the enum naming the fields of each nested attribute
@@ -221,6 +248,10 @@ def repeats(scope: int, attr: int) -> bool:
 
 def oci_payload_type(attr: int) -> PayloadType:
     return PayloadType(lib.sv_oci_attr_type(attr))
+
+
+def plan_payload_type(attr: int) -> PayloadType:
+    return PayloadType(lib.sv_plan_attr_type(attr))
 
 
 #: how pyroute2 encodes each payload type; a nested attribute is carried as the bytes its own class

@@ -133,6 +133,7 @@ def run_bundle(bundle: str, name: str | None) -> int:
         hooks.run("poststart", "running", pid)
     attend(pidfd, console, _FORWARDED)
     status = wait_blocking(pidfd, cgroup)
+    assert status is not None  # our own child
     if status.oom_killed:
         _err(f"{name}: {status}")
     if hooks is not None:

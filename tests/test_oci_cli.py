@@ -4,12 +4,15 @@ The test process makes itself a child subreaper for the duration of a test, as t
 container's init passes to it when ``create`` exits, and the test reaps it.
 """
 
+import contextlib
 import ctypes
 import fcntl
 import json
 import os
 import random
+import re
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -46,8 +49,10 @@ class Oci:
         self.root = root
         self.log = log
         self.binary = binary
+        self.created = False
 
     def __call__(self, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+        self.created |= "create" in args
         kw.setdefault("capture_output", True)
         result = subprocess.run([self.binary, "--root", str(self.root), "--log", str(self.log),
                                  "--log-format", "json", *args], text=True, **kw)
@@ -72,15 +77,56 @@ class Oci:
                 if json.loads(line)["level"] == "error"]
 
 
-@pytest.fixture(params=["python", "native"])
-def oci(request: pytest.FixtureRequest, tmp_path: Path) -> Oci:
-    """supervisor-oci, and its native front end (``install-fast``), which answers the fast calls
-    itself and hands the others to the former: every test runs through both."""
+@pytest.fixture(params=["python", "native", "planner"])
+def oci(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Oci]:
+    """supervisor-oci; its native front end (``install-fast``), which answers the fast calls itself
+    and hands the others to the former; and the native front end with a planner serving its root,
+    which runs its creates: every test runs through all three."""
     binary = supervisor_oci()
+    if request.param == "python":
+        yield Oci(tmp_path / "state", tmp_path / "log.json", binary)
+        return
+    subprocess.run([binary, "install-fast", str(tmp_path / "supervisor-oci-native")], check=True)
+    oci = Oci(tmp_path / "state", tmp_path / "log.json", str(tmp_path / "supervisor-oci-native"))
     if request.param == "native":
-        subprocess.run([binary, "install-fast", str(tmp_path / "supervisor-oci-native")], check=True)
-        binary = str(tmp_path / "supervisor-oci-native")
-    return Oci(tmp_path / "state", tmp_path / "log.json", binary)
+        yield oci
+        return
+    with planner(binary, oci.root) as served:
+        yield oci
+    if oci.created:
+        assert any(" create " in line for line in served), "no create went through the planner"
+
+
+@contextlib.contextmanager
+def planner(binary: str, root: Path) -> Iterator[list[str]]:
+    """``supervisor-oci planner`` serving ``root`` (with --debug: a line per call), from when its
+    socket answers; stopped after, and checked to have said nothing but those lines (a worker's
+    failure is reported there). Yields a list that gets the lines about calls served."""
+    proc = subprocess.Popen([binary, "--root", str(root), "--debug", "planner"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    served: list[str] = []
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+                    s.connect(str(root / "planner.sock"))
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the planner did not start"
+                time.sleep(0.02)
+        yield served
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    lines = err.splitlines()
+    prefix = r"supervisor-oci planner: pid \d+: "
+    served += [line for line in lines if re.fullmatch(prefix + r".* create .*: exit \d+", line)]
+    declined = [line for line in lines
+                if re.fullmatch(prefix + r"declined: (not a create|another \w+ namespace)", line)]
+    assert (proc.returncode, out, len(served) + len(declined)) == (0, "", len(lines)), err
+    assert not (root / "planner.sock").exists()
 
 
 def reap(pid: int) -> int:

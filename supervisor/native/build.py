@@ -21,9 +21,9 @@ def header_cdef(name: str) -> str:
 
 
 def wire_cdef() -> str:
-    """The payload types (nla.h), the bootstrap message's constants (wire.h) and supervisor-oci's state
-    record's (oci_record.h)."""
-    return header_cdef("nla.h") + header_cdef("wire.h") + header_cdef("oci_record.h")
+    """The payload types (nla.h), the bootstrap message's constants (wire.h), supervisor-oci's state
+    record's (oci_record.h) and the planner protocol's (oci_planner.h)."""
+    return header_cdef("nla.h") + header_cdef("wire.h") + header_cdef("oci_record.h") + header_cdef("oci_planner.h")
 
 
 #: syscalls Python 3.11's os module lacks, for the supervisor's own threads; bpf(2) for the cgroup v2
@@ -37,8 +37,8 @@ ffibuilder.cdef(wire_cdef() + SYSCALLS)
 ffibuilder.set_source(
     "supervisor._native",
     # Python.h defines _GNU_SOURCE
-    '#include <sched.h>\n#include "wire.h"\n#include "oci_record.h"\n#include "bpf.h"',
-    sources=[str(NATIVE / name) for name in ("nla.c", "parse.c", "oci_record.c", "bpf.c")],
+    '#include <sched.h>\n#include "wire.h"\n#include "oci_record.h"\n#include "oci_planner.h"\n#include "bpf.h"',
+    sources=[str(NATIVE / name) for name in ("nla.c", "parse.c", "oci_record.c", "oci_planner.c", "bpf.c")],
     include_dirs=[str(NATIVE)],
     extra_compile_args=["-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"],
 )

@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "oci_planner.h"
 #include "oci_record.h"
 
 #define MARKER "SUPERVISOR-OCI-PYTHON:"
@@ -474,7 +475,7 @@ int main(int argc, char **argv)
 {
     saved_argv = argv;
     const char *root = NULL;
-    int i = 1;
+    int i = 1, other_flags = 0;
     /* global flags: the ones containerd passes; anything else is the Python side's */
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i] + (argv[i][1] == '-' ? 2 : 1);
@@ -484,12 +485,28 @@ int main(int argc, char **argv)
             log_path = argv[++i];
         else if (strcmp(a, "log-format") == 0 && i + 1 < argc)
             log_format = argv[++i];
+        else if (strcmp(a, "systemd-cgroup") == 0 || strcmp(a, "debug") == 0)
+            other_flags = 1; /* the planner's to read, or Python's */
         else
             fall_back();
     }
     if (i >= argc || root == NULL || (strcmp(log_format, "json") && strcmp(log_format, "text")))
         fall_back();
     const char *cmd = argv[i++];
+    if (strcmp(cmd, "create") == 0) {
+        /* planning is Python's: a planner's warm one (oci_planner.h) if one serves ROOT, else a new
+         * Python process's */
+        int code;
+        char err[512];
+        int r = sv_plan_call(root, argv, &code, err, sizeof(err));
+        if (r == 1)
+            return code;
+        if (r < 0)
+            fail("%s", err);
+        fall_back();
+    }
+    if (other_flags)
+        fall_back();
     int force = 0, json = 0;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i] + (argv[i][1] == '-' ? 2 : 1);

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._launch import launch_blocking
+from .._launch import launch_blocking, reap
 from ..console import window_size
 from ..errors import BootstrapError, SpecError
 from ..plan import plan, plan_exec, with_hook_state
@@ -173,7 +173,7 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None, cons
             write_pid_file(pid_file, pid)
     except BaseException:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        reap(pidfd)
         if cgroup is not None:
             cgroup.remove()
         undo()

@@ -18,7 +18,8 @@ USAGE = """usage: supervisor-oci [global flags] COMMAND [flags] ID ...
 An OCI runtime with runc's command line, for containerd (BinaryName) and people.
 
 commands: create, start, run, state, list, kill, delete, exec, ps, pause, resume, update, events,
-spec, features; install-fast PATH (the native front end, for containerd's BinaryName)
+spec, features; install-fast PATH (the native front end, for containerd's BinaryName); planner (a
+service that keeps the planner warm for the native front end's creates, on ROOT/planner.sock)
 global flags: --root DIR, --log FILE, --log-format text|json, --debug, --systemd-cgroup
 """
 
@@ -48,6 +49,7 @@ _COMMANDS = {
     "spec": flag_table(("b|bundle", VALUE), ("rootless", BOOL)),
     "features": {},
     "install-fast": {},
+    "planner": {},
     "events": flag_table(("stats", BOOL), ("interval", VALUE)),
     "update": flag_table(("r|resources", VALUE), *((name, VALUE) for name in _UPDATE_FLAGS)),
 }
@@ -78,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             root = default_root()
         log.debug(f"{command} {' '.join(rest)}")
+        if command == "planner":
+            from .planner import serve
+
+            if positional:
+                raise UsageError("planner: takes no arguments")
+            return serve(root, bool(options["debug"]))
         return _run(command, root, flags, positional, log, bool(options["systemd_cgroup"]))
     except UsageError as e:
         log.error(str(e))
