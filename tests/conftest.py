@@ -4,14 +4,19 @@ Container tests need root and Debian's busybox-static (``/usr/bin/busybox``, lin
 rootfs needs no libraries); they are skipped, with the reason, where either is missing.
 """
 
+import contextlib
 import copy
+import ctypes
 import fcntl
 import json
 import os
+import re
 import shutil
+import socket
 import struct
 import subprocess
 import termios
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -220,3 +225,60 @@ def on_a_terminal(argv: list[str], rows: int = 24, cols: int = 100) -> tuple[int
         os.close(master)
         if slave >= 0:
             os.close(slave)
+
+
+@contextlib.contextmanager
+def planner(binary: str, root: Path) -> Iterator[list[str]]:
+    """``supervisor-oci planner`` serving ``root`` (with --debug: a line per call), from when its
+    socket answers; stopped after, and checked to have said nothing but those lines (a worker's
+    failure is reported there). Yields a list that gets the lines about calls served."""
+    proc = subprocess.Popen([binary, "--root", str(root), "--debug", "planner"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    served: list[str] = []
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+                    s.connect(str(root / "planner.sock"))
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the planner did not start"
+                time.sleep(0.02)
+        yield served
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    lines = err.splitlines()
+    prefix = r"supervisor-oci planner: pid \d+: "
+    served += [line for line in lines if re.fullmatch(prefix + r".* create .*: exit \d+", line)]
+    declined = [line for line in lines
+                if re.fullmatch(prefix + r"declined: (not a create|another \w+ namespace)", line)]
+    assert (proc.returncode, out, len(served) + len(declined)) == (0, "", len(lines)), err
+    assert not (root / "planner.sock").exists()
+
+
+def without_python(native: Path, dest: Path) -> Path:
+    """A copy of the native front end whose Python is missing: what it hands over fails, and says so."""
+    data = bytearray(native.read_bytes())
+    at = data.index(b"SUPERVISOR-OCI-PYTHON:") + len(b"SUPERVISOR-OCI-PYTHON:")
+    data[at:at + 20] = b"/nonexistent/python\0"
+    dest.write_bytes(bytes(data))
+    dest.chmod(0o755)
+    return dest
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    """This process is a child subreaper for the test, as containerd's shim is: a container's init
+    passes to it when ``create`` exits, and the test reaps it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)

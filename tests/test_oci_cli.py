@@ -4,15 +4,11 @@ The test process makes itself a child subreaper for the duration of a test, as t
 container's init passes to it when ``create`` exits, and the test reaps it.
 """
 
-import contextlib
-import ctypes
 import fcntl
 import json
 import os
 import random
-import re
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -25,23 +21,11 @@ import pytest
 
 from supervisor.oci.state import Container
 
-from .conftest import Bundle, container_hooks, needs_root, on_a_terminal
+from .conftest import Bundle, container_hooks, needs_root, on_a_terminal, planner, without_python
 from .test_devices import _v2_mount
 from .test_oci_containerd import supervisor_oci
 
 pytestmark = needs_root
-
-PR_SET_CHILD_SUBREAPER = 36
-
-
-@pytest.fixture
-def subreaper() -> Iterator[None]:
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    try:
-        yield
-    finally:
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 class Oci:
@@ -96,37 +80,6 @@ def oci(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Oci]:
     if oci.created:
         assert any(" create " in line for line in served), "no create went through the planner"
 
-
-@contextlib.contextmanager
-def planner(binary: str, root: Path) -> Iterator[list[str]]:
-    """``supervisor-oci planner`` serving ``root`` (with --debug: a line per call), from when its
-    socket answers; stopped after, and checked to have said nothing but those lines (a worker's
-    failure is reported there). Yields a list that gets the lines about calls served."""
-    proc = subprocess.Popen([binary, "--root", str(root), "--debug", "planner"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    served: list[str] = []
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
-                    s.connect(str(root / "planner.sock"))
-                break
-            except OSError:
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "the planner did not start"
-                time.sleep(0.02)
-        yield served
-    finally:
-        proc.terminate()
-        out, err = proc.communicate(timeout=10)
-    lines = err.splitlines()
-    prefix = r"supervisor-oci planner: pid \d+: "
-    served += [line for line in lines if re.fullmatch(prefix + r".* create .*: exit \d+", line)]
-    declined = [line for line in lines
-                if re.fullmatch(prefix + r"declined: (not a create|another \w+ namespace)", line)]
-    assert (proc.returncode, out, len(served) + len(declined)) == (0, "", len(lines)), err
-    assert not (root / "planner.sock").exists()
 
 
 def reap(pid: int) -> int:
@@ -630,16 +583,6 @@ def test_the_native_front_end_answers_the_fast_calls_itself(tmp_path: Path, bund
     assert "exec /nonexistent/python" in no_python("list", check=False).stderr  # the rest is Python's
 
 
-def _without_python(native: Path, dest: Path) -> Path:
-    """A copy of the native front end whose Python is missing: what it hands over fails, and says so."""
-    data = bytearray(native.read_bytes())
-    at = data.index(b"SUPERVISOR-OCI-PYTHON:") + len(b"SUPERVISOR-OCI-PYTHON:")
-    data[at:at + 20] = b"/nonexistent/python\0"
-    dest.write_bytes(bytes(data))
-    dest.chmod(0o755)
-    return dest
-
-
 def test_a_record_that_does_not_parse_whole_is_handed_to_python(tmp_path: Path, bundle: Bundle,
                                                                  subreaper: None) -> None:
     """The native front end acts only on a record that parsed whole. The line-based file of earlier
@@ -647,7 +590,7 @@ def test_a_record_that_does_not_parse_whole_is_handed_to_python(tmp_path: Path, 
     (which reads state.json), never a crash, never an answer made from part of it."""
     native = tmp_path / "native"
     subprocess.run([supervisor_oci(), "install-fast", str(native)], check=True)
-    no_python = _without_python(native, tmp_path / "no-python")
+    no_python = without_python(native, tmp_path / "no-python")
     python = Oci(tmp_path / "state", tmp_path / "log.json", supervisor_oci())
     pid = python.create(bundle("/bin/sleep", "100"), "b1", tmp_path / "out")
     fast = python.root / "b1" / "fast"

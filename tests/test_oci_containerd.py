@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import make_rootfs, needs_root, on_a_terminal
+from .conftest import make_rootfs, needs_root, on_a_terminal, planner, without_python
 
 pytestmark = needs_root
 
@@ -265,6 +265,24 @@ def test_detached_exec_ps_pause_kill_delete(containerd: Containerd) -> None:
         containerd.ctr("task", "delete", "-f", "det", check=False)
         containerd.ctr("container", "delete", "det", check=False)
     _assert_gone("det")
+
+
+def test_the_shims_calls_through_the_planner(containerd: Containerd) -> None:
+    """With a planner serving the shim's root, a front end that cannot exec Python runs a container's
+    whole life: create through the planner, the rest answered natively. The init is the shim's, its
+    output the shim's, and the exit code reaches ctr."""
+    oci = without_python(Path(native_front_end(containerd.base)), containerd.base / "no-python")
+    with planner(supervisor_oci(), RUN_ROOT / "runc" / NAMESPACE) as served:
+        try:
+            result = containerd.ctr("run", "--rm", "--runc-binary", str(oci), IMAGE, "viaplanner", "/bin/sh", "-c",
+                                    "echo ppid $PPID; cat /proc/1/cgroup | grep -c /default/viaplanner; exit 5",
+                                    check=False)
+            assert result.returncode == 5, result.stderr
+            assert result.stdout.split()[:2] == ["ppid", "0"] and int(result.stdout.split()[2]) > 0, result.stdout
+        finally:
+            containerd.ctr("container", "delete", "viaplanner", check=False)
+    assert len(served) == 1 and " create " in served[0] and served[0].endswith("viaplanner: exit 0"), served
+    _assert_gone("viaplanner")
 
 
 def test_a_failed_start_is_reported_in_runc_wording(containerd: Containerd) -> None:

@@ -249,11 +249,14 @@ def _call(conn: socket.socket) -> None:
         _say(f"pid {pid}: {' '.join(args)}: exit {code}")
 
 
-def _worker(conn: socket.socket, listener: socket.socket) -> None:
-    listener.close()
+def _worker(conn: socket.socket, listener: socket.socket, service_fds: list[int]) -> None:
+    """A forked worker: it keeps nothing of the service's but its own connection."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
+    listener.close()
+    for fd in service_fds:
+        os.close(fd)
     try:
         _call(conn)
     except BaseException as e:  # the front end reports the call as failed; the planner's log says why
@@ -330,7 +333,7 @@ def serve(root: str, debug: bool = False) -> int:
                 conn, _ = listener.accept()
                 pid = os.fork()
                 if pid == 0:
-                    _worker(conn, listener)
+                    _worker(conn, listener, [wake_r, wake_w, *workers])
                 conn.close()
                 pidfd = os.pidfd_open(pid)
                 workers[pidfd] = pid
