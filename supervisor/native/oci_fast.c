@@ -7,7 +7,8 @@
  * beside state.json; everything else, and every case it is not sure of (a flag it does not know, a
  * container with hooks, no `fast` file, one that does not parse whole), it hands to the Python
  * implementation by exec'ing `PYTHON -P -c 'from supervisor.oci.main import entry; entry()'` with
- * the same arguments. Errors use runc's
+ * the same arguments. `create` it first offers to a planner serving ROOT (oci_call.c), a warm
+ * Python process that plans it and has us spawn the bootstrap; without one, Python as above. Errors use runc's
  * wording, on stderr and as a JSON line in --log, like the Python side.
  *
  * ROOT/ID/fast is a record in the bootstrap message's encoding (oci_record.h, parsed by
