@@ -7,8 +7,16 @@ source "$(dirname "$0")/env.sh"
 if [ -z "${BENCH_IN_NS:-}" ]; then BENCH_IN_NS=1 exec "$SHARED/in-bench-ns.sh" "$0" "$@"; fi
 [ -f "$BASE/bundle/config.json" ] || "$SHARED/make-bundles.sh" "$BASE"
 
+# the planner service (supervisor-oci planner), for the row that offers it the call
+PLANNER_ROOT=$BASE/planner-root
+"$(dirname "$SUP")/supervisor-oci" --root "$PLANNER_ROOT" planner </dev/null &
+planner=$!
+trap 'kill $planner; wait $planner' EXIT
+for _ in $(seq 200); do [ -S "$PLANNER_ROOT/planner.sock" ] && break; sleep 0.05; done
+
 rows=(
-  "supervisor run (CLI one-shot)"          "$SUP run --bundle $BASE/bundle b-\$\$"
+  "supervisor run (CLI one-shot)"          "SUPERVISOR_PLANNER= $SUP run --bundle $BASE/bundle b-\$\$"
+  "supervisor run, with a planner"         "SUPERVISOR_PLANNER=$PLANNER_ROOT/planner.sock $SUP run --bundle $BASE/bundle b-\$\$"
   "python3 -c pass ($PY)"                  "$PY -c pass"
   "python3 -S -c pass (no site, no .pth)"  "$PY -S -c pass"
   "unshare+chroot (pid,net,ipc,uts,mnt)"   "$UNSHARE /bin/true"
@@ -22,4 +30,5 @@ for ((i = 0; i < ${#rows[@]}; i += 2)); do
     else echo "SKIPPED (fails): ${rows[i]}: ${rows[i+1]}: ${out:0:300}" >&2; fi
 done
 hyperfine --warmup "$WARMUP" --runs "$RUNS" --style basic --export-json "$RESULTS/single.json" "${args[@]}"
+kill $planner; wait $planner; trap - EXIT
 check_leaks

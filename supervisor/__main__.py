@@ -1,5 +1,5 @@
 """``python -m supervisor``: the same as the ``supervisor`` command."""
 
-from .cli import entry
+from ._entry import entry
 
 entry()

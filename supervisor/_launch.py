@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Generator
+from typing import Protocol
 
 import attrs
 
@@ -139,27 +140,53 @@ def _make_sealed_copy() -> int:
     return fd
 
 
-#: Who spawns bootstraps: None, this process (they are its children); else a function that has
-#: the front end of the call this process serves spawn them (``oci/planner.py``), so that the init
-#: is the caller's child and its subreaper's to reap. It is given the program's descriptor, argv,
-#: environment and (descriptor, number) pairs, and returns the pid, a pidfd and the parent's pid.
-spawner: "Callable[[int, list[str], dict[str, str], list[tuple[int, int]]], tuple[int, int, int]] | None" = None
+class Spawner(Protocol):
+    """Who spawns bootstraps for this process, when it is not this process: the front end of the
+    call a planner's worker serves (``oci/planner.py``), so that the init is the caller's child and
+    its subreaper's to reap."""
+
+    def spawn(self, program: int, argv: list[str], env: dict[str, str],
+              fds: list[tuple[int, int]]) -> tuple[int, int, int]:
+        """Spawn ``program`` (a descriptor) with (descriptor, number) pairs: its pid, a pidfd, and its
+        parent's pid."""
+
+    def wait(self, pid: int) -> int:
+        """Reap a child of the caller's: waitpid's status. ChildProcessError when it is none;
+        ConnectionError when the caller is gone."""
 
 
-def reap(pidfd: int) -> "os.waitid_result | None":
-    """Wait for the process behind a pidfd to end, and reap it when it is our child. A process that
-    is not (a bootstrap or init that a planner's caller spawned, see ``spawner``) is its parent's to
-    reap: None, once it has ended."""
+#: None: bootstraps are this process's children
+spawner: Spawner | None = None
+
+
+def reap(pidfd: int) -> "os.waitid_result":
+    """Wait for the process behind a pidfd to end, and reap it: ours, or (a bootstrap or an init a
+    planner's caller spawned, see ``spawner``) the caller's, who reaps it and tells us how it ended."""
     try:
-        return os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        assert result is not None  # it is, without WNOHANG
+        return result
     except ChildProcessError:
+        if spawner is None:
+            raise
+    with open(f"/proc/self/fdinfo/{pidfd}") as f:
+        pid = next(int(line.split()[1]) for line in f if line.startswith("Pid:"))
+    try:
+        status = spawner.wait(pid)
+    except ConnectionError:
+        # The caller is gone, and its children passed to a subreaper: wait for the end without
+        # knowing how it came, so that what the start made (the cgroup) is still cleaned up.
         import select
 
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
-        while not poller.poll():
-            pass
-        return None
+        poller.poll()
+        status = signal.SIGKILL
+    if os.WIFEXITED(status):
+        code, value = os.CLD_EXITED, os.WEXITSTATUS(status)
+    else:
+        code, value = os.CLD_DUMPED if os.WCOREDUMP(status) else os.CLD_KILLED, os.WTERMSIG(status)
+    return os.waitid_result((pid, 0, signal.SIGCHLD, value, code))
 
 
 def spawn_bootstrap(stdio: tuple[int | None, int | None, int | None] = (None, None, None),
@@ -187,8 +214,8 @@ def spawn_bootstrap(stdio: tuple[int | None, int | None, int | None] = (None, No
         if spawner is not None and executable is None:
             # the caller's own 0-2 (None) are already the front end's
             fds = [(fd, target) for target, fd in enumerate(stdio) if fd is not None]
-            pid, pidfd, parent_pid = spawner(sealed_bootstrap(), [BOOTSTRAP], env,
-                                             [*fds, (child.fileno(), initpipe)])
+            pid, pidfd, parent_pid = spawner.spawn(sealed_bootstrap(), [BOOTSTRAP], env,
+                                                   [*fds, (child.fileno(), initpipe)])
             peer_inode = os.fstat(child.fileno()).st_ino
             return Spawned(pid, pidfd, parent, peer_inode, parent_pid)
         if executable is None:
@@ -382,13 +409,11 @@ def _drive_blocking(gen: Generator[Request, tuple[bytes, list[int]] | None, int]
             return int(done.value)
 
 
-def wait_blocking(pidfd: int, cgroup: Cgroup | None = None) -> ExitStatus | None:
-    """Reap the process behind a pidfd (blocking), close the pidfd, remove the cgroup. None: the
-    process was not our child (``reap``), and how it ended is its parent's to know."""
+def wait_blocking(pidfd: int, cgroup: Cgroup | None = None) -> ExitStatus:
+    """Reap the process behind a pidfd (blocking; ``reap``), close the pidfd, remove the cgroup."""
     try:
         result = reap(pidfd)
-        oom = finish_cgroup(cgroup)
-        return None if result is None else ExitStatus.from_waitid(result, oom)
+        return ExitStatus.from_waitid(result, finish_cgroup(cgroup))
     finally:
         os.close(pidfd)
 
@@ -488,7 +513,7 @@ def launch_blocking(plan: Plan, name: str, stdio: tuple[int | None, int | None, 
             fd = os.pidfd_open(init_pid)
             signal.pidfd_send_signal(fd, signal.SIGKILL)
             status = wait_blocking(fd)
-            if isinstance(e, InitDied) and status is not None:
+            if isinstance(e, InitDied):
                 e.how = str(status)
         if cgroup is not None:
             cgroup.remove()

@@ -195,6 +195,8 @@ class PlanAttr(IntEnum):
     PID = lib.SV_PLAN_ATTR_PID
     ERRNO = lib.SV_PLAN_ATTR_ERRNO
     EXIT = lib.SV_PLAN_ATTR_EXIT
+    PROGRAM = lib.SV_PLAN_ATTR_PROGRAM
+    STATUS = lib.SV_PLAN_ATTR_STATUS
 
 
 class PlanMsg(IntEnum):
@@ -205,6 +207,9 @@ class PlanMsg(IntEnum):
     SPAWN = lib.SV_PLAN_MSG_SPAWN
     SPAWNED = lib.SV_PLAN_MSG_SPAWNED
     DONE = lib.SV_PLAN_MSG_DONE
+    ACCEPT = lib.SV_PLAN_MSG_ACCEPT
+    WAIT = lib.SV_PLAN_MSG_WAIT
+    WAITED = lib.SV_PLAN_MSG_WAITED
 
 
 class PayloadType(IntEnum):

@@ -19,6 +19,7 @@ path is blocking and imports no event loop: its start-up cost is part of every o
 """
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -45,6 +46,7 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, sign
               signal.SIGWINCH, signal.SIGCONT)
 
 
+@functools.cache  # built once a process: a planner's workers share it (``oci/planner.py``)
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="supervisor", description="Start, watch and stop Linux containers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,7 +135,6 @@ def run_bundle(bundle: str, name: str | None) -> int:
         hooks.run("poststart", "running", pid)
     attend(pidfd, console, _FORWARDED)
     status = wait_blocking(pidfd, cgroup)
-    assert status is not None  # our own child
     if status.oom_killed:
         _err(f"{name}: {status}")
     if hooks is not None:

@@ -252,9 +252,12 @@ def planner(binary: str, root: Path) -> Iterator[list[str]]:
         out, err = proc.communicate(timeout=10)
     lines = err.splitlines()
     prefix = r"supervisor-oci planner: pid \d+: "
-    served += [line for line in lines if re.fullmatch(prefix + r".* create .*: exit \d+", line)]
+    served += [line.rsplit(" (", 1)[0] for line in lines
+               if re.fullmatch(prefix + r"(supervisor-oci .* create|supervisor run) .*: (exit \d+ \([0-9.]+ ms\)"
+                                        r"|the caller went away)", line)]
     declined = [line for line in lines
-                if re.fullmatch(prefix + r"declined: (not a create|another \w+ namespace)", line)]
+                if re.fullmatch(prefix + r"declined: (not a create|not a run --bundle|a create with descriptors"
+                                r" to pass on|another \w+ namespace)", line)]
     assert (proc.returncode, out, len(served) + len(declined)) == (0, "", len(lines)), err
     assert not (root / "planner.sock").exists()
 
@@ -282,3 +285,22 @@ def subreaper() -> Iterator[None]:
         yield
     finally:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+@pytest.fixture(params=["direct", "planner"])
+def cli_via(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The ``supervisor`` command as it is, and with a planner (``supervisor-oci planner``) that it
+    offers ``run --bundle`` to (``$SUPERVISOR_PLANNER``, inherited by the commands a test starts),
+    which must then have served the test's runs: a module that uses it runs every test both ways."""
+    if request.param == "direct":
+        monkeypatch.setenv("SUPERVISOR_PLANNER", "")
+        yield "direct"
+        return
+    root = tmp_path / "planner-root"
+    monkeypatch.setenv("SUPERVISOR_PLANNER", str(root / "planner.sock"))
+    from .test_oci_containerd import supervisor_oci
+
+    with planner(supervisor_oci(), root) as served:
+        yield "planner"
+    if "bundle" in request.fixturenames:  # the tests that run a bundle
+        assert served and all(" supervisor run --bundle " in line for line in served), served

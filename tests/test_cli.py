@@ -12,7 +12,7 @@ import pytest
 
 from .conftest import Bundle, container_hooks, container_inits, needs_root
 
-pytestmark = needs_root
+pytestmark = [needs_root, pytest.mark.usefixtures("cli_via")]
 
 CLI = [sys.executable, "-m", "supervisor"]
 

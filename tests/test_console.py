@@ -15,7 +15,8 @@ import pytest
 
 from .conftest import Bundle, container_inits, needs_root
 
-pytestmark = [needs_root, pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")]
+pytestmark = [needs_root, pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux"),
+              pytest.mark.usefixtures("cli_via")]
 
 SUPERVISOR = f"{sys.executable} -m supervisor"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from supervisor._wire import PlanAttr, PlanMsg, ffi, lib
-from supervisor.oci.planner import encode
+from supervisor._planner_call import ProtocolError, decode, encode
 
 from .conftest import Bundle, needs_root, planner, without_python
 from .fuzz import netlink_inputs
@@ -59,18 +59,51 @@ class Spawn:
         return out
 
 
-def done(data: bytes) -> tuple[int, int, str]:
-    code = ffi.new("uint32_t *")
+def one_u32(data: bytes, kind: int = PlanMsg.DONE, attr: int = PlanAttr.EXIT, limit: int = 255
+            ) -> tuple[int, int, str]:
+    """The C parser's reading of a message with one u32 attribute (DONE, ACCEPT, WAIT)."""
+    value = ffi.new("uint32_t *")
     err = ffi.new("char[256]")
-    rc = lib.sv_plan_parse_done(_guarded(data), len(data), code, err, 256)
-    return rc, code[0], ffi.string(err).decode()
+    rc = lib.sv_plan_parse_u32(_guarded(data), len(data), kind, attr, limit, value, err, 256)
+    return rc, value[0], ffi.string(err).decode()
 
 
-def test_golden_spawn_and_done() -> None:
-    assert encode(PlanMsg.SPAWN, [("ARG", "/x/_bootstrap"), ("ENV", "_LIBCONTAINER_INITPIPE=3"), ("FD", 1),
-                                  ("FD", 3)]) == SPAWN
-    assert encode(PlanMsg.DONE, [("EXIT", 7)]) == message(PlanMsg.DONE, u32(PlanAttr.EXIT, 7))
+def done(data: bytes) -> tuple[int, int, str]:
+    return one_u32(data)
+
+
+def test_golden_messages() -> None:
+    assert encode(PlanMsg.SPAWN, [(PlanAttr.ARG, "/x/_bootstrap"), (PlanAttr.ENV, "_LIBCONTAINER_INITPIPE=3"),
+                                  (PlanAttr.FD, 1), (PlanAttr.FD, 3)]) == SPAWN
+    assert encode(PlanMsg.DONE, [(PlanAttr.EXIT, 7)]) == message(PlanMsg.DONE, u32(PlanAttr.EXIT, 7))
     assert encode(PlanMsg.DECLINE, []) == message(PlanMsg.DECLINE)
+    call = message(PlanMsg.CALL, string(PlanAttr.PROGRAM, "supervisor"), string(PlanAttr.ARG, "run"),
+                   u32(PlanAttr.UMASK, 0o22))
+    assert encode(PlanMsg.CALL, [(PlanAttr.PROGRAM, "supervisor"), (PlanAttr.ARG, "run"),
+                                 (PlanAttr.UMASK, 0o22)]) == call
+    assert decode(call) == (PlanMsg.CALL, [(PlanAttr.PROGRAM, "supervisor"), (PlanAttr.ARG, "run"),
+                                           (PlanAttr.UMASK, 0o22)])
+
+
+@pytest.mark.parametrize("data, error", [
+    (b"", "whose header disagrees"),
+    (SPAWN[:-1], "whose header disagrees"),
+    (message(PlanMsg.SPAWN, b"\x08\0"), "trailing bytes"),
+    (message(PlanMsg.SPAWN, struct.pack("=HH", 200, PlanAttr.ARG) + b"/a\0\0"), "out of bounds"),
+    (message(PlanMsg.SPAWN, nla(PlanAttr.ARG, b"/x")), "not its type"),
+    (message(PlanMsg.SPAWN, nla(PlanAttr.FD, b"\0\0")), "not its type"),
+    (message(PlanMsg.SPAWN, u32(PlanAttr.STATUS + 1, 0)), "not its type"),
+])
+def test_python_decoder_is_strict(data: bytes, error: str) -> None:
+    with pytest.raises(ProtocolError, match=error):
+        decode(data)
+
+
+def test_c_parser_reads_accept_and_wait() -> None:
+    assert one_u32(message(PlanMsg.ACCEPT, u32(PlanAttr.PID, 4242)), PlanMsg.ACCEPT, PlanAttr.PID,
+                   1 << 31) == (0, 4242, "")
+    rc, _, err = one_u32(message(PlanMsg.WAIT, u32(PlanAttr.PID, 1)), PlanMsg.ACCEPT, PlanAttr.PID, 1 << 31)
+    assert rc == -1 and "message type 62016" in err
 
 
 def test_c_parser_reads_the_golden_vectors() -> None:
@@ -90,7 +123,7 @@ def test_c_parser_reads_the_golden_vectors() -> None:
     (message(PlanMsg.SPAWN, string(PlanAttr.ARG, "/x"), u32(PlanAttr.FD, 1024)), "descriptor number 1024"),
     (message(PlanMsg.SPAWN, string(PlanAttr.ARG, "/x"), u32(PlanAttr.UMASK, 0)), "attribute 3 in a spawn"),
     (message(PlanMsg.SPAWN, string(PlanAttr.ARG, "/x"), u32(PlanAttr.EXIT, 0)), "attribute 7 in a spawn"),
-    (message(PlanMsg.SPAWN, string(PlanAttr.ARG, "/x"), u32(PlanAttr.EXIT + 1, 0)), "unknown attribute 8"),
+    (message(PlanMsg.SPAWN, string(PlanAttr.ARG, "/x"), u32(PlanAttr.STATUS + 1, 0)), "unknown attribute 10"),
     (message(PlanMsg.SPAWN, nla(PlanAttr.ARG, b"/x")), "not one NUL-terminated string"),
     (message(PlanMsg.SPAWN, *(string(PlanAttr.ARG, "a") for _ in range(MAX_ARGS + 1))), "more than 256 arguments"),
     (message(PlanMsg.SPAWN, string(PlanAttr.ARG, "/x"), *(string(PlanAttr.ENV, "A=1") for _ in range(MAX_ARGS + 1))),
@@ -107,10 +140,10 @@ def test_c_parser_of_spawn_is_strict(data: bytes, error: str) -> None:
 
 
 @pytest.mark.parametrize("data, error", [
-    (message(PlanMsg.DONE), "a done without an exit code"),
-    (message(PlanMsg.DONE, u32(PlanAttr.EXIT, 256)), "exit code 256 out of range"),
-    (message(PlanMsg.DONE, u32(PlanAttr.EXIT, 1), u32(PlanAttr.EXIT, 1)), "attribute 7 in a done"),
-    (message(PlanMsg.DONE, u32(PlanAttr.PID, 1)), "attribute 5 in a done"),
+    (message(PlanMsg.DONE), "no attribute 7 in a message of type 62014"),
+    (message(PlanMsg.DONE, u32(PlanAttr.EXIT, 256)), "attribute 7: 256 out of range"),
+    (message(PlanMsg.DONE, u32(PlanAttr.EXIT, 1), u32(PlanAttr.EXIT, 1)), "attribute 7 in a message of type"),
+    (message(PlanMsg.DONE, u32(PlanAttr.PID, 1)), "attribute 5 in a message of type 62014"),
     (message(PlanMsg.SPAWN, u32(PlanAttr.EXIT, 1)), "message type 62012"),
 ])
 def test_c_parser_of_done_is_strict(data: bytes, error: str) -> None:

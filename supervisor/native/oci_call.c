@@ -6,10 +6,11 @@
  * subreaper's. What we send is our arguments, environment, umask, working directory and stdio:
  * everything the Python command would have read from its own process.
  *
- * Nothing here is irreversible until the first SPAWN: a planner that is absent, refuses the
+ * Nothing here is irreversible until the planner accepts the call: one that is absent, refuses the
  * connection, or declines leaves the call to the Python command. After it, a planner that goes
  * away without DONE (killed, say) ends the call with an error, and every child we have is killed
- * and reaped, the init included: no container is half made behind the caller's back.
+ * and reaped, the init included: no container is half made behind the caller's back. The planner
+ * reaps nothing of ours: it asks (WAIT), and we answer with the status.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -253,22 +254,53 @@ int sv_plan_call(const char *root, char *const argv[], int *code, char *err, siz
         return 0;
     }
     close(cwd);
-    int spawned = 0;
+    int accepted = 0;
     for (;;) {
         size_t n_fds;
         ssize_t len = recv_msg(sock, fds, &n_fds);
         uint16_t type = 0;
         if (len >= SV_NLMSG_HDRLEN)
             memcpy(&type, in_buf + 4, 2);
-        if (len >= SV_NLMSG_HDRLEN && type == SV_PLAN_MSG_DECLINE && !spawned) {
+        if (len >= SV_NLMSG_HDRLEN && type == SV_PLAN_MSG_DECLINE && !accepted) {
             close_all(fds, n_fds);
             close(sock);
             return 0;
         }
-        if (len >= SV_NLMSG_HDRLEN && type == SV_PLAN_MSG_DONE) {
+        if (len >= SV_NLMSG_HDRLEN && type == SV_PLAN_MSG_ACCEPT && !accepted && !n_fds) {
+            uint32_t worker;
+            if (sv_plan_parse_u32(in_buf, (size_t)len, type, SV_PLAN_ATTR_PID, INT32_MAX, &worker, err, errlen) < 0) {
+                close(sock);
+                return failed(err, errlen, "the planner's answer: %s", err);
+            }
+            accepted = 1; /* a create forwards no signals (runc's does not either) */
+            continue;
+        }
+        if (len >= SV_NLMSG_HDRLEN && type == SV_PLAN_MSG_WAIT && accepted && !n_fds) {
+            uint32_t child;
+            if (sv_plan_parse_u32(in_buf, (size_t)len, type, SV_PLAN_ATTR_PID, INT32_MAX, &child, err, errlen) < 0) {
+                close(sock);
+                return failed(err, errlen, "the planner's wait: %s", err);
+            }
+            int status;
+            pid_t r;
+            do
+                r = waitpid((pid_t)child, &status, 0);
+            while (r < 0 && errno == EINTR);
+            begin(&m, SV_PLAN_MSG_WAITED);
+            if (r == (pid_t)child)
+                put_u32(&m, SV_PLAN_ATTR_STATUS, (uint32_t)status);
+            else
+                put_u32(&m, SV_PLAN_ATTR_ERRNO, (uint32_t)errno);
+            if (send_msg(sock, &m, NULL, 0) < 0) {
+                close(sock);
+                return failed(err, errlen, "the planner went away: %s", strerror(errno));
+            }
+            continue;
+        }
+        if (len >= SV_NLMSG_HDRLEN && type == SV_PLAN_MSG_DONE && accepted) {
             close_all(fds, n_fds);
             uint32_t exit_code;
-            if (sv_plan_parse_done(in_buf, (size_t)len, &exit_code, err, errlen) < 0) {
+            if (sv_plan_parse_u32(in_buf, (size_t)len, type, SV_PLAN_ATTR_EXIT, 255, &exit_code, err, errlen) < 0) {
                 close(sock);
                 return failed(err, errlen, "the planner's answer: %s", err);
             }
@@ -280,7 +312,7 @@ int sv_plan_call(const char *root, char *const argv[], int *code, char *err, siz
             *code = (int)exit_code;
             return 1;
         }
-        if (len >= SV_NLMSG_HDRLEN && type == SV_PLAN_MSG_SPAWN) {
+        if (len >= SV_NLMSG_HDRLEN && type == SV_PLAN_MSG_SPAWN && accepted) {
             static struct sv_plan_spawn s;
             if (sv_plan_parse_spawn(in_buf, (size_t)len, &s, err, errlen) < 0 || n_fds != s.n_fds + 1) {
                 close_all(fds, n_fds);
@@ -291,7 +323,6 @@ int sv_plan_call(const char *root, char *const argv[], int *code, char *err, siz
             }
             pid_t pid = spawn(&s, fds);
             close_all(fds, n_fds);
-            spawned = 1;
             begin(&m, SV_PLAN_MSG_SPAWNED);
             int pidfd = -1;
             if (pid > 0 && (pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) >= 0)

@@ -1,4 +1,4 @@
-/* oci_planner.c - reads the planner's SPAWN and DONE messages (oci_planner.h).
+/* oci_planner.c - reads what the planner sends the front end (oci_planner.h).
  *
  * As strict as the other parsers on nla.c's walker: an attribute that does not belong to the
  * message's type, a repeat of one that may not repeat, too many, a descriptor number out of range:
@@ -16,6 +16,8 @@ static const struct sv_nla_def plan_attrs[SV_PLAN_ATTR_MAX + 1] = {
     [SV_PLAN_ATTR_PID] = {SV_T_U32, 0},
     [SV_PLAN_ATTR_ERRNO] = {SV_T_U32, 0},
     [SV_PLAN_ATTR_EXIT] = {SV_T_U32, 0},
+    [SV_PLAN_ATTR_PROGRAM] = {SV_T_STR, 0},
+    [SV_PLAN_ATTR_STATUS] = {SV_T_U32, 0},
 };
 
 const char *sv_plan_socket_name(void)
@@ -82,24 +84,25 @@ int sv_plan_parse_spawn(const uint8_t *msg, size_t len, struct sv_plan_spawn *ou
     return -1;
 }
 
-int sv_plan_parse_done(const uint8_t *msg, size_t len, uint32_t *exit_code, char *err, size_t errlen)
+int sv_plan_parse_u32(const uint8_t *msg, size_t len, uint16_t type, uint32_t attr, uint32_t max, uint32_t *value,
+                      char *err, size_t errlen)
 {
-    if (sv_nlmsg_check(msg, len, SV_PLAN_MSG_DONE, SV_PLAN_MAX_MESSAGE, err, errlen) < 0)
+    if (sv_nlmsg_check(msg, len, type, SV_PLAN_MAX_MESSAGE, err, errlen) < 0)
         return -1;
     struct sv_nla_cursor c = {msg + SV_NLMSG_HDRLEN, msg + len};
     struct sv_nla a = {0, NULL, 0};
     int r, seen = 0;
     while ((r = sv_nla_next(&c, plan_attrs, SV_PLAN_ATTR_MAX, 0, &a, err, errlen)) == 1) {
-        if (a.id != SV_PLAN_ATTR_EXIT || seen)
-            return sv_nla_fail(err, errlen, "attribute %u in a done", a.id);
-        if (u32_of(&a) > 255)
-            return sv_nla_fail(err, errlen, "exit code %u out of range", u32_of(&a));
-        *exit_code = u32_of(&a);
+        if (a.id != attr || seen)
+            return sv_nla_fail(err, errlen, "attribute %u in a message of type %u", a.id, type);
+        if (u32_of(&a) > max)
+            return sv_nla_fail(err, errlen, "attribute %u: %u out of range", a.id, u32_of(&a));
+        *value = u32_of(&a);
         seen = 1;
     }
     if (r < 0)
         return -1;
     if (!seen)
-        return sv_nla_fail(err, errlen, "a done without an exit code");
+        return sv_nla_fail(err, errlen, "no attribute %u in a message of type %u", attr, type);
     return 0;
 }

@@ -21,8 +21,21 @@ and a Python start is already most of their budget (``python -X importtime -m su
 Module map: ``main`` (global flags, dispatch), ``args`` (the flag parser), ``log`` (runc's error
 wording on stderr and in ``--log``), ``state`` (the state directory), ``lifecycle`` (the fast
 commands), ``create`` (create, run, exec), ``hooks`` (the runtime spec's hooks), ``update`` (new
-cgroup limits), ``info`` (spec, features).
+cgroup limits), ``info`` (spec, features), ``record`` (what the native front end reads),
+``systemd`` (the systemd cgroup driver), ``planner`` (the service that plans warm).
 
 Config files are read as the runtime spec asks of a runtime: unknown fields are ignored with one
 warning in ``--log``; fields we know but don't implement stay errors that name them.
 """
+
+import os
+
+
+def default_root() -> str:
+    """``--root``'s default: root's under /run; an ordinary user's under their runtime directory.
+    (Here, not in ``state``, because the ``supervisor`` console script looks for a planner there
+    with nothing else imported.)"""
+    if os.geteuid() == 0:
+        return "/run/supervisor-oci"
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/supervisor-oci-{os.getuid()}"
+    return os.path.join(base, "supervisor-oci")

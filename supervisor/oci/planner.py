@@ -1,112 +1,101 @@
-"""``supervisor-oci planner``: a service that keeps the planner imported, so that ``create`` costs
-what planning costs and not what importing it costs.
+"""``supervisor-oci planner``: a service that keeps the planner imported, so that ``create`` (and
+``supervisor run --bundle``) cost what planning costs and not what importing it costs.
 
 Theory of operation. A ``create`` through a new Python process spends most of its time importing
 (attrs, pyroute2, the planner: about 70 ms here, against runc's whole create of 18 ms). The planner
 is a process that has imported all of it once; the native front end (``native/oci_call.c``) offers
-it each ``create`` on ``ROOT/planner.sock`` (protocol: ``native/oci_planner.h``). Per call it forks
-a worker, which:
+it each ``create`` on ``ROOT/planner.sock``, and the ``supervisor`` console script each
+``run --bundle`` on the default root's (``_planner_call.py``; protocol: ``native/oci_planner.h``).
+Per call it forks a worker, which:
 
 - checks the caller: the same user as the planner, in the same namespaces and root directory (else
-  it declines, having done nothing, and the front end runs the Python command itself);
+  it declines, having done nothing, and the caller runs the Python command itself);
 - becomes the caller for the call's length: its cgroups, working directory, stdio, environment and
-  umask, so that the call behaves as ``supervisor-oci create`` run by the caller would;
-- runs ``main`` on the caller's arguments, with ``_launch.spawner`` set so that the bootstrap is
-  spawned by the front end: the init is then the caller's child, hence its subreaper's, and
-  inherits the caller's rlimits, signal state and credentials, exactly as without the planner;
+  umask, so that the call behaves as the command run by the caller would;
+- runs the command's ``main`` on the caller's arguments, with ``_launch.spawner`` set so that the
+  bootstrap is spawned by the caller, and reaped by it when the worker asks: the init is then the
+  caller's child, hence its subreaper's, and inherits the caller's rlimits, signal state and
+  credentials, exactly as without the planner;
 - answers with the exit code, and exits.
 
-Only ``create`` without ``--preserve-fds`` comes here (the descriptors to pass are the caller's);
-everything else the worker declines. A worker reaps nothing of the caller's: what it must wait for
-it waits for through pidfds (``_launch.reap``).
+Only ``create`` without ``--preserve-fds`` (the descriptors to pass are the caller's) and
+``supervisor run --bundle`` come here; everything else the worker declines. Signals a foreground
+``run`` forwards reach the worker from the caller, and go on to the container from there.
 
 The planner runs the code it imported at its start: after an upgrade, restart it.
 """
+
 
 import os
 import signal
 import socket
 import struct
 import sys
-from typing import Any
+import time
+from collections.abc import Callable
 
-from .._pyroute2 import nlmsg
-from .._wire import PlanAttr, PlanMsg, lib, nla_map, plan_payload_type
+from .._planner_call import ProtocolError, _recv, _send, decode, encode
+from .._wire import PlanAttr, PlanMsg
 from .log import CommandError
 
 __all__ = ["serve"]
 
 SOCKET_NAME: str = "planner.sock"
-_MAX_MESSAGE: int = lib.SV_PLAN_MAX_MESSAGE
 #: the namespaces a caller must share with the planner: a path, a pid, a cgroup mean the same here
 _NAMESPACES = ("mnt", "pid", "net", "ipc", "uts", "user", "cgroup")
-
-PlanMessage: type[nlmsg] = type("PlanMessage", (nlmsg,), {"nla_map": nla_map(PlanAttr, plan_payload_type)})
 
 
 class Declined(Exception):
     """The call is not the planner's: nothing was done, and the front end runs it itself."""
 
 
-def encode(kind: PlanMsg, pairs: list[tuple[str, Any]]) -> bytes:
-    msg = PlanMessage()
-    msg["header"]["type"] = kind
-    msg["attrs"] = pairs
-    msg.encode()
-    return bytes(msg.data)
-
-
-def decode(data: bytes) -> tuple[int, list[tuple[str, Any]]]:
-    msg = PlanMessage(data)
-    msg.decode()
-    return msg["header"]["type"], list(msg["attrs"])
-
-
-def _recv(conn: socket.socket, max_fds: int) -> tuple[bytes, list[int]]:
-    from .._launch import fds_of
-
-    data, ancillary, flags, _ = conn.recvmsg(_MAX_MESSAGE + 1, socket.CMSG_SPACE(max_fds * 4),
-                                             socket.MSG_CMSG_CLOEXEC)
-    fds = fds_of(ancillary)
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-        for fd in fds:
-            os.close(fd)
-        raise CommandError("the front end's message was truncated")
-    return data, fds
-
-
-def _send(conn: socket.socket, data: bytes, fds: list[int] | None = None) -> None:
-    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
-    conn.sendmsg([data], ancillary)
+class CallerGone(ConnectionError):
+    """The caller's end of the connection closed mid-call (it was killed, say)."""
 
 
 # -- the worker: one call ----------------------------------------------------------------------
 
 
 class FrontEnd:
-    """The caller's front end, as the worker's ``_launch.spawner``: it spawns what it is sent."""
+    """The caller's front end, as the worker's ``_launch.spawner``: it spawns what it is sent, and
+    reaps its children when asked."""
 
     def __init__(self, conn: socket.socket, pid: int) -> None:
         self.conn = conn
         self.pid = pid
 
-    def __call__(self, program: int, argv: list[str], env: dict[str, str],
-                 fds: list[tuple[int, int]]) -> tuple[int, int, int]:
-        pairs: list[tuple[str, Any]] = [("ARG", a) for a in argv]
-        pairs += [("ENV", f"{k}={v}") for k, v in env.items()]
-        pairs += [("FD", target) for _, target in fds]
+    def spawn(self, program: int, argv: list[str], env: dict[str, str],
+              fds: list[tuple[int, int]]) -> tuple[int, int, int]:
+        pairs: list[tuple[int, int | str]] = [(PlanAttr.ARG, a) for a in argv]
+        pairs += [(PlanAttr.ENV, f"{k}={v}") for k, v in env.items()]
+        pairs += [(PlanAttr.FD, target) for _, target in fds]
         _send(self.conn, encode(PlanMsg.SPAWN, pairs), [program, *(fd for fd, _ in fds)])
-        data, received = _recv(self.conn, 1)
-        kind, attrs = decode(data)
-        values = dict(attrs)
-        if kind != PlanMsg.SPAWNED or ("PID" in values) != (len(received) == 1):
+        values, received = self._answer(PlanMsg.SPAWNED, 1)
+        if "ERRNO" in values and not received:
+            errno_value = values["ERRNO"]
+            raise OSError(errno_value, f"spawning the bootstrap: {os.strerror(errno_value)}")
+        if "PID" not in values or len(received) != 1:
+            raise CommandError("the front end's answer to a spawn has no pid")
+        return values["PID"], received[0], self.pid
+
+    def wait(self, pid: int) -> int:
+        _send(self.conn, encode(PlanMsg.WAIT, [(PlanAttr.PID, pid)]))
+        values, _ = self._answer(PlanMsg.WAITED, 0)
+        if "STATUS" not in values:
+            errno_value = values.get("ERRNO", 0)
+            raise ChildProcessError(errno_value, f"waiting for {pid}: {os.strerror(errno_value)}")
+        return values["STATUS"]
+
+    def _answer(self, kind: PlanMsg, max_fds: int) -> tuple[dict[str, int], list[int]]:
+        data, received = _recv(self.conn, max_fds)
+        if not data:
+            raise CallerGone(f"the caller (pid {self.pid}) went away")
+        got, pairs = decode(data)
+        if got != kind or len(received) > max_fds:
             for fd in received:
                 os.close(fd)
-            raise CommandError(f"the front end's answer to a spawn: message type {kind}")
-        if "PID" not in values:
-            errno_value = int(values.get("ERRNO", 0))
-            raise OSError(errno_value, f"spawning the bootstrap: {os.strerror(errno_value)}")
-        return int(values["PID"]), received[0], self.pid
+            raise CommandError(f"the front end answered with message type {got}, not {kind.name}")
+        return {PlanAttr(a).name: int(v) for a, v in pairs}, received
 
 
 def _credentials(conn: socket.socket) -> tuple[int, int]:
@@ -186,19 +175,28 @@ def _become(pid: int, fds: list[int], env: list[str], umask: int) -> None:
     os.umask(umask)
 
 
-def _handled(args: list[str]) -> bool:
-    """Whether a call is the planner's: ``create``, without descriptors to pass on."""
+def _program(name: str, args: list[str]) -> Callable[[list[str]], int]:
+    """The ``main`` that runs a call: ``create`` without descriptors to pass on (supervisor-oci's),
+    or ``run --bundle`` (the supervisor CLI's one-shot); anything else is Declined."""
+    if name == "supervisor":
+        if args[:1] == ["run"] and any(a in ("--bundle", "-b") or a.startswith("--bundle=") for a in args):
+            from ..cli import main as cli_main
+
+            return cli_main
+        raise Declined("not a run --bundle")
     from .args import UsageError, parse
-    from .main import _COMMANDS, _GLOBAL
+    from .main import _COMMANDS, _GLOBAL, main
 
     try:
         _, rest = parse(args, _GLOBAL)
         if not rest or rest[0] != "create":
-            return False
+            raise Declined("not a create")
         flags, _ = parse(rest[1:], _COMMANDS["create"])
     except UsageError:
-        return False  # the Python command says what is wrong
-    return str(flags["preserve_fds"] or "0") == "0"
+        raise Declined("not a create") from None  # the Python command says what is wrong
+    if str(flags["preserve_fds"] or "0") != "0":
+        raise Declined("a create with descriptors to pass on")
+    return main
 
 
 #: the planner's own stderr (a worker's fd 2 is its caller's), and whether each call is reported on it
@@ -212,22 +210,24 @@ def _say(text: str) -> None:
 
 def _call(conn: socket.socket) -> None:
     from .. import _launch
-    from .main import main
 
     data, fds = _recv(conn, 4)
     if not data:
         return  # a connection closed unused (someone checking that we listen)
     pid, uid = _credentials(conn)
     try:
-        kind, attrs = decode(data)
+        try:
+            kind, pairs = decode(data)
+        except ProtocolError as e:
+            raise Declined(str(e)) from None
         if kind != PlanMsg.CALL or len(fds) != 4:
             raise Declined(f"message type {kind} with {len(fds)} descriptors")
-        args = [str(v) for k, v in attrs if k == "ARG"]
-        env = [str(v) for k, v in attrs if k == "ENV"]
-        umask = next((int(v) for k, v in attrs if k == "UMASK"), 0o022)
+        args = [str(v) for a, v in pairs if a == PlanAttr.ARG]
+        env = [str(v) for a, v in pairs if a == PlanAttr.ENV]
+        umask = next((int(v) for a, v in pairs if a == PlanAttr.UMASK), 0o022)
+        program = next((str(v) for a, v in pairs if a == PlanAttr.PROGRAM), "supervisor-oci")
         _check_peer(pid, uid)
-        if not _handled(args):
-            raise Declined("not a create")
+        main = _program(program, args)
         _become(pid, fds, env, umask)
         fds = []
     except Declined as e:
@@ -237,16 +237,26 @@ def _call(conn: socket.socket) -> None:
         if _debug:
             _say(f"pid {pid}: declined: {e}")
         return
+    _send(conn, encode(PlanMsg.ACCEPT, [(PlanAttr.PID, os.getpid())]))
     _launch.spawner = FrontEnd(conn, pid)
-    code = main(args)
+    started = time.monotonic()
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's, after it said why on the caller's stderr
+        code = e.code if isinstance(e.code, int) else 1
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             code = code or 120
-    _send(conn, encode(PlanMsg.DONE, [("EXIT", code & 0xFF)]))
+    try:
+        _send(conn, encode(PlanMsg.DONE, [(PlanAttr.EXIT, code & 0xFF)]))
+    except OSError:  # the caller is gone (killed mid-call): what the call made is cleaned up all the same
+        if _debug:
+            _say(f"pid {pid}: {program} {' '.join(args)}: the caller went away")
+        return
     if _debug:
-        _say(f"pid {pid}: {' '.join(args)}: exit {code}")
+        _say(f"pid {pid}: {program} {' '.join(args)}: exit {code} ({(time.monotonic() - started) * 1000:.1f} ms)")
 
 
 def _worker(conn: socket.socket, listener: socket.socket, service_fds: list[int]) -> None:
@@ -269,15 +279,29 @@ def _worker(conn: socket.socket, listener: socket.socket, service_fds: list[int]
 
 
 def _warm() -> None:
-    """Import and prepare what every ``create`` needs, once."""
-    from .. import _launch, bootstrap
+    """Import and prepare what every ``create`` and ``run --bundle`` needs, once: the sealed copy of
+    the bootstrap, pyroute2's message classes (each compiles its tables at its first message), the
+    steps most containers share (``bootstrap._nested`` is cached by value), the CLI's parser. What
+    describes the host as this process sees it (``Host.current``: its own cgroup among them) is not
+    kept: a worker is in its caller's cgroups."""
+    import tempfile
+
+    from .. import _launch, bootstrap, cli, console  # noqa: F401
+    from ..host import _probe_as
+    from ..plan import plan
+    from ..spec import ContainerSpec
     from . import create, lifecycle, record  # noqa: F401
+    from .info import default_spec
 
     _launch.sealed_bootstrap()
-    # pyroute2 compiles a message class's attribute tables at its first message
-    bootstrap._attributes([("CGROUP_PATH", "warm")])
+    cli._parser()
     record.Record(pid=1, start=1).encode()
-    encode(PlanMsg.DONE, [("EXIT", 0)])
+    with tempfile.TemporaryDirectory() as bundle:
+        config = default_spec()
+        config["root"]["path"] = bundle
+        bootstrap.encode(plan(ContainerSpec.from_oci(config, bundle), "warm"))
+    bootstrap._encode.cache_clear()
+    _probe_as.cache_clear()
 
 
 def serve(root: str, debug: bool = False) -> int:

@@ -12,6 +12,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import default_root
 from .log import CommandError
 
 if TYPE_CHECKING:
@@ -23,13 +24,6 @@ STATE = "state.json"
 FIFO = "exec.fifo"
 #: the record the native front end reads (``record.py``, ``native/oci_fast.c``), written with state.json
 FAST = "fast"
-
-
-def default_root() -> str:
-    if os.geteuid() == 0:
-        return "/run/supervisor-oci"
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/supervisor-oci-{os.getuid()}"
-    return os.path.join(base, "supervisor-oci")
 
 
 def valid_id(container_id: str) -> str:
