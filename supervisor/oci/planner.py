@@ -26,6 +26,7 @@ The planner runs the code it imported at its start: after an upgrade, restart it
 """
 
 
+import gc
 import os
 import signal
 import socket
@@ -259,15 +260,37 @@ def _call(conn: socket.socket) -> None:
         _say(f"pid {pid}: {program} {' '.join(args)}: exit {code} ({(time.monotonic() - started) * 1000:.1f} ms)")
 
 
-def _worker(conn: socket.socket, listener: socket.socket, service_fds: list[int]) -> None:
-    """A forked worker: it keeps nothing of the service's but its own connection."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+#: set once a spare has taken a call: from then on a SIGTERM from the service no longer ends it
+_busy = False
+
+
+def _spare(listener: socket.socket, accepted: int, service_fds: list[int]) -> None:
+    """A worker forked ahead of its call: it makes the pages a call touches its own (fork shares
+    them copy-on-write, and a call that copies them as it goes is milliseconds slower), then waits
+    in accept. It tells the service when it took a call (a byte on ``accepted``), so another spare
+    is forked. An idle spare ends on a SIGTERM (the service's, or systemd's to the service's cgroup);
+    a busy one ignores it, and has left that cgroup for its caller's anyway."""
+    global _busy
+
+    def stop(_signum: int, _frame: object) -> None:
+        if not _busy:
+            os._exit(0)
+
     signal.set_wakeup_fd(-1)
-    listener.close()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for fd in service_fds:
         os.close(fd)
     try:
+        _touch()
+        _check_peer(os.getpid(), os.geteuid())  # what a call runs first, run once on ourselves
+        _join_cgroups(os.getpid())
+        conn, _ = listener.accept()
+        _busy = True
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        listener.close()
+        os.write(accepted, b"x")
+        os.close(accepted)
         _call(conn)
     except BaseException as e:  # the front end reports the call as failed; the planner's log says why
         _say(f"worker {os.getpid()}: {type(e).__name__}: {e}")
@@ -281,21 +304,28 @@ def _worker(conn: socket.socket, listener: socket.socket, service_fds: list[int]
 def _warm() -> None:
     """Import and prepare what every ``create`` and ``run --bundle`` needs, once: the sealed copy of
     the bootstrap, pyroute2's message classes (each compiles its tables at its first message), the
-    steps most containers share (``bootstrap._nested`` is cached by value), the CLI's parser. What
-    describes the host as this process sees it (``Host.current``: its own cgroup among them) is not
-    kept: a worker is in its caller's cgroups."""
-    import tempfile
-
+    steps most containers share (``bootstrap._nested`` is cached by value), the CLI's parser."""
     from .. import _launch, bootstrap, cli, console  # noqa: F401
-    from ..host import _probe_as
-    from ..plan import plan
-    from ..spec import ContainerSpec
     from . import create, lifecycle, record  # noqa: F401
-    from .info import default_spec
 
     _launch.sealed_bootstrap()
     cli._parser()
     record.Record(pid=1, start=1).encode()
+    _touch()
+
+
+def _touch() -> None:
+    """Plan and encode runc's default config, as a call would, and forget what describes the host
+    as this process sees it (``Host.current``, its own cgroup among them): a worker takes its
+    caller's cgroups."""
+    import tempfile
+
+    from .. import bootstrap
+    from ..host import _probe_as
+    from ..plan import plan
+    from ..spec import ContainerSpec
+    from .info import default_spec
+
     with tempfile.TemporaryDirectory() as bundle:
         config = default_spec()
         config["root"]["path"] = bundle
@@ -335,33 +365,44 @@ def serve(root: str, debug: bool = False) -> int:
     mine = _ident(path)
     listener.listen(128)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    accepted_r, accepted_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    gc.freeze()  # what the service made stays shared with the workers: no collection copies it
     workers: dict[int, int] = {}  # pidfd -> pid
     poller = select.poll()
-    poller.register(listener.fileno(), select.POLLIN)
     poller.register(wake_r, select.POLLIN)
+    poller.register(accepted_r, select.POLLIN)
+
+    def fork_spare() -> int:
+        pid = os.fork()
+        if pid == 0:
+            _spare(listener, accepted_w, [wake_r, wake_w, accepted_r, *workers])
+        pidfd = os.pidfd_open(pid)
+        workers[pidfd] = pid
+        poller.register(pidfd, select.POLLIN)
+        return pidfd
+
+    spare = fork_spare()
     try:
         while True:
             ready = [fd for fd, _ in poller.poll()]
             if wake_r in ready:
                 break
+            if accepted_r in ready:
+                os.read(accepted_r, 64)
+                spare = fork_spare()
             for fd in ready:
                 if fd in workers:
                     os.waitid(os.P_PIDFD, fd, os.WEXITED)
                     poller.unregister(fd)
                     os.close(fd)
                     del workers[fd]
-            if listener.fileno() in ready:
-                conn, _ = listener.accept()
-                pid = os.fork()
-                if pid == 0:
-                    _worker(conn, listener, [wake_r, wake_w, *workers])
-                conn.close()
-                pidfd = os.pidfd_open(pid)
-                workers[pidfd] = pid
-                poller.register(pidfd, select.POLLIN)
+                    if fd == spare:  # it died idle (it could not warm up): another, not in a busy loop
+                        _say("an idle worker ended; forking another in a second")
+                        time.sleep(1)
+                        spare = fork_spare()
     finally:
         try:
             if _ident(path) == mine:
@@ -369,7 +410,9 @@ def serve(root: str, debug: bool = False) -> int:
         except FileNotFoundError:
             pass
         listener.close()
-        for pidfd in workers:  # calls under way finish
+        if spare in workers:  # the idle spare goes (a busy one ignores this); calls under way finish
+            signal.pidfd_send_signal(spare, signal.SIGTERM)
+        for pidfd in workers:
             os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
             os.close(pidfd)
     return 0
