@@ -264,6 +264,10 @@ def _call(conn: socket.socket) -> None:
 _busy = False
 
 
+class _Stop(BaseException):
+    """An idle spare's SIGTERM."""
+
+
 def _spare(listener: socket.socket, accepted: int, service_fds: list[int]) -> None:
     """A worker forked ahead of its call: it makes the pages a call touches its own (fork shares
     them copy-on-write, and a call that copies them as it goes is milliseconds slower), then waits
@@ -274,7 +278,7 @@ def _spare(listener: socket.socket, accepted: int, service_fds: list[int]) -> No
 
     def stop(_signum: int, _frame: object) -> None:
         if not _busy:
-            os._exit(0)
+            raise _Stop  # out of accept, or of a warm-up (whose temporary directory goes)
 
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, stop)
@@ -282,6 +286,7 @@ def _spare(listener: socket.socket, accepted: int, service_fds: list[int]) -> No
     for fd in service_fds:
         os.close(fd)
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))  # blocked by the fork
         _touch()
         _check_peer(os.getpid(), os.geteuid())  # what a call runs first, run once on ourselves
         _join_cgroups(os.getpid())
@@ -292,6 +297,8 @@ def _spare(listener: socket.socket, accepted: int, service_fds: list[int]) -> No
         os.write(accepted, b"x")
         os.close(accepted)
         _call(conn)
+    except _Stop:
+        pass
     except BaseException as e:  # the front end reports the call as failed; the planner's log says why
         _say(f"worker {os.getpid()}: {type(e).__name__}: {e}")
     finally:
@@ -376,9 +383,15 @@ def serve(root: str, debug: bool = False) -> int:
     poller.register(accepted_r, select.POLLIN)
 
     def fork_spare() -> int:
+        # the child starts with the service's handlers: it must not take a SIGTERM before its own
+        signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT))
         pid = os.fork()
         if pid == 0:
-            _spare(listener, accepted_w, [wake_r, wake_w, accepted_r, *workers])
+            try:
+                _spare(listener, accepted_w, [wake_r, wake_w, accepted_r, *workers])
+            finally:
+                os._exit(0)  # never back into the service's loop
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
         pidfd = os.pidfd_open(pid)
         workers[pidfd] = pid
         poller.register(pidfd, select.POLLIN)
