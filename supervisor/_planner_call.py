@@ -42,7 +42,7 @@ def encode(kind: int, pairs: "Sequence[tuple[int, int | str]]") -> bytes:
     body = bytearray()
     for attr, value in pairs:
         if lib.sv_plan_attr_type(attr) == _STR:
-            payload = str(value).encode() + b"\0"
+            payload = os.fsencode(str(value)) + b"\0"  # as argv and environ hold what is not UTF-8
         else:
             payload = struct.pack("=I", int(value))
         if len(payload) + 4 > 0xFFFF:

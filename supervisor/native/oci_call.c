@@ -212,10 +212,12 @@ static void kill_children(void)
 __attribute__((format(printf, 3, 4)))
 static int failed(char *err, size_t errlen, const char *fmt, ...)
 {
+    char text[1024]; /* the arguments may point into err: format apart, then copy */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
+    snprintf(err, errlen, "%s", text);
     kill_children();
     return -1;
 }
@@ -232,7 +234,12 @@ int sv_plan_call(const char *root, char *const argv[], int *code, char *err, siz
     int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (sock < 0)
         return 0;
-    if (connect(sock, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+    struct ucred peer;
+    socklen_t peer_len = sizeof(peer);
+    if (connect(sock, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) < 0 || peer.uid != geteuid()) {
+        /* none, or another user's: ROOT may be writable by others, and a planner is sent our working
+         * directory and stdio and has us run what it says */
         close(sock);
         return 0;
     }

@@ -4,7 +4,9 @@
  * Python planner imported and warm, listening on ROOT/planner.sock (SOCK_SEQPACKET, mode 0600). The
  * native front end (oci_fast.c) offers it each `create`; a fresh process would spend most of its
  * time importing. The front end stays the parent of everything the call spawns, so the container's
- * init is the caller's (the shim's) to reap, exactly as without the planner:
+ * init is the caller's (the shim's) to reap, exactly as without the planner. The planner serves
+ * only a caller of its own user, namespaces and root directory, no less privileged than itself; the
+ * front end talks only to a planner of its own user (SO_PEERCRED):
  *
  *   front end -> planner   CALL     PROGRAM (absent: supervisor-oci), ARG..., ENV..., UMASK;
  *                                   fds: cwd (O_PATH), 0, 1, 2

@@ -8,8 +8,10 @@ it each ``create`` on ``ROOT/planner.sock``, and the ``supervisor`` console scri
 ``run --bundle`` on the default root's (``_planner_call.py``; protocol: ``native/oci_planner.h``).
 Per call it forks a worker, which:
 
-- checks the caller: the same user as the planner, in the same namespaces and root directory (else
-  it declines, having done nothing, and the caller runs the Python command itself);
+- checks the caller (the process that connected, by its pidfd): the same user as the planner, in the
+  same namespaces and root directory, with every capability the planner has and no confinement
+  (no_new_privs, seccomp, another LSM label); else it declines, having done nothing, and the caller
+  runs the Python command itself;
 - becomes the caller for the call's length: its cgroups, working directory, stdio, environment and
   umask, so that the call behaves as the command run by the caller would;
 - runs the command's ``main`` on the caller's arguments, with ``_launch.spawner`` set so that the
@@ -105,22 +107,63 @@ def _credentials(conn: socket.socket) -> tuple[int, int]:
     return pid, uid
 
 
-def _check_peer(pid: int, uid: int) -> None:
-    """Declined unless the caller shares our user, namespaces and root directory."""
+#: SO_PEERPIDFD (Linux 6.5; Python 3.11 lacks the name): a pidfd for the process that connected.
+#: SO_PEERCRED's pid outlives that process: once it is gone, the pid may be any process's.
+_SO_PEERPIDFD = 77
+
+
+def _check_peer(conn: socket.socket, pid: int, uid: int) -> None:
+    """Declined unless the caller shares our user, namespaces and root directory, and is no less
+    privileged than we are."""
     if uid != os.geteuid():
         raise Declined(f"uid {uid}")
-    pidfd = os.pidfd_open(pid)  # the checks below are about this process, if it still lives after them
     try:
-        for ns in _NAMESPACES:
-            if _ident(f"/proc/{pid}/ns/{ns}") != _ident(f"/proc/self/ns/{ns}"):
-                raise Declined(f"another {ns} namespace")
-        if _ident(f"/proc/{pid}/root") != _ident("/"):
-            raise Declined("another root directory")
+        # the process that connected: the checks below are about it if it still lives after them
+        # (a living process keeps its pid), not about whoever has its pid once it has exited
+        pidfd = conn.getsockopt(socket.SOL_SOCKET, _SO_PEERPIDFD)
+    except OSError as e:
+        raise Declined(f"no pidfd for the caller: {e}") from None
+    try:
+        _check_process(pid)
         signal.pidfd_send_signal(pidfd, 0)
     except OSError as e:
         raise Declined(str(e)) from None
     finally:
         os.close(pidfd)
+
+
+def _check_process(pid: int) -> None:
+    """Declined unless process ``pid`` is in our namespaces and root directory, holds every
+    capability we hold and is not confined (no_new_privs, a seccomp filter, another LSM label): a
+    root process that could not create the container itself must not have the planner create it,
+    run its hooks and write its files with ours."""
+    for ns in _NAMESPACES:
+        if _ident(f"/proc/{pid}/ns/{ns}") != _ident(f"/proc/self/ns/{ns}"):
+            raise Declined(f"another {ns} namespace")
+    if _ident(f"/proc/{pid}/root") != _ident("/"):
+        raise Declined("another root directory")
+    theirs, ours = _status(f"/proc/{pid}/status"), _status("/proc/self/status")
+    for field in ("CapEff", "CapPrm", "CapBnd"):
+        if int(ours[field], 16) & ~int(theirs[field], 16):
+            raise Declined(f"fewer capabilities ({field} {theirs[field]})")
+    for field in ("NoNewPrivs", "Seccomp"):
+        if theirs[field] != "0":
+            raise Declined(f"confined ({field} {theirs[field]})")
+    if _label(f"/proc/{pid}/attr/current") != _label("/proc/self/attr/current"):
+        raise Declined("another LSM label")
+
+
+def _status(path: str) -> dict[str, str]:
+    with open(path) as f:
+        return {name: value.strip() for name, _, value in (line.partition(":") for line in f)}
+
+
+def _label(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:  # no LSM
+        return b""
 
 
 def _ident(path: str) -> tuple[int, int]:
@@ -172,7 +215,7 @@ def _become(pid: int, fds: list[int], env: list[str], umask: int) -> None:
         os.dup2(fd, target)
         os.close(fd)
     os.environ.clear()
-    os.environ.update(item.partition("=")[::2] for item in env if "=" in item)
+    os.environ.update(item.partition("=")[::2] for item in env if "=" in item[1:])  # no nameless entry
     os.umask(umask)
 
 
@@ -212,7 +255,9 @@ def _say(text: str) -> None:
 def _call(conn: socket.socket) -> None:
     from .. import _launch
 
+    conn.settimeout(10)  # a caller that connects and says nothing does not keep a worker
     data, fds = _recv(conn, 4)
+    conn.settimeout(None)
     if not data:
         return  # a connection closed unused (someone checking that we listen)
     pid, uid = _credentials(conn)
@@ -227,7 +272,7 @@ def _call(conn: socket.socket) -> None:
         env = [str(v) for a, v in pairs if a == PlanAttr.ENV]
         umask = next((int(v) for a, v in pairs if a == PlanAttr.UMASK), 0o022)
         program = next((str(v) for a, v in pairs if a == PlanAttr.PROGRAM), "supervisor-oci")
-        _check_peer(pid, uid)
+        _check_peer(conn, pid, uid)
         main = _program(program, args)
         _become(pid, fds, env, umask)
         fds = []
@@ -288,7 +333,7 @@ def _spare(listener: socket.socket, accepted: int, service_fds: list[int]) -> No
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))  # blocked by the fork
         _touch()
-        _check_peer(os.getpid(), os.geteuid())  # what a call runs first, run once on ourselves
+        _check_process(os.getpid())  # what a call runs first, run once on ourselves
         _join_cgroups(os.getpid())
         conn, _ = listener.accept()
         _busy = True
@@ -339,6 +384,35 @@ def _touch() -> None:
         bootstrap.encode(plan(ContainerSpec.from_oci(config, bundle), "warm"))
     bootstrap._encode.cache_clear()
     _probe_as.cache_clear()
+
+
+def _decline_queued(listener: socket.socket) -> None:
+    """Decline the calls still in the listen queue, once no new one can come (the socket's name is
+    gone): closing the listener would reset them, and their front ends would fail calls that had
+    nothing done instead of running them in Python."""
+    listener.setblocking(False)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        with conn:
+            try:
+                # read what it sent, and stop it sending more: a socket closed with unread data
+                # resets its peer, which then sees the reset before our answer
+                conn.shutdown(socket.SHUT_RD)
+                while True:
+                    data, fds = _recv(conn, 4)
+                    for fd in fds:
+                        os.close(fd)
+                    if not data:
+                        break
+            except (OSError, ProtocolError):
+                pass
+            try:
+                _send(conn, encode(PlanMsg.DECLINE, []))
+            except OSError:
+                pass  # that front end is gone
 
 
 def serve(root: str, debug: bool = False) -> int:
@@ -422,9 +496,13 @@ def serve(root: str, debug: bool = False) -> int:
                 os.unlink(path)
         except FileNotFoundError:
             pass
-        listener.close()
         if spare in workers:  # the idle spare goes (a busy one ignores this); calls under way finish
             signal.pidfd_send_signal(spare, signal.SIGTERM)
+            os.waitid(os.P_PIDFD, spare, os.WEXITED)
+            os.close(spare)
+            del workers[spare]
+        _decline_queued(listener)
+        listener.close()
         for pidfd in workers:
             os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
             os.close(pidfd)
