@@ -109,6 +109,11 @@ def call(path: str, program: str, args: "Sequence[str]") -> int | None:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
+        # a planner of our own user only: it is sent our working directory and stdio, and we run
+        # what it says (the listener's credentials, as of its listen())
+        _, uid, _ = struct.unpack("3i", sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12))
+        if uid != os.geteuid():
+            raise PermissionError(f"a planner of uid {uid}")
     except OSError:
         sock.close()
         return None
