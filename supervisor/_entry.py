@@ -1,4 +1,4 @@
-"""The ``supervisor`` console script.
+"""The ``supervisor`` command (``_bin/supervisor`` runs this).
 
 ``supervisor run --bundle`` is offered first to a planner (``supervisor-oci planner``;
 ``_planner_call.py``), before anything else is imported: that call is a new process each time, and

@@ -4,7 +4,7 @@ A command such as ``supervisor-oci create`` or ``supervisor run --bundle`` is a 
 time, and the interpreter's orderly exit (freeing every module, every attrs class, pyroute2's tables)
 costs it about 12 ms here, a tenth of a ``create``. Nothing of ours needs that teardown: files are
 closed where they are used, containers are handed over or reaped before ``main`` returns, and the
-only buffered output is stdout and stderr, which are flushed first. So the console scripts end with
+only buffered output is stdout and stderr, which are flushed first. So the commands end with
 ``os._exit``.
 """
 

@@ -2,7 +2,7 @@
 end's side for ``supervisor run --bundle``.
 
 ``supervisor run --bundle`` is a new process each time, and most of its time went to imports. With
-a planner serving ``supervisor-oci``'s default root (``supervisor-oci planner``), the console script
+a planner serving ``supervisor-oci``'s default root (``supervisor-oci planner``), the command
 offers it the call first, as the native front end does ``create`` (``native/oci_call.c``): the
 planner's warm worker runs the command in this process's place, and this process only spawns the
 bootstrap when asked, reaps its children when asked, and forwards the signals a foreground runtime

@@ -484,7 +484,7 @@ async def _handle_signals(sup: "Supervisor", scope: "anyio.CancelScope", nursery
 
 
 def entry() -> None:
-    """The console script: ``main`` without the interpreter's teardown (see ``supervisor._exit``)."""
+    """The command: ``main`` without the interpreter's teardown (see ``supervisor._exit``)."""
     from ._exit import exit_after
 
     exit_after(main)

@@ -33,7 +33,7 @@ import os
 
 def default_root() -> str:
     """``--root``'s default: root's under /run; an ordinary user's under their runtime directory.
-    (Here, not in ``state``, because the ``supervisor`` console script looks for a planner there
+    (Here, not in ``state``, because the ``supervisor`` command looks for a planner there
     with nothing else imported.)"""
     if os.geteuid() == 0:
         return "/run/supervisor-oci"

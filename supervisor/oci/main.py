@@ -228,7 +228,7 @@ def _create(command: str, root: str, flags: Options, positional: list[str], log:
 
 
 def entry() -> None:
-    """The console script (and ``python -m supervisor.oci``): ``main`` without the interpreter's
+    """The command (``_bin/supervisor-oci``, and ``python -m supervisor.oci``): ``main`` without the interpreter's
     teardown, which a command run once per call does not need (see ``supervisor._exit``)."""
     from .._exit import exit_after
 

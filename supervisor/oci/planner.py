@@ -4,7 +4,7 @@
 Theory of operation. A ``create`` through a new Python process spends most of its time importing
 (attrs, pyroute2, the planner: about 70 ms here, against runc's whole create of 18 ms). The planner
 is a process that has imported all of it once; the native front end (``native/oci_call.c``) offers
-it each ``create`` on ``ROOT/planner.sock``, and the ``supervisor`` console script each
+it each ``create`` on ``ROOT/planner.sock``, and the ``supervisor`` command each
 ``run --bundle`` on the default root's (``_planner_call.py``; protocol: ``native/oci_planner.h``).
 Per call it forks a worker, which:
 
