@@ -37,6 +37,10 @@ class ProtocolError(Exception):
     """A message that is not what the protocol allows."""
 
 
+class _Gone(ProtocolError):
+    """The planner's end of the call closed before DONE: its worker is gone."""
+
+
 def encode(kind: int, pairs: "Sequence[tuple[int, int | str]]") -> bytes:
     """One message: the netlink header, then each (attribute id, value), typed by the C table."""
     body = bytearray()
@@ -99,13 +103,23 @@ def _send(sock: _socket.socket, data: bytes, fds: "Sequence[int]" = ()) -> None:
     sock.sendmsg([data], ancillary)
 
 
-#: what a foreground runtime passes on to its container (``cli._FORWARDED``), and terminal resizes
-_FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
+#: what a foreground runtime passes on to its container, terminal resizes among them: ``cli._FORWARDED``
+_FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT")
+#: the largest pid (pid_t is signed): a larger number from the planner is no process
+_PID_MAX = 0x7FFFFFFF
 
 
 def call(path: str, program: str, args: "Sequence[str]") -> int | None:
     """Offer a command to the planner on ``path``: its exit code once the planner ran it; None when
     there is no planner or it declined, and nothing was done."""
+    try:
+        for fd in (0, 1, 2):
+            os.fstat(fd)
+    except OSError:
+        # The protocol sends all three, and the socket would take the lowest free number: a closed
+        # stdin would have the worker's stdin, hence the container's, be our end of the connection.
+        # The Python command copes with a closed stdio.
+        return None
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
@@ -133,8 +147,10 @@ def call(path: str, program: str, args: "Sequence[str]") -> int | None:
         os.close(cwd)
 
     worker = 0
+    forwarded: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
+        forwarded.append(signum)
         if worker:
             try:
                 os.kill(worker, signum)
@@ -143,18 +159,34 @@ def call(path: str, program: str, args: "Sequence[str]") -> int | None:
 
     try:
         data, fds = _recv(sock, 1)
+        if not data:
+            raise _Gone("the planner ended the call without an answer")
         kind, values = decode(data)
         if kind == lib.SV_PLAN_MSG_DECLINE and not fds:
             sock.close()
             return None
         if kind != lib.SV_PLAN_MSG_ACCEPT or fds or [a for a, _ in values] != [lib.SV_PLAN_ATTR_PID]:
+            for fd in fds:
+                os.close(fd)
             raise ProtocolError(f"message type {kind}, not an answer to a call")
-        worker = int(values[0][1])
+        worker = _pid(values[0][1])
         for name in _FORWARDED:
             _signal.signal(getattr(_signal, name), forward)
         return _serve(sock)
-    except (OSError, ProtocolError) as e:
+    except (OSError, ProtocolError, ValueError) as e:  # ValueError: what posix_spawn refuses
         _kill_children()
+        if worker:
+            # What a worker that is gone made for the call (supervisor-<its pid> cgroups below ours,
+            # emptied now) goes as the next supervisor started here would sweep it.
+            from .cgroups import _sweep_once, hierarchies
+
+            _sweep_once(hierarchies())
+        ending = [s for s in forwarded if s not in (_signal.SIGWINCH, _signal.SIGCONT)]
+        if isinstance(e, _Gone) and ending:
+            # The worker died of what we passed on (it does before the container runs, as the
+            # command run here would have): so do we, as the command would have.
+            _signal.signal(ending[0], _signal.SIG_DFL)
+            os.kill(os.getpid(), ending[0])
         os.write(2, f"supervisor: the planner: {e}\n".encode())
         return 125
     finally:
@@ -166,7 +198,7 @@ def _serve(sock: _socket.socket) -> int:
     while True:
         data, fds = _recv(sock, 16)
         if not data:
-            raise ProtocolError("the planner ended the call without an answer")
+            raise _Gone("the planner ended the call without an answer")
         kind, values = decode(data)
         if kind == lib.SV_PLAN_MSG_SPAWN:
             _send_spawned(sock, values, fds)
@@ -176,21 +208,51 @@ def _serve(sock: _socket.socket) -> int:
         attrs = [a for a, _ in values]
         if kind == lib.SV_PLAN_MSG_WAIT and attrs == [lib.SV_PLAN_ATTR_PID]:
             try:
-                _, status = os.waitpid(int(values[0][1]), 0)
-                answer = (lib.SV_PLAN_ATTR_STATUS, status)
+                answer = (lib.SV_PLAN_ATTR_STATUS, _wait(sock, _pid(values[0][1])))
             except ChildProcessError as e:
                 answer = (lib.SV_PLAN_ATTR_ERRNO, e.errno or 0)
             _send(sock, encode(lib.SV_PLAN_MSG_WAITED, [answer]))
         elif kind == lib.SV_PLAN_MSG_DONE and attrs == [lib.SV_PLAN_ATTR_EXIT]:
+            if int(values[0][1]) > 0xFF:
+                raise ProtocolError(f"exit code {values[0][1]}")
             while True:  # what the call spawned and has ended
                 try:
                     if os.waitpid(-1, os.WNOHANG)[0] == 0:
                         break
                 except ChildProcessError:
                     break
-            return int(values[0][1]) & 0xFF
+            return int(values[0][1])
         else:
             raise ProtocolError(f"message type {kind}")
+
+
+def _pid(value: "int | str") -> int:
+    if not 0 < int(value) <= _PID_MAX:
+        raise ProtocolError(f"pid {value}")
+    return int(value)
+
+
+def _wait(sock: _socket.socket, pid: int) -> int:
+    """Reap our child ``pid`` (ChildProcessError when it is none): waitpid's status. A WAIT may last
+    as long as the container runs, so the connection is watched meanwhile: a worker that is gone
+    (killed) ends the call, and what we spawned is killed, rather than running on unattended."""
+    import select
+
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        return status
+    pidfd = os.pidfd_open(pid)  # our child, not yet reaped: its pid is still its own
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.register(sock.fileno(), select.POLLIN)
+        if pidfd not in {fd for fd, _ in poller.poll()}:  # the planner spoke out of turn, or is gone
+            if not sock.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT):
+                raise _Gone("the planner ended the call without an answer")
+            raise ProtocolError("the planner spoke during a wait")
+    finally:
+        os.close(pidfd)
+    return os.waitpid(pid, 0)[1]
 
 
 def _send_spawned(sock: _socket.socket, values: list[tuple[int, int | str]], fds: list[int]) -> None:

@@ -283,6 +283,11 @@ def _call(conn: socket.socket) -> None:
         if _debug:
             _say(f"pid {pid}: declined: {e}")
         return
+    if program == "supervisor":
+        # From here on a SIGTERM is the caller's, forwarded (run --bundle's front end forwards what a
+        # foreground runtime does): it ends us as it would end the command run by the caller, whose
+        # front end then dies of it too. Until the container runs and it is passed on, that is.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _send(conn, encode(PlanMsg.ACCEPT, [(PlanAttr.PID, os.getpid())]))
     _launch.spawner = FrontEnd(conn, pid)
     started = time.monotonic()
@@ -318,7 +323,8 @@ def _spare(listener: socket.socket, accepted: int, service_fds: list[int]) -> No
     them copy-on-write, and a call that copies them as it goes is milliseconds slower), then waits
     in accept. It tells the service when it took a call (a byte on ``accepted``), so another spare
     is forked. An idle spare ends on a SIGTERM (the service's, or systemd's to the service's cgroup);
-    a busy one ignores it, and has left that cgroup for its caller's anyway."""
+    a busy one ignores it until it has left that cgroup for its caller's, and it leaves the service's
+    session at once."""
     global _busy
 
     def stop(_signum: int, _frame: object) -> None:
@@ -337,6 +343,10 @@ def _spare(listener: socket.socket, accepted: int, service_fds: list[int]) -> No
         _join_cgroups(os.getpid())
         conn, _ = listener.accept()
         _busy = True
+        # Out of the service's session and process group: the ^C, hangup and job control of the
+        # terminal the service was started from are not the caller's, and must not reach the call
+        # (attend() would pass them on to its container).
+        os.setsid()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         listener.close()
         os.write(accepted, b"x")
