@@ -1,6 +1,7 @@
 """The ``supervisor`` command, run as a user runs it: exit codes, messages, stdio, signals."""
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -146,6 +147,53 @@ def test_container_dies_with_the_supervisor(bundle: Bundle) -> None:
     state = Path(f"/proc/{init}/stat").read_text().rsplit(")", 1)[1].split()[0] if os.path.exists(
         f"/proc/{init}") else "gone"
     assert state in ("gone", "Z")
+
+
+@pytest.mark.not_served
+def test_a_closed_stdin_stays_closed(bundle: Bundle) -> None:
+    """With our stdin closed, the container's is closed too. (Through a planner, the front end's
+    socket took fd 0, and was sent as the stdin of the call.)"""
+    b = bundle("/bin/sh", "-c", "cat; echo cat=$? >&2; echo out")
+    result = subprocess.run(["/bin/sh", "-c", 'exec "$@" 0<&-', "sh", *CLI, "run", "--bundle", str(b), "c"],
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "out\n", "cat: read error: Bad file descriptor\n"
+                                                                              "cat=1\n")
+
+
+@pytest.mark.not_served
+def test_a_signal_while_planning_ends_the_run_as_it_would_the_command(bundle: Bundle, tmp_path: Path) -> None:
+    """A SIGTERM that comes before the container is started (here: while config.json, a FIFO, is
+    read) ends the command, and no container runs. (Through a planner, the worker ignored it: the
+    container ran all the same.)"""
+    config = bundle("/bin/sh", "-c", "echo the workload ran").joinpath("config.json")
+    text = config.read_text()
+    config.unlink()
+    os.mkfifo(config)
+    with subprocess.Popen(CLI + ["run", "--bundle", str(config.parent), "p"], stdout=subprocess.PIPE, text=True) as p:
+        time.sleep(1)  # it reads the FIFO
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        try:
+            fd = os.open(config, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: nobody reads it any more
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+        assert p.stdout is not None and p.stdout.read() == ""
+        assert p.wait(10) == -signal.SIGTERM
+
+
+def test_sigcont_is_forwarded(bundle: Bundle) -> None:
+    """As runc run: the container's init is told when we are continued (kill -CONT, fg)."""
+    b = bundle("/bin/sh", "-c", "trap 'echo continued' CONT; trap 'exit 3' TERM; echo ready; "
+               "while :; do sleep 0.05; done")
+    with subprocess.Popen(CLI + ["run", "--bundle", str(b), "c"], stdout=subprocess.PIPE, text=True) as p:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        p.send_signal(signal.SIGCONT)
+        assert select.select([p.stdout], [], [], 10)[0] and p.stdout.readline() == "continued\n"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 3
 
 
 def test_readme_commands_are_what_ci_runs() -> None:
