@@ -577,14 +577,10 @@ def test_a_spawn_gets_exactly_the_descriptors_it_names(tmp_path: Path) -> None:
     assert fds[2].startswith("pipe:")
 
 
-def test_a_planner_of_another_user_is_not_obeyed(tmp_path: Path) -> None:
-    """ROOT is not always root's alone (a --root under /tmp, say): a planner another user listens
-    with there must get nothing of root's front end (its working directory, its stdio) and no
-    spawn run as root. The front end leaves the call to Python (which, here, cannot run)."""
-    front_end = no_python_front_end(tmp_path)
-    victim = tmp_path / "ran-as"
-    got: list[int | None] = []
-
+def spawn_id_u(victim: Path, got: list[int | None]) -> Callable[[socket.socket], None]:
+    """A hostile planner's script: accept the call, have the front end spawn ``id -u > victim`` and
+    wait (a while) for it to run. ``got`` gets the type of what the front end sent first (None: it
+    closed without a word)."""
     def script(conn: socket.socket) -> None:
         kind, _, fds = answer(conn)
         got.append(kind)
@@ -601,7 +597,17 @@ def test_a_planner_of_another_user_is_not_obeyed(tmp_path: Path) -> None:
             time.sleep(0.01)
         send(conn, encode(PlanMsg.DONE, [("EXIT", 0)]), [])
 
-    result = fake_planner(tmp_path / "root", front_end, script, listen_as=NOBODY)
+    return script
+
+
+def test_a_planner_of_another_user_is_not_obeyed(tmp_path: Path) -> None:
+    """ROOT is not always root's alone (a --root under /tmp, say): a planner another user listens
+    with there must get nothing of root's front end (its working directory, its stdio) and no
+    spawn run as root. The front end leaves the call to Python (which, here, cannot run)."""
+    front_end = no_python_front_end(tmp_path)
+    victim = tmp_path / "ran-as"
+    got: list[int | None] = []
+    result = fake_planner(tmp_path / "root", front_end, spawn_id_u(victim, got), listen_as=NOBODY)
     assert not victim.exists(), f"the spawn ran as uid {victim.read_text().strip()}"
     assert got == [None]
     assert result.returncode == 1 and "exec /nonexistent/python" in result.stderr, result

@@ -21,7 +21,7 @@ from supervisor._wire import PlanMsg
 from .conftest import Bundle, container_inits, needs_root
 from .test_console import Tmux, terminal
 from .test_oci_containerd import supervisor_oci
-from .test_oci_planner_attacks import NOBODY, answer, encode, gone, send, spawn_message, spawned
+from .test_oci_planner_attacks import NOBODY, answer, encode, gone, send, spawn_id_u, spawn_message, spawned
 
 pytestmark = needs_root
 
@@ -227,21 +227,8 @@ def test_a_planner_of_another_user_is_not_offered_the_run(bundle: Bundle, tmp_pa
     os.chmod(tmp_path, 0o777)
     victim = tmp_path / "ran-as"
     got: list[int | None] = []
-
-    def script(conn: socket.socket) -> None:
-        kind, _, fds = answer(conn)
-        got.append(kind)
-        for fd in fds:
-            os.close(fd)
-        if kind != PlanMsg.CALL:
-            return
-        send(conn, encode(PlanMsg.ACCEPT, [("PID", os.getpid())]), [])
-        with open("/bin/sh", "rb") as program:
-            send(conn, spawn_message(["sh", "-c", f"id -u > {victim}"], []), [program.fileno()])
-        spawned(conn)
-        send(conn, encode(PlanMsg.DONE, [("EXIT", 0)]), [])
-
-    result = fake_planner(tmp_path / "planner.sock", bundle("/bin/echo", "direct"), script, listen_as=NOBODY)
+    result = fake_planner(tmp_path / "planner.sock", bundle("/bin/echo", "direct"), spawn_id_u(victim, got),
+                          listen_as=NOBODY)
     assert not victim.exists(), f"the spawn ran as uid {victim.read_text().strip()}"
     assert got == [None], (got, result)
     assert (result.returncode, result.stdout) == (0, "direct\n"), result.stderr
