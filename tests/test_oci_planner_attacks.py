@@ -652,4 +652,7 @@ def test_a_call_queued_while_the_planner_stops_is_left_to_python(tmp_path: Path,
         finally:
             with contextlib.suppress(ProcessLookupError):  # it ended on the planner's SIGTERM
                 os.kill(spare, signal.SIGCONT)
+            # had the planner made it after all, nothing of it stays (delete is native)
+            subprocess.run([str(front_end), "--root", str(root), "delete", "--force", "q"], capture_output=True)
     assert "exec /nonexistent/python" in err, (err, planner.lines)
+    assert not (root / "q").exists()
