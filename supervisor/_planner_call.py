@@ -159,8 +159,9 @@ def call(path: str, program: str, args: "Sequence[str]") -> int | None:
 
     try:
         data, fds = _recv(sock, 1)
-        if not data:
-            raise _Gone("the planner ended the call without an answer")
+        if not data:  # gone before it took the call (a planner stopping, say): nothing was done
+            sock.close()
+            return None
         kind, values = decode(data)
         if kind == lib.SV_PLAN_MSG_DECLINE and not fds:
             sock.close()

@@ -510,6 +510,20 @@ def spawned(conn: socket.socket) -> int:
     return int(dict(attrs)["PID"])
 
 
+def test_a_planner_that_goes_away_before_it_takes_the_call(tmp_path: Path) -> None:
+    """Nothing was done (a planner stopping, its spare killed in accept, say): the call is Python's."""
+    front_end = no_python_front_end(tmp_path)
+
+    def script(conn: socket.socket) -> None:
+        kind, _, fds = answer(conn)
+        for fd in fds:
+            os.close(fd)
+        assert kind == PlanMsg.CALL
+
+    result = fake_planner(tmp_path / "root", front_end, script)
+    assert result.returncode == 1 and "exec /nonexistent/python" in result.stderr, result
+
+
 def test_a_planner_that_goes_away_after_a_spawn(tmp_path: Path) -> None:
     """The front end kills and reaps what it spawned, and fails with a message."""
     front_end = no_python_front_end(tmp_path)

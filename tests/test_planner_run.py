@@ -220,6 +220,18 @@ def fake_planner(path: Path, b: Path, script: Callable[[socket.socket], None], l
         path.unlink()
 
 
+def test_a_planner_that_goes_away_before_it_takes_the_run(bundle: Bundle, tmp_path: Path) -> None:
+    """Nothing was done (a planner stopping, say): the run goes on without it."""
+    def script(conn: socket.socket) -> None:
+        kind, _, fds = answer(conn)
+        for fd in fds:
+            os.close(fd)
+        assert kind == PlanMsg.CALL
+
+    result = fake_planner(tmp_path / "planner.sock", bundle("/bin/echo", "direct"), script)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "direct\n", "")
+
+
 def test_a_planner_of_another_user_is_not_offered_the_run(bundle: Bundle, tmp_path: Path) -> None:
     """A planner that another user listens with gets nothing (no call: no working directory, stdio or
     environment) and no spawn run as root; the run goes on without it. (The Python front end did

@@ -347,6 +347,8 @@ int sv_plan_call(const char *root, char *const argv[], int *code, char *err, siz
         }
         close_all(fds, n_fds);
         close(sock);
+        if (len == 0 && !accepted)
+            return 0; /* gone before it took the call (a planner stopping, say): nothing was done */
         if (len < 0)
             return failed(err, errlen, "the planner's answer: %s", errno ? strerror(errno) : "truncated");
         if (len == 0)

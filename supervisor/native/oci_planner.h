@@ -22,8 +22,9 @@
  *
  * Each is one netlink message in the bootstrap message's encoding (nla.h), with a type of its own
  * and one attribute id space for all. The front end parses what the planner sends with nla.c's
- * walker, strictly; anything else, or the planner's end of the socket closing before DONE, ends the
- * call with an error once the front end has killed and reaped what it spawned.
+ * walker, strictly; anything else, or the planner's end of the socket closing after ACCEPT and
+ * before DONE, ends the call with an error once the front end has killed and reaped what it spawned
+ * (closing before ACCEPT is a DECLINE).
  */
 #ifndef SV_OCI_PLANNER_H
 #define SV_OCI_PLANNER_H
