@@ -14,12 +14,13 @@ import sys
 def entry() -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["run"] and any(a in ("--bundle", "-b") or a.startswith("--bundle=") for a in argv):
+        from ._planner_call import SOCKET_NAME, call
+
         path = os.environ.get("SUPERVISOR_PLANNER")
         if path is None:
             from .oci import default_root
 
-            path = os.path.join(default_root(), "planner.sock")
-        from ._planner_call import call
+            path = os.path.join(default_root(), SOCKET_NAME)
 
         code = call(path, "supervisor", argv) if path else None
         if code is not None:

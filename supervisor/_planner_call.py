@@ -21,13 +21,16 @@ import struct
 import _signal  # type: ignore[import-not-found]  # no stubs: signal's own C module, without the enums
 import _socket
 
-from ._native import lib
+from ._native import ffi, lib
 
 TYPE_CHECKING = False  # typing, and even collections.abc, cost this path milliseconds
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["call", "decode", "encode"]
+__all__ = ["SOCKET_NAME", "call", "decode", "encode"]
+
+#: the planner's socket below its root, as the native front end names it
+SOCKET_NAME: str = ffi.string(lib.sv_plan_socket_name()).decode()
 
 #: payload types (nla.h)
 _U32, _STR = lib.SV_T_U32, lib.SV_T_STR

@@ -456,14 +456,12 @@ def gone(pid: int) -> bool:
     return not os.path.exists(f"/proc/{pid}")
 
 
-def fake_planner(root: Path, front_end: Path, script: Callable[[socket.socket], None],
-                 listen_as: int | None = None) -> subprocess.CompletedProcess[str]:
-    """Listen on ROOT/planner.sock (as ``listen_as``, a uid, when given), run a create through the
-    front end, and answer its call with ``script``; the front end's exit."""
-    root.mkdir(mode=0o777, exist_ok=True)
-    os.chmod(root, 0o777)
+def play_planner(path: Path, argv: list[str], script: Callable[[socket.socket], None], listen_as: int | None = None,
+                 **popen: Any) -> subprocess.CompletedProcess[str]:
+    """Listen on ``path`` (as ``listen_as``, a uid, when given), run ``argv`` (a front end offering it
+    a call), and answer the call with ``script``; the front end's exit."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    listener.bind(str(root / "planner.sock"))
+    listener.bind(str(path))
     if listen_as is not None:  # the kernel gives the listener's credentials, as of listen(), to who connects
         pid = os.fork()
         if pid == 0:
@@ -475,11 +473,10 @@ def fake_planner(root: Path, front_end: Path, script: Callable[[socket.socket], 
     else:
         listener.listen(1)
     try:
-        with subprocess.Popen([str(front_end), "--root", str(root), "create", "--bundle", "/nonexistent", "x"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) as proc:
+        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, **popen) as proc:
             try:
-                listener.settimeout(10)
+                listener.settimeout(20)
                 conn, _ = listener.accept()
                 with conn:
                     script(conn)
@@ -489,7 +486,16 @@ def fake_planner(root: Path, front_end: Path, script: Callable[[socket.socket], 
             return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     finally:
         listener.close()
-        (root / "planner.sock").unlink()
+        path.unlink()
+
+
+def fake_planner(root: Path, front_end: Path, script: Callable[[socket.socket], None],
+                 listen_as: int | None = None) -> subprocess.CompletedProcess[str]:
+    """A hostile planner on ROOT/planner.sock, against a create through the native front end."""
+    root.mkdir(mode=0o777, exist_ok=True)
+    os.chmod(root, 0o777)
+    return play_planner(root / "planner.sock", [str(front_end), "--root", str(root), "create", "--bundle",
+                                                "/nonexistent", "x"], script, listen_as)
 
 
 def the_call(conn: socket.socket) -> list[str]:
@@ -524,16 +530,21 @@ def test_a_planner_that_goes_away_before_it_takes_the_call(tmp_path: Path) -> No
     assert result.returncode == 1 and "exec /nonexistent/python" in result.stderr, result
 
 
+def spawn_sleep(conn: socket.socket) -> int:
+    """Take the call and have the front end spawn a ``sleep 100``: its pid."""
+    the_call(conn)
+    with open("/bin/sleep", "rb") as program:
+        send(conn, spawn_message(["sleep", "100"], []), [program.fileno()])
+    return spawned(conn)
+
+
 def test_a_planner_that_goes_away_after_a_spawn(tmp_path: Path) -> None:
     """The front end kills and reaps what it spawned, and fails with a message."""
     front_end = no_python_front_end(tmp_path)
     pids = []
 
     def script(conn: socket.socket) -> None:
-        the_call(conn)
-        with open("/bin/sleep", "rb") as program:
-            send(conn, spawn_message(["sleep", "100"], []), [program.fileno()])
-        pids.append(spawned(conn))
+        pids.append(spawn_sleep(conn))
 
     result = fake_planner(tmp_path / "root", front_end, script)
     assert (result.returncode, result.stderr.strip()) == (1, "the planner ended the call without an answer")
@@ -552,10 +563,7 @@ def test_malformed_answers_after_a_spawn(tmp_path: Path, message: bytes, expecte
     pids = []
 
     def script(conn: socket.socket) -> None:
-        the_call(conn)
-        with open("/bin/sleep", "rb") as program:
-            send(conn, spawn_message(["sleep", "100"], []), [program.fileno()])
-        pids.append(spawned(conn))
+        pids.append(spawn_sleep(conn))
         with open("/bin/sleep", "rb") as program:
             send(conn, message, [program.fileno()] if b"sleep" not in message else [])
 

@@ -21,7 +21,8 @@ from supervisor._wire import PlanMsg
 from .conftest import Bundle, container_inits, needs_root
 from .test_console import Tmux, terminal
 from .test_oci_containerd import supervisor_oci
-from .test_oci_planner_attacks import NOBODY, answer, encode, gone, send, spawn_id_u, spawn_message, spawned
+from .test_oci_planner_attacks import (NOBODY, answer, encode, gone, play_planner, send, spawn_id_u, spawn_message,
+                                      spawned)
 
 pytestmark = needs_root
 
@@ -188,36 +189,9 @@ def test_a_terminal_run_with_the_planner_in_the_background_of_the_same_terminal(
 
 def fake_planner(path: Path, b: Path, script: Callable[[socket.socket], None], listen_as: int | None = None,
                  **kw: Any) -> subprocess.CompletedProcess[str]:
-    """Listen on ``path`` (as uid ``listen_as``, when given), run ``supervisor run --bundle`` with
-    that planner, and answer its call with ``script``."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    listener.bind(str(path))
-    if listen_as is not None:  # the kernel gives the listener's credentials, as of listen(), to who connects
-        pid = os.fork()
-        if pid == 0:
-            os.setgid(listen_as)
-            os.setuid(listen_as)
-            listener.listen(1)
-            os._exit(0)
-        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-    else:
-        listener.listen(1)
-    try:
-        with subprocess.Popen(CLI + ["run", "--bundle", str(b), "x"], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "SUPERVISOR_PLANNER": str(path)}, **kw) as proc:
-            try:
-                listener.settimeout(20)
-                conn, _ = listener.accept()
-                with conn:
-                    script(conn)
-                out, err = proc.communicate(timeout=20)
-            finally:
-                proc.kill()
-            return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    finally:
-        listener.close()
-        path.unlink()
+    """A hostile planner on ``path``, against ``supervisor run --bundle`` offering it the run."""
+    return play_planner(path, CLI + ["run", "--bundle", str(b), "x"], script, listen_as,
+                        env={**os.environ, "SUPERVISOR_PLANNER": str(path)}, **kw)
 
 
 def test_a_planner_that_goes_away_before_it_takes_the_run(bundle: Bundle, tmp_path: Path) -> None:

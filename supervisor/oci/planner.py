@@ -37,13 +37,12 @@ import sys
 import time
 from collections.abc import Callable
 
-from .._planner_call import ProtocolError, _recv, _send, decode, encode
+from .._planner_call import SOCKET_NAME, ProtocolError, _recv, _send, decode, encode
 from .._wire import PlanAttr, PlanMsg
 from .log import CommandError
 
 __all__ = ["serve"]
 
-SOCKET_NAME: str = "planner.sock"
 #: the namespaces a caller must share with the planner: a path, a pid, a cgroup mean the same here
 _NAMESPACES = ("mnt", "pid", "net", "ipc", "uts", "user", "cgroup")
 
